@@ -1,0 +1,523 @@
+//! The HTTP API (axum): webhooks, executions, rules, health.
+//!
+//! Handlers return `Result<_, ApiError>`; errors become `{error, detail}` JSON
+//! and never carry internals (those are logged with a correlation id).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use squall_engine::describe::{execution_detail, execution_view};
+use squall_engine::execution::{ExecutionContext, ExecutionStatus};
+use squall_engine::intake::{IntakeError, TriggerFiring};
+use squall_engine::params::Casting;
+use squall_engine::store::{ExecutionFilter, hash_api_key};
+use squall_engine::{Engine, EngineError, triggers};
+
+/// Shared state of every handler.
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub auth: bool,
+    pub body_limit: usize,
+    keys: KeyCache,
+}
+
+impl AppState {
+    pub fn new(engine: Arc<Engine>, auth: bool, body_limit: usize) -> Arc<AppState> {
+        Arc::new(AppState {
+            engine,
+            auth,
+            body_limit,
+            keys: KeyCache::default(),
+        })
+    }
+}
+
+/// Verified keys are remembered briefly so a burst of webhooks costs one
+/// database read, not one per request; a revoked key stops working within
+/// [`KEY_CACHE_TTL`].
+#[derive(Default)]
+struct KeyCache {
+    entries: Mutex<HashMap<String, (Option<String>, Instant)>>,
+}
+
+const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
+
+impl KeyCache {
+    async fn verify(&self, engine: &Engine, key: &str) -> Result<Option<String>, ApiError> {
+        let hash = hash_api_key(key);
+        if let Ok(entries) = self.entries.lock() {
+            if let Some((name, at)) = entries.get(&hash) {
+                if at.elapsed() < KEY_CACHE_TTL {
+                    return Ok(name.clone());
+                }
+            }
+        }
+        let name = engine
+            .store
+            .verify_api_key(key)
+            .await
+            .map_err(ApiError::internal)?;
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() > 10_000 {
+                entries.clear();
+            }
+            entries.insert(hash, (name.clone(), Instant::now()));
+        }
+        Ok(name)
+    }
+}
+
+/// An error answered to an API caller.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    detail: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            detail: detail.into(),
+        }
+    }
+
+    fn internal(err: impl std::fmt::Display) -> Self {
+        let id = squall_engine::execution::new_id();
+        tracing::error!(correlation_id = %id, error = %err, "internal error answering an API request");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            format!("internal error; correlation id {id}"),
+        )
+    }
+}
+
+impl From<IntakeError> for ApiError {
+    fn from(err: IntakeError) -> Self {
+        match err {
+            IntakeError::Overloaded | IntakeError::Closed => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", err.to_string())
+            }
+            IntakeError::Store(_) => Self::internal(err),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(err: EngineError) -> Self {
+        match err {
+            EngineError::Parameters(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_parameters", err.to_string())
+            }
+            EngineError::Intake(e) => e.into(),
+            EngineError::NoExecution(_) => Self::new(StatusCode::NOT_FOUND, "not_found", err.to_string()),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": self.error, "detail": self.detail})),
+        )
+            .into_response()
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/webhooks/st2", post(fire_st2_trigger))
+        .route("/webhooks/{*name}", post(webhook))
+        .route("/executions", get(list_executions).post(create_execution))
+        .route("/executions/{id}", get(get_execution))
+        .route("/rules", get(list_rules))
+        .route("/actions", get(list_actions))
+        .layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.body_limit))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    match state.engine.store.count_api_keys().await {
+        Ok(_) => Json(json!({"status": "ok"})).into_response(),
+        Err(err) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("database unreachable: {}", short(&err.to_string())),
+        )
+        .into_response(),
+    }
+}
+
+fn short(text: &str) -> String {
+    text.chars().take(200).collect()
+}
+
+/// The API key from `St2-Api-Key` or `Authorization: Bearer`.
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get("st2-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.trim());
+    }
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+}
+
+/// The caller's identity, put in request extensions by the auth layer.
+#[derive(Clone)]
+struct Caller(String);
+
+async fn require_api_key(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if !state.auth {
+        request.extensions_mut().insert(Caller("anonymous".into()));
+        return Ok(next.run(request).await);
+    }
+    let Some(key) = presented_key(request.headers()) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "an API key is required: send it as the St2-Api-Key header or Authorization: Bearer <key> (create one with `squall apikey create`)",
+        ));
+    };
+    match state.keys.verify(&state.engine, key).await? {
+        Some(name) => {
+            request.extensions_mut().insert(Caller(name));
+            Ok(next.run(request).await)
+        }
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the API key is not valid or has been disabled",
+        )),
+    }
+}
+
+/// Headers that carry credentials are never stored in a trigger payload.
+const HIDDEN_HEADERS: [&str; 5] = [
+    "authorization",
+    "st2-api-key",
+    "cookie",
+    "x-auth-token",
+    "proxy-authorization",
+];
+
+fn headers_payload(headers: &HeaderMap) -> Value {
+    let mut map = Map::new();
+    for (name, value) in headers {
+        let name = name.as_str();
+        if HIDDEN_HEADERS.contains(&name) {
+            continue;
+        }
+        map.insert(
+            name.to_owned(),
+            Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+        );
+    }
+    Value::Object(map)
+}
+
+/// Parse a webhook body by its content type, as StackStorm does: JSON, form
+/// fields, or text. curl's `-d '{...}'` sends JSON labelled as a form, so a
+/// form body that starts with `{` or `[` is read as JSON.
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if body.is_empty() {
+        return Ok(Value::Object(Map::new()));
+    }
+    let text = std::str::from_utf8(body).map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "the body is not valid UTF-8")
+    })?;
+    let looks_json = matches!(text.trim_start().chars().next(), Some('{' | '['));
+    let parse_json = || {
+        serde_json::from_str::<Value>(text).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("the body is not valid JSON: {e}"),
+            )
+        })
+    };
+    match content_type.as_str() {
+        "application/x-www-form-urlencoded" if looks_json => parse_json(),
+        "application/x-www-form-urlencoded" => {
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_str(text).map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_form", format!("the form body is not valid: {e}"))
+            })?;
+            Ok(Value::Object(
+                pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
+            ))
+        }
+        t if t.starts_with("text/") => Ok(Value::String(text.to_owned())),
+        t if t.is_empty() || t == "application/json" || t.ends_with("+json") => parse_json(),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("content type {other:?} is not accepted; send application/json, application/x-www-form-urlencoded or text/plain"),
+        )),
+    }
+}
+
+async fn webhook(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let name = name.trim_matches('/').to_owned();
+    let catalog = state.engine.catalog.current();
+    if !catalog.has_webhook(&name) {
+        let known: Vec<&str> = catalog.webhook_urls().into_iter().collect();
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_webhook",
+            format!(
+                "no enabled rule listens on webhook {name:?}; known webhooks: {}",
+                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+            ),
+        ));
+    }
+    let payload = json!({"headers": headers_payload(&headers), "body": parse_body(&headers, &body)?});
+    let id = state
+        .engine
+        .intake
+        .fire(TriggerFiring {
+            trigger: triggers::WEBHOOK.into(),
+            url: Some(name.clone()),
+            payload,
+            source: format!("webhook/{name}"),
+        })
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"trigger_instance_id": id, "trigger": triggers::WEBHOOK, "webhook": name})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct St2Trigger {
+    trigger: String,
+    #[serde(default)]
+    payload: Value,
+}
+
+async fn fire_st2_trigger(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let value = parse_body(&headers, &body)?;
+    let request: St2Trigger = serde_json::from_value(value).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("expected {{\"trigger\": \"<type>\", \"payload\": {{...}}}}: {e}"),
+        )
+    })?;
+    if !triggers::is_known(&request.trigger) || request.trigger == triggers::WEBHOOK {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_trigger",
+            format!(
+                "trigger {:?} cannot be fired here; use a pack trigger (pack.name) or one of: {}",
+                request.trigger,
+                triggers::builtin_names().into_iter().filter(|t| *t != triggers::WEBHOOK).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    let id = state
+        .engine
+        .intake
+        .fire(TriggerFiring {
+            trigger: request.trigger.clone(),
+            url: None,
+            payload: request.payload,
+            source: "webhook/st2".into(),
+        })
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"trigger_instance_id": id, "trigger": request.trigger})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    action: Option<String>,
+    status: Option<String>,
+    limit: Option<u64>,
+}
+
+async fn list_executions(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(s) => Some(ExecutionStatus::parse(s).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!(
+                    "unknown status {s:?}; one of: {}",
+                    ExecutionStatus::ALL.map(|s| s.as_str()).join(", ")
+                ),
+            )
+        })?),
+    };
+    let limit = query.limit.unwrap_or(50);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "limit must be between 1 and 1000"));
+    }
+    let models = state
+        .engine
+        .store
+        .list_executions(&ExecutionFilter {
+            action: query.action,
+            status,
+            limit,
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    let catalog = state.engine.catalog.current();
+    Ok(Json(Value::Array(
+        models.iter().map(|m| execution_view(m, &catalog)).collect(),
+    )))
+}
+
+async fn get_execution(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(model) = state.engine.store.get_execution(&id).await.map_err(ApiError::internal)? else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no execution {id}")));
+    };
+    let catalog = state.engine.catalog.current();
+    let view = execution_detail(&state.engine.store, &model, &catalog)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(view))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateExecution {
+    action: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+}
+
+async fn create_execution(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let value = parse_body(&headers, &body)?;
+    let request: CreateExecution = serde_json::from_value(value).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("expected {{\"action\": \"pack.name\", \"parameters\": {{...}}}}: {e}"),
+        )
+    })?;
+    let context = ExecutionContext {
+        source: "api".into(),
+        user: Some(caller.0),
+        ..ExecutionContext::default()
+    };
+    let id = state
+        .engine
+        .request_execution(&request.action, &request.parameters, Casting::Strict, context)
+        .await?;
+    let model = state.engine.store.get_execution(&id).await.map_err(ApiError::internal)?;
+    let catalog = state.engine.catalog.current();
+    let body = model.map(|m| execution_view(&m, &catalog)).unwrap_or_else(|| json!({"id": id}));
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn list_rules(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let catalog = state.engine.catalog.current();
+    Json(Value::Array(
+        catalog
+            .rules()
+            .map(|r| {
+                json!({
+                    "ref": r.reference(),
+                    "description": r.description,
+                    "enabled": r.enabled,
+                    "type": r.kind,
+                    "trigger": {"type": r.trigger_type, "parameters": r.trigger_parameters},
+                    "criteria": r.criteria,
+                    "action": {"ref": r.action_ref, "parameters": r.action_parameters},
+                })
+            })
+            .collect(),
+    ))
+}
+
+async fn list_actions(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let catalog = state.engine.catalog.current();
+    let mut actions = Vec::new();
+    for reference in catalog.action_refs() {
+        if let Some(entry) = catalog.action(reference) {
+            actions.push(json!({
+                "ref": reference,
+                "description": entry.action.description,
+                "runner_type": entry.action.runner_type,
+                "enabled": entry.action.enabled,
+                "parameters": entry.params.specs().iter().map(|(name, spec)| (name.clone(), json!({
+                    "schema": spec.schema,
+                    "required": spec.required,
+                    "default": if spec.secret { spec.default.as_ref().map(|_| json!(squall_engine::params::MASK)) } else { spec.default.clone() },
+                    "secret": spec.secret,
+                    "immutable": spec.immutable,
+                    "description": spec.description,
+                }))).collect::<Map<String, Value>>(),
+            }));
+        }
+    }
+    Json(Value::Array(actions))
+}

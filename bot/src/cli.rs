@@ -1,0 +1,143 @@
+//! The `squall` command line. Commands that read or change state work either
+//! against a running server (`--server`, with an API key) or directly on the
+//! database named by the configuration.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "squall", version, about = "ChatOps automation: rules, actions, workflows and chat in one binary")]
+pub struct Cli {
+    /// Configuration file (default: ./squall.toml when present).
+    #[arg(long, short = 'c', global = true, env = "SQUALL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Talk to a running server at this URL instead of opening the database.
+    #[arg(long, global = true, env = "SQUALL_SERVER")]
+    pub server: Option<String>,
+    /// API key for --server.
+    #[arg(long, global = true, env = "SQUALL_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: HTTP API, rules, workers.
+    Serve,
+    /// Run an action and wait for its result: `squall run core.local cmd='uname -a'`.
+    Run(RunArgs),
+    /// Inspect executions.
+    #[command(subcommand)]
+    Execution(ExecutionCommand),
+    /// Inspect rules.
+    #[command(subcommand)]
+    Rule(RuleCommand),
+    /// Work with packs.
+    #[command(subcommand)]
+    Pack(PackCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Apikey(ApikeyCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Action reference, `pack.name`.
+    pub action: String,
+    /// Parameters as `name=value` (values are cast to the parameter's type;
+    /// JSON for objects and arrays).
+    pub parameters: Vec<String>,
+    /// Seconds to wait for the result.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// Print the execution as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExecutionCommand {
+    /// List executions, newest first.
+    List {
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one execution with its trigger, rule, parameters, result and output.
+    Get {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RuleCommand {
+    /// List rules.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PackCommand {
+    /// Validate pack directories (default: the configured ones); exits non-zero on any error.
+    Validate { dirs: Vec<PathBuf> },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApikeyCommand {
+    /// Create an API key and print it once.
+    Create {
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+}
+
+/// Parse `name=value` arguments. Values stay text here; the action's
+/// parameter types decide the casts.
+pub fn parse_assignments(args: &[String]) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let mut map = serde_json::Map::new();
+    for arg in args {
+        let Some((name, value)) = arg.split_once('=') else {
+            return Err(format!("parameter {arg:?} is not name=value"));
+        };
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(format!("parameter {arg:?} has no name before '='"));
+        }
+        if map.insert(name.to_owned(), serde_json::Value::String(value.to_owned())).is_some() {
+            return Err(format!("parameter {name:?} is given twice"));
+        }
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignments_keep_equals_signs_in_values() {
+        let map = parse_assignments(&["cmd=echo a=b".into()]).expect("valid");
+        assert_eq!(map["cmd"], "echo a=b");
+    }
+
+    #[test]
+    fn assignment_without_equals_is_an_error() {
+        assert!(parse_assignments(&["oops".into()]).is_err());
+    }
+
+    #[test]
+    fn duplicate_assignment_is_an_error() {
+        assert!(parse_assignments(&["a=1".into(), "a=2".into()]).is_err());
+    }
+}

@@ -1,0 +1,209 @@
+//! `squall.toml` and `SQUALL_*` environment variables.
+//!
+//! Every option can be set in the file or the environment (nested keys with a
+//! double underscore: `SQUALL_WORKER__CONCURRENCY=8`). Validation happens
+//! before anything is opened.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use squall_engine::runners::OutputLimits;
+use squall_engine::worker::WorkerConfig;
+
+/// A value that must never be printed: `Debug` and `Display` show
+/// `**redacted**`.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Sensitive(pub String);
+
+impl std::fmt::Debug for Sensitive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("**redacted**")
+    }
+}
+
+impl std::fmt::Display for Sensitive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("**redacted**")
+    }
+}
+
+/// squall's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: String,
+    /// Directory for the embedded SQLite database and the first API key.
+    pub data_dir: PathBuf,
+    /// Database URL: `sqlite://PATH` or `postgres://USER@HOST/DB`. Default:
+    /// `sqlite://<data_dir>/squall.db`.
+    pub database_url: Option<Sensitive>,
+    /// Directories holding packs (each either a pack or a directory of packs).
+    pub packs: Vec<PathBuf>,
+    pub worker: WorkerSection,
+    pub api: ApiSection,
+}
+
+/// The worker pool of this node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSection {
+    /// Run executions on this node.
+    pub enabled: bool,
+    /// Executions run at once.
+    pub concurrency: usize,
+    /// Seconds a claimed execution stays owned without a heartbeat.
+    pub lease_seconds: u64,
+    /// Bytes of stdout and of stderr kept per execution.
+    pub output_limit_bytes: usize,
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Largest request body accepted, bytes (larger: 413).
+    pub body_limit_bytes: usize,
+    /// Require an API key on /api/v1 (webhooks included).
+    pub auth: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9101".into(),
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            packs: vec![PathBuf::from("packs")],
+            worker: WorkerSection::default(),
+            api: ApiSection::default(),
+        }
+    }
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            concurrency: 64,
+            lease_seconds: 30,
+            output_limit_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 1024 * 1024,
+            auth: true,
+        }
+    }
+}
+
+/// Environment variables that belong to the CLI, not to the configuration.
+const CLI_ENV: [&str; 3] = ["server", "api_key", "config"];
+
+impl Config {
+    /// Defaults, then the file (if it exists, or if it was named explicitly),
+    /// then `SQUALL_*` variables.
+    pub fn load(path: Option<&Path>) -> Result<Config, String> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match path {
+            Some(path) if !path.exists() => {
+                return Err(format!("config file {} does not exist", path.display()));
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => figment = figment.merge(Toml::file_exact("squall.toml")),
+        }
+        figment = figment.merge(
+            Env::prefixed("SQUALL_")
+                .filter(|key| !CLI_ENV.contains(&key.as_str().to_ascii_lowercase().as_str()))
+                .split("__"),
+        );
+        let config: Config = figment.extract().map_err(|e| {
+            e.into_iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!("listen: {:?} is not an IP:port address", self.listen));
+        }
+        if self.worker.concurrency == 0 {
+            problems.push("worker.concurrency: must be at least 1".into());
+        }
+        if self.worker.lease_seconds < 3 {
+            problems.push("worker.lease_seconds: must be at least 3".into());
+        }
+        if self.api.body_limit_bytes < 1024 {
+            problems.push("api.body_limit_bytes: must be at least 1024".into());
+        }
+        if self.packs.is_empty() {
+            problems.push("packs: name at least one pack directory".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.0.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("squall.db").display()),
+        }
+    }
+
+    pub fn worker_config(&self) -> WorkerConfig {
+        WorkerConfig {
+            concurrency: self.worker.concurrency,
+            lease: Duration::from_secs(self.worker.lease_seconds),
+            limits: OutputLimits {
+                max_bytes: self.worker.output_limit_bytes,
+            },
+            ..WorkerConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sensitive_values_never_print() {
+        let url = Sensitive("postgres://u:hunter2@db/squall".into());
+        assert_eq!(format!("{url:?} {url}"), "**redacted** **redacted**");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("squall.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\nworkers = 3\n").expect("write");
+        let err = Config::load(Some(&path)).expect_err("unknown key");
+        assert!(err.contains("workers"), "{err}");
+    }
+
+    #[test]
+    fn bad_listen_address_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("squall.toml");
+        std::fs::write(&path, "listen = \"localhost\"\n").expect("write");
+        let err = Config::load(Some(&path)).expect_err("bad address");
+        assert!(err.contains("listen"), "{err}");
+    }
+}

@@ -1,0 +1,293 @@
+//! `squall`: entry point of the CLI and the server.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Parser;
+use serde_json::{Value, json};
+
+use squall::cli::{ApikeyCommand, Cli, Command, ExecutionCommand, PackCommand, RuleCommand, RunArgs, parse_assignments};
+use squall::config::Config;
+use squall::{output, server};
+use squall_engine::describe::{execution_detail, execution_view};
+use squall_engine::execution::{ExecutionContext, ExecutionStatus};
+use squall_engine::params::Casting;
+use squall_engine::runners::RunnerRegistry;
+use squall_engine::store::ExecutionFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SQUALL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    squall_engine::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Pack(PackCommand::Validate { dirs }) = &cli.command {
+        return validate_packs(&cli, dirs);
+    }
+    let config = Config::load(cli.config.as_deref()).map_err(|e| anyhow!("configuration: {e}"))?;
+    let remote = cli.server.as_deref().map(|url| Remote::new(url, cli.api_key.clone()));
+    match cli.command {
+        Command::Serve => serve(&config).await,
+        Command::Run(args) => run_action(&config, remote, args).await,
+        Command::Execution(cmd) => execution(&config, remote, cmd).await,
+        Command::Rule(RuleCommand::List { json }) => {
+            let rules = match remote {
+                Some(r) => r.get("/api/v1/rules").await?,
+                None => {
+                    let runners = RunnerRegistry::builtin();
+                    let catalog = squall_engine::load_catalog(&config.packs, &runners)
+                        .map_err(|e| anyhow!("{}", squall_engine::EngineError::Packs(e)))?;
+                    Value::Array(catalog.rules().map(|r| json!({
+                        "ref": r.reference(), "enabled": r.enabled,
+                        "trigger": {"type": r.trigger_type, "parameters": r.trigger_parameters},
+                        "action": {"ref": r.action_ref},
+                    })).collect())
+                }
+            };
+            print_json_or(json, &rules, || output::rule_table(rules.as_array().map_or(&[], Vec::as_slice)));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Apikey(ApikeyCommand::Create { name }) => {
+            if remote.is_some() {
+                bail!("API keys are created on the database directly: run without --server on the server's machine");
+            }
+            let engine = server::open_engine(&config).await?;
+            let (id, key) = engine.store.create_api_key(&name).await?;
+            eprintln!("created API key {id} named {name:?}; it is shown once:");
+            println!("{key}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pack(_) => unreachable_validate(),
+    }
+}
+
+fn unreachable_validate() -> Result<ExitCode> {
+    bail!("pack validate is handled before configuration is loaded")
+}
+
+fn print_json_or(as_json: bool, value: &Value, human: impl FnOnce() -> String) {
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    } else {
+        print!("{}", human());
+    }
+}
+
+fn validate_packs(cli: &Cli, dirs: &[std::path::PathBuf]) -> Result<ExitCode> {
+    let dirs = if dirs.is_empty() {
+        Config::load(cli.config.as_deref()).map_err(|e| anyhow!("configuration: {e}"))?.packs
+    } else {
+        dirs.to_vec()
+    };
+    let runners = RunnerRegistry::builtin();
+    match squall_engine::load_catalog(&dirs, &runners) {
+        Ok(catalog) => {
+            println!(
+                "ok: {} pack(s), {} action(s), {} rule(s)",
+                catalog.packs.len(),
+                catalog.action_refs().len(),
+                catalog.rules().count()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("{} error(s)", errors.len());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn serve(config: &Config) -> Result<ExitCode> {
+    let server = server::start(config).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = server.task => bail!("the HTTP server stopped unexpectedly"),
+    }
+    tracing::info!("shutting down");
+    server.engine.shutdown();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_exit(view: &Value) -> ExitCode {
+    if view["status"] == "succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn run_action(config: &Config, remote: Option<Remote>, args: RunArgs) -> Result<ExitCode> {
+    let params = parse_assignments(&args.parameters).map_err(|e| anyhow!(e))?;
+    let timeout = Duration::from_secs(args.timeout);
+    let view = match remote {
+        Some(remote) => {
+            // The API is strict about types; cast text here using the action's schema.
+            let created = remote
+                .post("/api/v1/executions", &json!({"action": args.action, "parameters": cast_for_remote(&remote, &args.action, params).await?}))
+                .await?;
+            let id = created["id"].as_str().context("the server returned no execution id")?.to_owned();
+            remote.wait(&id, timeout).await?
+        }
+        None => {
+            let engine = server::open_engine(config).await?;
+            let context = ExecutionContext {
+                source: "cli".into(),
+                user: std::env::var("USER").ok().map(|u| format!("cli:{u}")),
+                ..ExecutionContext::default()
+            };
+            let id = engine.request_execution(&args.action, &params, Casting::FromText, context).await?;
+            engine.run_inline(&id).await?;
+            let model = engine.wait_for(&id, timeout).await?;
+            execution_detail(&engine.store, &model, &engine.catalog.current()).await?
+        }
+    };
+    print_json_or(args.json, &view, || output::execution_detail(&view));
+    Ok(status_exit(&view))
+}
+
+/// Text values cast with the action's parameter types, as the server would
+/// for chat or templates.
+async fn cast_for_remote(remote: &Remote, action: &str, params: serde_json::Map<String, Value>) -> Result<Value> {
+    let actions = remote.get("/api/v1/actions").await?;
+    let specs = actions
+        .as_array()
+        .and_then(|list| list.iter().find(|a| a["ref"] == action))
+        .map(|a| a["parameters"].clone())
+        .unwrap_or(Value::Null);
+    let mut out = serde_json::Map::new();
+    for (name, value) in params {
+        let ty = specs[&name]["schema"]["type"].as_str().unwrap_or("string");
+        let text = value.as_str().unwrap_or_default();
+        let cast = match ty {
+            "integer" | "number" | "boolean" | "array" | "object" => serde_json::from_str::<Value>(text).ok().filter(|v| !v.is_string()),
+            _ => None,
+        };
+        let cast = match (ty, cast) {
+            ("array", None) => Some(Value::Array(text.split(',').map(|s| Value::String(s.trim().into())).collect())),
+            (_, c) => c,
+        };
+        out.insert(name, cast.unwrap_or(value));
+    }
+    Ok(Value::Object(out))
+}
+
+async fn execution(config: &Config, remote: Option<Remote>, cmd: ExecutionCommand) -> Result<ExitCode> {
+    match cmd {
+        ExecutionCommand::List { action, status, limit, json } => {
+            let list = match remote {
+                Some(remote) => {
+                    let mut path = format!("/api/v1/executions?limit={limit}");
+                    if let Some(a) = &action {
+                        path.push_str(&format!("&action={a}"));
+                    }
+                    if let Some(s) = &status {
+                        path.push_str(&format!("&status={s}"));
+                    }
+                    remote.get(&path).await?
+                }
+                None => {
+                    let status = match status.as_deref() {
+                        None => None,
+                        Some(s) => Some(ExecutionStatus::parse(s).ok_or_else(|| anyhow!("unknown status {s:?}; one of: {}", ExecutionStatus::ALL.map(|s| s.as_str()).join(", ")))?),
+                    };
+                    let engine = server::open_engine(config).await?;
+                    let models = engine.store.list_executions(&ExecutionFilter { action, status, limit }).await?;
+                    let catalog = engine.catalog.current();
+                    Value::Array(models.iter().map(|m| execution_view(m, &catalog)).collect())
+                }
+            };
+            print_json_or(json, &list, || output::execution_table(list.as_array().map_or(&[], Vec::as_slice)));
+            Ok(ExitCode::SUCCESS)
+        }
+        ExecutionCommand::Get { id, json } => {
+            let view = match remote {
+                Some(remote) => remote.get(&format!("/api/v1/executions/{id}")).await?,
+                None => {
+                    let engine = server::open_engine(config).await?;
+                    let model = engine.store.get_execution(&id).await?.ok_or_else(|| anyhow!("no execution {id}"))?;
+                    execution_detail(&engine.store, &model, &engine.catalog.current()).await?
+                }
+            };
+            print_json_or(json, &view, || output::execution_detail(&view));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A running server, over HTTP.
+struct Remote {
+    base: String,
+    key: Option<String>,
+    client: reqwest::Client,
+}
+
+impl Remote {
+    fn new(base: &str, key: Option<String>) -> Self {
+        Self { base: base.trim_end_matches('/').to_owned(), key, client: reqwest::Client::new() }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value> {
+        let request = match &self.key {
+            Some(key) => request.header("St2-Api-Key", key),
+            None => request,
+        };
+        let response = request.send().await.with_context(|| format!("cannot reach squall at {}", self.base))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let detail = body["detail"].as_str().unwrap_or("no detail");
+            bail!("the server answered {status}: {detail}");
+        }
+        Ok(body)
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        self.send(self.client.get(format!("{}{path}", self.base))).await
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        self.send(self.client.post(format!("{}{path}", self.base)).json(body)).await
+    }
+
+    async fn wait(&self, id: &str, timeout: Duration) -> Result<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let view = self.get(&format!("/api/v1/executions/{id}")).await?;
+            let done = view["status"].as_str().and_then(ExecutionStatus::parse).is_some_and(ExecutionStatus::is_terminal);
+            if done {
+                return Ok(view);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("execution {id} did not finish within {timeout:?}; see `squall execution get {id}`");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! `squall serve`: the engine, the worker pool and the HTTP API in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use squall_engine::{Engine, EngineError, EngineOptions};
+
+use crate::api::{AppState, router};
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// A running server.
+pub struct Server {
+    pub engine: Arc<Engine>,
+    pub addr: SocketAddr,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Open the engine for CLI use (no workers, no recovery).
+pub async fn open_engine(config: &Config) -> Result<Engine, EngineError> {
+    ensure_data_dir(config);
+    Engine::start(EngineOptions {
+        database_url: config.database_url(),
+        pack_roots: config.packs.clone(),
+        worker: None,
+        recover_at_start: false,
+    })
+    .await
+}
+
+fn ensure_data_dir(config: &Config) {
+    if config.database_url.is_none() {
+        // Best effort: a failure shows up as a clear database error next.
+        let _ = std::fs::create_dir_all(&config.data_dir);
+    }
+}
+
+/// Start everything and serve HTTP in the background.
+pub async fn start(config: &Config) -> Result<Server, ServeError> {
+    ensure_data_dir(config);
+    let engine = Arc::new(
+        Engine::start(EngineOptions {
+            database_url: config.database_url(),
+            pack_roots: config.packs.clone(),
+            worker: config.worker.enabled.then(|| config.worker_config()),
+            recover_at_start: true,
+        })
+        .await?,
+    );
+    if config.api.auth {
+        ensure_first_api_key(&engine, config).await?;
+    }
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Listen {
+        addr: config.listen.clone(),
+        source,
+    })?;
+    let state = AppState::new(engine.clone(), config.api.auth, config.api.body_limit_bytes);
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::error!(error = %err, "HTTP server stopped");
+        }
+    });
+    let catalog = engine.catalog.current();
+    tracing::info!(
+        %addr,
+        packs = catalog.packs.len(),
+        actions = catalog.action_refs().len(),
+        rules = catalog.rules().count(),
+        webhooks = ?catalog.webhook_urls(),
+        "squall is serving"
+    );
+    Ok(Server { engine, addr, task })
+}
+
+/// On the very first start there is no way to authenticate, so squall makes
+/// an `admin` key and writes it to a file only the owner can read. It is never
+/// logged.
+async fn ensure_first_api_key(engine: &Engine, config: &Config) -> Result<(), ServeError> {
+    if engine.store.count_api_keys().await.map_err(EngineError::from)? > 0 {
+        return Ok(());
+    }
+    let (_, key) = engine.store.create_api_key("admin").await.map_err(EngineError::from)?;
+    let path = config.data_dir.join("admin-api-key");
+    write_private(&path, &format!("{key}\n")).map_err(|source| ServeError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    tracing::info!(path = %path.display(), "created the first API key (name: admin)");
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(content.as_bytes())
+}

@@ -1,0 +1,302 @@
+//! The catalog: loaded packs indexed for the hot paths. Actions carry their
+//! compiled parameter sets; rules are compiled once and indexed by trigger
+//! type (and webhook URL), so matching a trigger instance never scans every
+//! rule.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use crate::criteria::Criteria;
+use crate::pack::{Action, Pack, PackError, Rule, RuleKind};
+use crate::params::{Casting, ParamError, ParamSet};
+use crate::runners::{Runner, RunnerRegistry};
+use crate::template::Templates;
+use crate::triggers;
+
+/// An action ready to run.
+pub struct ActionEntry {
+    pub action: Arc<Action>,
+    pub runner: Arc<dyn Runner>,
+    pub params: ParamSet,
+}
+
+/// A rule ready to evaluate.
+pub struct CompiledRule {
+    pub rule: Rule,
+    pub criteria: Criteria,
+}
+
+/// What one rule decided about one trigger instance.
+pub struct RuleDecision {
+    pub rule: String,
+    pub outcome: Result<PlannedExecution, String>,
+}
+
+/// An execution a rule (or a person) asked for, parameters resolved.
+#[derive(Debug, Clone)]
+pub struct PlannedExecution {
+    pub action: String,
+    pub runner: String,
+    pub parameters: Map<String, Value>,
+    pub idempotent: bool,
+}
+
+/// Everything loaded, indexed. Immutable: a reload builds a new one.
+pub struct Catalog {
+    pub packs: Vec<Pack>,
+    actions: HashMap<String, ActionEntry>,
+    /// trigger type -> rules, standard first then backstop, each in name order.
+    rules_by_trigger: HashMap<String, Vec<Arc<CompiledRule>>>,
+    /// webhook url -> rules listening on it.
+    webhook_rules: HashMap<String, Vec<Arc<CompiledRule>>>,
+    rules: BTreeMap<String, Arc<CompiledRule>>,
+}
+
+impl Catalog {
+    /// Index loaded packs. Fails (with every problem) when an action names a
+    /// runner squall lacks or a parameter schema does not compile.
+    pub fn build(packs: Vec<Pack>, runners: &RunnerRegistry) -> Result<Catalog, Vec<PackError>> {
+        let mut errors = Vec::new();
+        let mut actions = HashMap::new();
+        let mut rules = BTreeMap::new();
+        for pack in &packs {
+            for action in &pack.actions {
+                let Some(runner) = runners.get(&action.runner_type) else {
+                    errors.push(PackError {
+                        file: action.file.clone(),
+                        field: "runner_type".into(),
+                        reason: format!("unknown runner {:?}", action.runner_type),
+                        line: None,
+                    });
+                    continue;
+                };
+                match ParamSet::build(&runner.parameters(), &action.parameters) {
+                    Ok(params) => {
+                        actions.insert(
+                            action.reference(),
+                            ActionEntry {
+                                action: Arc::new(action.clone()),
+                                runner,
+                                params,
+                            },
+                        );
+                    }
+                    Err(err) => errors.push(PackError {
+                        file: action.file.clone(),
+                        field: format!("parameters.{}", err.parameter),
+                        reason: err.reason,
+                        line: None,
+                    }),
+                }
+            }
+            for rule in &pack.rules {
+                match Criteria::compile(&rule.criteria) {
+                    Ok(criteria) => {
+                        rules.insert(
+                            rule.reference(),
+                            Arc::new(CompiledRule {
+                                rule: rule.clone(),
+                                criteria,
+                            }),
+                        );
+                    }
+                    Err(errs) => errors.extend(errs.into_iter().map(|e| PackError {
+                        file: rule.file.clone(),
+                        field: e.field,
+                        reason: e.reason,
+                        line: None,
+                    })),
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mut rules_by_trigger: HashMap<String, Vec<Arc<CompiledRule>>> = HashMap::new();
+        let mut webhook_rules: HashMap<String, Vec<Arc<CompiledRule>>> = HashMap::new();
+        let mut ordered: Vec<&Arc<CompiledRule>> = rules.values().collect();
+        ordered.sort_by_key(|r| (r.rule.kind == RuleKind::Backstop, r.rule.reference()));
+        for compiled in ordered {
+            if !compiled.rule.enabled {
+                continue;
+            }
+            if compiled.rule.trigger_type == triggers::WEBHOOK {
+                if let Some(url) = compiled.rule.trigger_parameters.get("url").and_then(Value::as_str) {
+                    webhook_rules
+                        .entry(url.trim_matches('/').to_owned())
+                        .or_default()
+                        .push(compiled.clone());
+                }
+            } else {
+                rules_by_trigger
+                    .entry(compiled.rule.trigger_type.clone())
+                    .or_default()
+                    .push(compiled.clone());
+            }
+        }
+        Ok(Catalog {
+            packs,
+            actions,
+            rules_by_trigger,
+            webhook_rules,
+            rules,
+        })
+    }
+
+    pub fn action(&self, reference: &str) -> Option<&ActionEntry> {
+        self.actions.get(reference)
+    }
+
+    pub fn action_refs(&self) -> BTreeSet<&str> {
+        self.actions.keys().map(String::as_str).collect()
+    }
+
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.values().map(|r| &r.rule)
+    }
+
+    pub fn rule(&self, reference: &str) -> Option<&Rule> {
+        self.rules.get(reference).map(|r| &r.rule)
+    }
+
+    /// Webhook URLs that enabled rules listen on.
+    pub fn webhook_urls(&self) -> BTreeSet<&str> {
+        self.webhook_rules.keys().map(String::as_str).collect()
+    }
+
+    pub fn has_webhook(&self, url: &str) -> bool {
+        self.webhook_rules.contains_key(url)
+    }
+
+    /// Whether any enabled rule listens on this trigger type (lets sources skip
+    /// firing triggers nobody listens to, e.g. `squall.execution`).
+    pub fn has_rules_for(&self, trigger_type: &str) -> bool {
+        self.rules_by_trigger.contains_key(trigger_type)
+    }
+
+    /// Resolve parameters for a run of `action_ref`.
+    pub fn plan(
+        &self,
+        action_ref: &str,
+        provided: &Map<String, Value>,
+        casting: Casting,
+    ) -> Result<PlannedExecution, Vec<ParamError>> {
+        let Some(entry) = self.actions.get(action_ref) else {
+            return Err(vec![ParamError {
+                parameter: "action".into(),
+                reason: format!("no action named {action_ref:?}"),
+            }]);
+        };
+        if !entry.action.enabled {
+            return Err(vec![ParamError {
+                parameter: "action".into(),
+                reason: format!("action {action_ref:?} is disabled"),
+            }]);
+        }
+        let parameters = entry.params.resolve(provided, casting)?;
+        Ok(PlannedExecution {
+            action: action_ref.to_owned(),
+            runner: entry.action.runner_type.clone(),
+            parameters,
+            idempotent: entry.action.idempotent,
+        })
+    }
+
+    /// Evaluate the rules for one trigger instance. `url` selects webhook rules.
+    /// Backstop rules run only when no standard rule matched.
+    pub fn evaluate(
+        &self,
+        trigger_type: &str,
+        url: Option<&str>,
+        payload: &Value,
+        templates: &Templates,
+    ) -> Vec<RuleDecision> {
+        let candidates = match url {
+            Some(url) if trigger_type == triggers::WEBHOOK => self.webhook_rules.get(url),
+            _ => self.rules_by_trigger.get(trigger_type),
+        };
+        let Some(candidates) = candidates else {
+            return Vec::new();
+        };
+        let ctx = json!({ "trigger": payload });
+        let mut decisions = Vec::new();
+        let mut standard_matched = false;
+        for compiled in candidates {
+            if compiled.rule.kind == RuleKind::Backstop && standard_matched {
+                break;
+            }
+            if !compiled.criteria.matches(&ctx, templates) {
+                continue;
+            }
+            if compiled.rule.kind == RuleKind::Standard {
+                standard_matched = true;
+            }
+            decisions.push(RuleDecision {
+                rule: compiled.rule.reference(),
+                outcome: self.plan_for_rule(&compiled.rule, &ctx, templates),
+            });
+        }
+        decisions
+    }
+
+    fn plan_for_rule(
+        &self,
+        rule: &Rule,
+        ctx: &Value,
+        templates: &Templates,
+    ) -> Result<PlannedExecution, String> {
+        let rendered = templates
+            .render_json(&Value::Object(rule.action_parameters.clone()), ctx)
+            .map_err(|e| format!("rendering action parameters: {e}"))?;
+        let Value::Object(provided) = rendered else {
+            return Err("action parameters did not render to an object".into());
+        };
+        self.plan(&rule.action_ref, &provided, Casting::FromText)
+            .map_err(|errors| {
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+    }
+
+    /// Parameters with secrets masked, for anything a person or log can see.
+    pub fn mask_parameters(&self, action_ref: &str, params: &Value) -> Value {
+        match self.actions.get(action_ref) {
+            Some(entry) => entry.params.mask(params),
+            None => params.clone(),
+        }
+    }
+}
+
+/// The current catalog, swappable on reload without stopping readers.
+#[derive(Clone)]
+pub struct CatalogHandle {
+    inner: Arc<std::sync::RwLock<Arc<Catalog>>>,
+}
+
+impl CatalogHandle {
+    pub fn new(catalog: Catalog) -> Self {
+        Self {
+            inner: Arc::new(std::sync::RwLock::new(Arc::new(catalog))),
+        }
+    }
+
+    pub fn current(&self) -> Arc<Catalog> {
+        match self.inner.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn replace(&self, catalog: Catalog) {
+        let mut guard = match self.inner.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = Arc::new(catalog);
+    }
+}

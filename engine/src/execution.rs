@@ -1,0 +1,112 @@
+//! Execution vocabulary shared by the queue, the runners and the API: statuses,
+//! the context an execution was started from, and time-ordered ids.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Lifecycle of an execution (DESIGN.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionStatus {
+    Requested,
+    Scheduled,
+    Running,
+    Succeeded,
+    Failed,
+    Timeout,
+    Canceling,
+    Canceled,
+    Pending,
+    Paused,
+    Abandoned,
+}
+
+impl ExecutionStatus {
+    pub const ALL: [ExecutionStatus; 11] = [
+        Self::Requested,
+        Self::Scheduled,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Timeout,
+        Self::Canceling,
+        Self::Canceled,
+        Self::Pending,
+        Self::Paused,
+        Self::Abandoned,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Scheduled => "scheduled",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Timeout => "timeout",
+            Self::Canceling => "canceling",
+            Self::Canceled => "canceled",
+            Self::Pending => "pending",
+            Self::Paused => "paused",
+            Self::Abandoned => "abandoned",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Finished for good: nothing will change this execution any more.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Timeout | Self::Canceled | Self::Abandoned
+        )
+    }
+}
+
+impl std::fmt::Display for ExecutionStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who and what started an execution. Stored with the execution as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionContext {
+    /// `api`, `cli`, `rule`, `chat`, `workflow`.
+    pub source: String,
+    /// The user on whose behalf it runs: an API key name, a chat identity, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_instance_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_enforcement_id: Option<String>,
+    /// Chat origin (platform, channel, thread, user, message id) for replies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<Value>,
+    /// The execution this one re-runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<String>,
+}
+
+/// A new time-ordered identifier (ULID): ids sort by creation time, which keeps
+/// the queue claim and the execution list in order without another index.
+pub fn new_id() -> String {
+    ulid::Ulid::new().to_string()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// RFC 3339 text for a millisecond timestamp.
+pub fn ms_to_rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}

@@ -1,0 +1,29 @@
+//! squall's engine: the domain model, pack loader, rules, templates, runners,
+//! the durable execution queue and the store. It knows no chat platform by
+//! name; adapters plug in through traits.
+
+pub mod catalog;
+pub mod criteria;
+pub mod describe;
+pub mod engine;
+pub mod execution;
+pub mod intake;
+pub mod pack;
+pub mod params;
+pub mod runners;
+pub mod store;
+pub mod template;
+pub mod triggers;
+pub mod worker;
+
+pub use engine::{Engine, EngineError, EngineOptions, load_catalog};
+
+/// Install the process-wide TLS crypto provider once. Several crates enable
+/// different rustls providers; without one chosen explicitly, the first TLS
+/// client would panic.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}

@@ -1,0 +1,10 @@
+//! Packs: the model of loaded content and the loader that builds it from disk.
+
+mod doc;
+pub mod loader;
+pub mod model;
+mod params;
+mod validate;
+
+pub use loader::{LoadOptions, PackError, load_pack_roots, load_pack_tree};
+pub use model::*;

@@ -1,0 +1,164 @@
+//! Runners: the code that actually performs an action. One file per runner
+//! kind; the registry maps StackStorm `runner_type` names to them.
+
+mod echo;
+mod http;
+mod noop;
+mod process;
+mod shell;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::execution::ExecutionStatus;
+use crate::pack::{Action, ParamSpec};
+use crate::template::Templates;
+
+pub use process::OutputLimits;
+
+/// Everything a runner gets for one run.
+pub struct RunContext {
+    pub execution_id: String,
+    pub action: Arc<Action>,
+    /// Resolved parameters: runner parameters and action parameters, with
+    /// defaults applied and validated.
+    pub parameters: Map<String, Value>,
+    pub templates: Arc<Templates>,
+    pub limits: OutputLimits,
+    /// Cancelled when the execution is cancelled; runners kill what they started.
+    pub cancel: CancellationToken,
+}
+
+impl RunContext {
+    pub fn param_str(&self, name: &str) -> Option<&str> {
+        self.parameters.get(name).and_then(Value::as_str)
+    }
+
+    /// The run's timeout: the `timeout` parameter (seconds) or the default.
+    pub fn timeout(&self) -> Duration {
+        let secs = self
+            .parameters
+            .get("timeout")
+            .and_then(Value::as_f64)
+            .filter(|s| *s > 0.0)
+            .unwrap_or(DEFAULT_TIMEOUT_SECS as f64);
+        Duration::from_secs_f64(secs)
+    }
+}
+
+/// Default timeout for runners with a `timeout` parameter, seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 600;
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    pub status: ExecutionStatus,
+    pub result: Value,
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+impl RunOutcome {
+    pub fn succeeded(result: Value) -> Self {
+        Self {
+            status: ExecutionStatus::Succeeded,
+            result,
+            stdout: String::new(),
+            stderr: String::new(),
+            exit_code: None,
+            error: None,
+        }
+    }
+
+    pub fn failed(error: impl Into<String>) -> Self {
+        let error = error.into();
+        Self {
+            status: ExecutionStatus::Failed,
+            result: json!({ "error": error }),
+            stdout: String::new(),
+            stderr: String::new(),
+            exit_code: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// A kind of runner (`local-shell-cmd`, `http-request`, ...).
+#[async_trait::async_trait]
+pub trait Runner: Send + Sync {
+    /// The StackStorm `runner_type` name.
+    fn name(&self) -> &'static str;
+    /// Parameters the runner itself understands; an action's parameters of the
+    /// same name override their attributes (default, immutable, ...).
+    fn parameters(&self) -> BTreeMap<String, ParamSpec>;
+    /// Perform the run. Never panics on bad input: problems become a failed
+    /// outcome that says what was wrong.
+    async fn run(&self, ctx: RunContext) -> RunOutcome;
+}
+
+/// All runners squall ships, by name.
+#[derive(Clone)]
+pub struct RunnerRegistry {
+    runners: BTreeMap<&'static str, Arc<dyn Runner>>,
+}
+
+impl RunnerRegistry {
+    pub fn builtin() -> Self {
+        let list: Vec<Arc<dyn Runner>> = vec![
+            Arc::new(shell::LocalShellCmd),
+            Arc::new(shell::LocalShellScript),
+            Arc::new(http::HttpRequest::new()),
+            Arc::new(noop::Noop),
+            Arc::new(echo::Echo),
+        ];
+        let runners = list.into_iter().map(|r| (r.name(), r)).collect();
+        Self { runners }
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Runner>> {
+        self.runners.get(name).cloned()
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.runners.keys().copied().collect()
+    }
+}
+
+/// Build a runner parameter spec from a compact JSON description.
+pub(crate) fn runner_param(schema: Value, default: Option<Value>, description: &str) -> ParamSpec {
+    ParamSpec {
+        schema,
+        required: false,
+        default,
+        secret: false,
+        immutable: false,
+        position: None,
+        description: Some(description.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runner_names_are_unique_and_stackstorm_compatible() {
+        let registry = RunnerRegistry::builtin();
+        assert_eq!(
+            registry.names(),
+            vec![
+                "echo",
+                "http-request",
+                "local-shell-cmd",
+                "local-shell-script",
+                "noop"
+            ]
+        );
+    }
+}

@@ -1,0 +1,26 @@
+//! `noop`: does nothing and succeeds; the cheapest way to exercise the
+//! pipeline (and StackStorm's `core.noop`).
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::{RunContext, RunOutcome, Runner};
+use crate::pack::ParamSpec;
+
+pub struct Noop;
+
+#[async_trait::async_trait]
+impl Runner for Noop {
+    fn name(&self) -> &'static str {
+        "noop"
+    }
+
+    fn parameters(&self) -> BTreeMap<String, ParamSpec> {
+        BTreeMap::new()
+    }
+
+    async fn run(&self, _ctx: RunContext) -> RunOutcome {
+        RunOutcome::succeeded(json!({}))
+    }
+}

@@ -1,0 +1,248 @@
+//! Child processes for the shell runners: own process group, argv/env only,
+//! capped output with a truncation marker, and timeout/cancel that kill the
+//! whole group (a shell's grandchildren included).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use crate::execution::ExecutionStatus;
+
+/// Caps on captured output, per stream.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputLimits {
+    pub max_bytes: usize,
+}
+
+impl Default for OutputLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// What to start: a program and its arguments, never a spliced string.
+pub struct ProcessSpec {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+/// How a process ended.
+pub struct ProcessOutcome {
+    pub status: ExecutionStatus,
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub error: Option<String>,
+}
+
+/// Variables passed through from squall's environment to every child.
+const INHERITED_ENV: [&str; 9] = [
+    "PATH", "HOME", "LANG", "LC_ALL", "USER", "LOGNAME", "SHELL", "TMPDIR", "TZ",
+];
+
+/// How long to keep reading output after the main process exited, for
+/// background children that still hold the pipes open.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+pub async fn run_process(
+    spec: ProcessSpec,
+    limits: OutputLimits,
+    cancel: &CancellationToken,
+) -> ProcessOutcome {
+    let mut command = Command::new(&spec.program);
+    // Children get a minimal environment, never squall's own (which can hold
+    // database URLs and tokens).
+    command.env_clear();
+    for name in INHERITED_ENV {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
+        .args(&spec.args)
+        .envs(&spec.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(cwd) = &spec.cwd {
+        command.current_dir(cwd);
+    }
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            return ProcessOutcome {
+                status: ExecutionStatus::Failed,
+                exit_code: None,
+                stdout: String::new(),
+                stderr: String::new(),
+                error: Some(format!("could not start {}: {err}", spec.program)),
+            };
+        }
+    };
+    let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+    let stdout = tokio::spawn(read_capped(child.stdout.take(), limits.max_bytes));
+    let stderr = tokio::spawn(read_capped(child.stderr.take(), limits.max_bytes));
+
+    let (status, exit_code, error) = tokio::select! {
+        waited = child.wait() => match waited {
+            Ok(code) => {
+                let exit = code.code();
+                if code.success() {
+                    (ExecutionStatus::Succeeded, exit, None)
+                } else {
+                    let reason = match exit {
+                        Some(c) => format!("exited with code {c}"),
+                        None => "killed by a signal".to_owned(),
+                    };
+                    (ExecutionStatus::Failed, exit, Some(reason))
+                }
+            }
+            Err(err) => (ExecutionStatus::Failed, None, Some(format!("could not wait for the process: {err}"))),
+        },
+        () = tokio::time::sleep(spec.timeout) => {
+            kill_group(pgid);
+            let _ = child.wait().await;
+            (ExecutionStatus::Timeout, None, Some(format!("timed out after {:?}; the process group was killed", spec.timeout)))
+        }
+        () = cancel.cancelled() => {
+            kill_group(pgid);
+            let _ = child.wait().await;
+            (ExecutionStatus::Canceled, None, Some("canceled; the process group was killed".to_owned()))
+        }
+    };
+
+    let stdout = finish_reader(stdout, pgid).await;
+    let stderr = finish_reader(stderr, pgid).await;
+    ProcessOutcome {
+        status,
+        exit_code,
+        stdout,
+        stderr,
+        error,
+    }
+}
+
+async fn finish_reader(reader: tokio::task::JoinHandle<String>, pgid: Option<i32>) -> String {
+    let abort = reader.abort_handle();
+    match tokio::time::timeout(DRAIN_GRACE, reader).await {
+        Ok(Ok(text)) => text,
+        Ok(Err(_)) => String::new(),
+        Err(_) => {
+            // A background child kept the pipe open: stop it and keep what we have.
+            kill_group(pgid);
+            abort.abort();
+            "[output incomplete: a background process kept the output open]".to_owned()
+        }
+    }
+}
+
+fn kill_group(pgid: Option<i32>) {
+    if let Some(pgid) = pgid {
+        // ESRCH just means the group is already gone.
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+/// Read a stream to the end, keeping at most `max` bytes; the rest is drained
+/// and counted so the child never blocks on a full pipe.
+async fn read_capped<R: AsyncRead + Unpin>(stream: Option<R>, max: usize) -> String {
+    let Some(mut stream) = stream else {
+        return String::new();
+    };
+    let mut kept = Vec::new();
+    let mut dropped: u64 = 0;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = max.saturating_sub(kept.len());
+                let take = room.min(n);
+                kept.extend_from_slice(&buf[..take]);
+                dropped += (n - take) as u64;
+            }
+        }
+    }
+    let mut text = String::from_utf8_lossy(&kept).into_owned();
+    if dropped > 0 {
+        text.push_str(&format!("\n[output truncated: {dropped} more bytes]"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(script: &str, timeout: Duration) -> ProcessSpec {
+        ProcessSpec {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: BTreeMap::new(),
+            cwd: None,
+            timeout,
+        }
+    }
+
+    #[tokio::test]
+    async fn output_over_the_cap_is_truncated_with_a_marker() {
+        let out = run_process(
+            spec("head -c 5000 /dev/zero | tr '\\0' a", Duration::from_secs(10)),
+            OutputLimits { max_bytes: 100 },
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(out.status, ExecutionStatus::Succeeded);
+        assert!(out.stdout.starts_with(&"a".repeat(100)));
+        assert!(out.stdout.ends_with("[output truncated: 4900 more bytes]"), "{}", out.stdout);
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_process_group() {
+        let marker = std::env::temp_dir().join(format!("squall-grandchild-{}", ulid::Ulid::new()));
+        let script = format!("(sleep 1; touch {}) & sleep 30", marker.display());
+        let out = run_process(
+            spec(&script, Duration::from_millis(300)),
+            OutputLimits::default(),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(out.status, ExecutionStatus::Timeout);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!marker.exists(), "the background grandchild survived the timeout");
+    }
+
+    #[tokio::test]
+    async fn cancel_kills_the_process() {
+        let cancel = CancellationToken::new();
+        let trigger = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            trigger.cancel();
+        });
+        let out = run_process(spec("sleep 30", Duration::from_secs(60)), OutputLimits::default(), &cancel).await;
+        assert_eq!(out.status, ExecutionStatus::Canceled);
+    }
+
+    #[tokio::test]
+    async fn nonzero_exit_is_a_failure_with_the_code() {
+        let out = run_process(spec("echo oops >&2; exit 3", Duration::from_secs(10)), OutputLimits::default(), &CancellationToken::new()).await;
+        assert_eq!(out.status, ExecutionStatus::Failed);
+        assert_eq!(out.exit_code, Some(3));
+        assert_eq!(out.stderr.trim(), "oops");
+    }
+}

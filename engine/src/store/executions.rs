@@ -1,0 +1,346 @@
+//! The execution queue: insert, claim with a lease, complete, recover.
+//!
+//! Claims use `FOR UPDATE SKIP LOCKED` on PostgreSQL so several nodes can pull
+//! from one table; SQLite has a single writer, so its plain UPDATE is atomic.
+
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Statement, Value,
+};
+
+use super::{INSERT_CHUNK, Store, StoreError, execution};
+use crate::execution::{ExecutionStatus, now_ms};
+
+/// An execution to enqueue (status `requested`).
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    pub id: String,
+    pub action: String,
+    pub runner: String,
+    pub parameters: serde_json::Value,
+    pub context: serde_json::Value,
+    pub parent_id: Option<String>,
+    pub idempotent: bool,
+}
+
+/// The end of one run, written by the intake on behalf of a worker.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub id: String,
+    /// The node that held the lease: a completion from a node that lost its
+    /// lease (the execution was recovered meanwhile) is ignored.
+    pub lease_owner: String,
+    pub status: ExecutionStatus,
+    pub result: serde_json::Value,
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+/// Filters for listing executions.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionFilter {
+    pub action: Option<String>,
+    pub status: Option<ExecutionStatus>,
+    pub limit: u64,
+}
+
+/// What recovery did with executions whose node died.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub abandoned: u64,
+    pub requeued: u64,
+}
+
+pub(super) async fn insert_executions(
+    txn: &DatabaseTransaction,
+    executions: &[NewExecution],
+    now: i64,
+) -> Result<(), StoreError> {
+    for chunk in executions.chunks(INSERT_CHUNK) {
+        let rows = chunk.iter().map(|e| execution::ActiveModel {
+            id: Set(e.id.clone()),
+            action: Set(e.action.clone()),
+            runner: Set(e.runner.clone()),
+            status: Set(ExecutionStatus::Requested.as_str().into()),
+            parameters: Set(e.parameters.to_string()),
+            result: Set(None),
+            stdout: Set(None),
+            stderr: Set(None),
+            exit_code: Set(None),
+            error: Set(None),
+            context: Set(e.context.to_string()),
+            parent_id: Set(e.parent_id.clone()),
+            attempt: Set(1),
+            idempotent: Set(e.idempotent),
+            lease_owner: Set(None),
+            lease_expires_at: Set(None),
+            created_at: Set(now),
+            started_at: Set(None),
+            finished_at: Set(None),
+            updated_at: Set(now),
+        });
+        execution::Entity::insert_many(rows)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn apply_completions(
+    txn: &DatabaseTransaction,
+    completions: &[Completion],
+    now: i64,
+) -> Result<(), StoreError> {
+    let backend = txn.get_database_backend();
+    let sql = placeholders(
+        backend,
+        "UPDATE executions SET status = ?, result = ?, stdout = ?, stderr = ?, exit_code = ?, \
+         error = ?, finished_at = ?, updated_at = ?, lease_owner = NULL, lease_expires_at = NULL \
+         WHERE id = ? AND lease_owner = ? AND status IN ('running', 'canceling')",
+    );
+    for c in completions {
+        let values: Vec<Value> = vec![
+            c.status.as_str().into(),
+            c.result.to_string().into(),
+            c.stdout.clone().into(),
+            c.stderr.clone().into(),
+            c.exit_code.into(),
+            c.error.clone().into(),
+            now.into(),
+            now.into(),
+            c.id.clone().into(),
+            c.lease_owner.clone().into(),
+        ];
+        txn.execute_raw(Statement::from_sql_and_values(backend, &sql, values))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Rewrite `?` placeholders as `$n` for PostgreSQL.
+pub(crate) fn placeholders(backend: DbBackend, sql: &str) -> String {
+    if backend != DbBackend::Postgres {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for ch in sql.chars() {
+        if ch == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+impl Store {
+    /// Claim up to `limit` requested executions for `owner`, oldest first, and
+    /// mark them running under a lease that ends at `lease_until` (ms).
+    pub async fn claim_executions(
+        &self,
+        owner: &str,
+        limit: u64,
+        lease_until: i64,
+    ) -> Result<Vec<execution::Model>, StoreError> {
+        self.claim_where(owner, limit, lease_until, None).await
+    }
+
+    /// Claim one specific requested execution (the CLI runs its own executions
+    /// in-process when no server is involved).
+    pub async fn claim_execution_by_id(
+        &self,
+        owner: &str,
+        id: &str,
+        lease_until: i64,
+    ) -> Result<Option<execution::Model>, StoreError> {
+        Ok(self
+            .claim_where(owner, 1, lease_until, Some(id))
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn claim_where(
+        &self,
+        owner: &str,
+        limit: u64,
+        lease_until: i64,
+        id: Option<&str>,
+    ) -> Result<Vec<execution::Model>, StoreError> {
+        let backend = self.backend();
+        let lock = if backend == DbBackend::Postgres {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let id_filter = if id.is_some() { " AND id = ?" } else { "" };
+        let sql = placeholders(
+            backend,
+            &format!(
+                "UPDATE executions SET status = 'running', lease_owner = ?, lease_expires_at = ?, \
+                 started_at = ?, updated_at = ? WHERE id IN (SELECT id FROM executions \
+                 WHERE status = 'requested'{id_filter} ORDER BY id LIMIT ?{lock}) RETURNING *"
+            ),
+        );
+        let now = now_ms();
+        let mut values: Vec<Value> = vec![
+            owner.into(),
+            lease_until.into(),
+            now.into(),
+            now.into(),
+        ];
+        if let Some(id) = id {
+            values.push(id.into());
+        }
+        values.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+        let stmt = Statement::from_sql_and_values(backend, sql, values);
+        let rows = self.db.query_all_raw(stmt).await?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| execution::Model::from_query_result(row, ""))
+            .collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(claimed)
+    }
+
+    /// Extend the leases of everything `owner` is running (the heartbeat).
+    pub async fn extend_leases(&self, owner: &str, lease_until: i64) -> Result<u64, StoreError> {
+        let sql = placeholders(
+            self.backend(),
+            "UPDATE executions SET lease_expires_at = ? WHERE lease_owner = ? \
+             AND status IN ('running', 'canceling')",
+        );
+        let res = self
+            .db
+            .execute_raw(Statement::from_sql_and_values(
+                self.backend(),
+                sql,
+                [lease_until.into(), owner.into()],
+            ))
+            .await?;
+        Ok(res.rows_affected())
+    }
+
+    /// Recover executions whose node died: those running under an expired
+    /// lease, or (`all_running`, for a single-node SQLite start-up) every
+    /// running execution not owned by `current_owner`. Idempotent actions go
+    /// back to the queue; the rest are marked `abandoned`.
+    pub async fn recover_orphans(
+        &self,
+        current_owner: &str,
+        all_running: bool,
+    ) -> Result<RecoveryReport, StoreError> {
+        let backend = self.backend();
+        let now = now_ms();
+        let orphan = if all_running {
+            "status IN ('running', 'canceling') AND (lease_owner IS NULL OR lease_owner <> ?)"
+        } else {
+            "status IN ('running', 'canceling') AND lease_expires_at < ? AND (lease_owner IS NULL OR lease_owner <> ?)"
+        };
+        let mut cond_values: Vec<Value> = Vec::new();
+        if !all_running {
+            cond_values.push(now.into());
+        }
+        cond_values.push(current_owner.into());
+
+        let requeue = placeholders(
+            backend,
+            &format!(
+                "UPDATE executions SET status = 'requested', attempt = attempt + 1, \
+                 lease_owner = NULL, lease_expires_at = NULL, started_at = NULL, updated_at = ? \
+                 WHERE idempotent = ? AND status = 'running' AND {orphan}"
+            ),
+        );
+        let mut values: Vec<Value> = vec![now.into(), true.into()];
+        values.extend(cond_values.iter().cloned());
+        let requeued = self
+            .db
+            .execute_raw(Statement::from_sql_and_values(backend, requeue, values))
+            .await?
+            .rows_affected();
+
+        let abandon = placeholders(
+            backend,
+            &format!(
+                "UPDATE executions SET status = 'abandoned', finished_at = ?, updated_at = ?, \
+                 error = 'the node running this execution stopped before it finished', \
+                 lease_owner = NULL, lease_expires_at = NULL WHERE {orphan}"
+            ),
+        );
+        let mut values: Vec<Value> = vec![now.into(), now.into()];
+        values.extend(cond_values);
+        let abandoned = self
+            .db
+            .execute_raw(Statement::from_sql_and_values(backend, abandon, values))
+            .await?
+            .rows_affected();
+        Ok(RecoveryReport {
+            abandoned,
+            requeued,
+        })
+    }
+
+    pub async fn get_execution(&self, id: &str) -> Result<Option<execution::Model>, StoreError> {
+        Ok(execution::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Newest first.
+    pub async fn list_executions(
+        &self,
+        filter: &ExecutionFilter,
+    ) -> Result<Vec<execution::Model>, StoreError> {
+        let mut query = execution::Entity::find();
+        if let Some(action) = &filter.action {
+            query = query.filter(execution::Column::Action.eq(action.as_str()));
+        }
+        if let Some(status) = filter.status {
+            query = query.filter(execution::Column::Status.eq(status.as_str()));
+        }
+        Ok(query
+            .order_by_desc(execution::Column::Id)
+            .limit(filter.limit.max(1))
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Executions started by one trigger instance (through its rule enforcements).
+    pub async fn executions_for_trigger(
+        &self,
+        trigger_instance_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .enforcements_for_trigger(trigger_instance_id)
+            .await?
+            .into_iter()
+            .filter_map(|e| e.execution_id)
+            .collect())
+    }
+
+    /// Count executions per status (for the crash-safety checks and metrics).
+    pub async fn count_executions_by_status(
+        &self,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        #[derive(FromQueryResult)]
+        struct Row {
+            status: String,
+            n: i64,
+        }
+        let rows = Row::find_by_statement(Statement::from_string(
+            self.backend(),
+            "SELECT status, COUNT(*) AS n FROM executions GROUP BY status ORDER BY status",
+        ))
+        .all(&self.db)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.status, u64::try_from(r.n).unwrap_or(0)))
+            .collect())
+    }
+}

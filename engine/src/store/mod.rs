@@ -1,0 +1,288 @@
+//! Persistence: one `Store` over sea-orm for SQLite (embedded, WAL) and
+//! PostgreSQL. It owns the SQL; callers speak in domain terms (claim, complete,
+//! recover) and never build queries themselves.
+
+mod entities;
+mod executions;
+
+use std::time::Duration;
+
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DbBackend, EntityTrait, QueryFilter, QueryOrder, Statement, TransactionTrait,
+};
+use sha2::{Digest, Sha256};
+
+use squall_migrations::{Migrator, MigratorTrait};
+
+pub use entities::{api_key, audit, execution, rule_enforcement, trigger_instance};
+pub use executions::{Completion, ExecutionFilter, NewExecution, RecoveryReport};
+
+use crate::execution::{new_id, now_ms};
+
+/// Errors from the database layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    #[error("invalid database URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("stored JSON in {what} is corrupt: {source}")]
+    CorruptJson {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+/// A new trigger instance, as written by the intake.
+#[derive(Debug, Clone)]
+pub struct NewTriggerInstance {
+    pub id: String,
+    pub trigger: String,
+    pub payload: serde_json::Value,
+    pub source: String,
+    pub occurred_at: i64,
+}
+
+/// A rule enforcement record: one per rule that matched a trigger instance.
+#[derive(Debug, Clone)]
+pub struct NewEnforcement {
+    pub id: String,
+    pub rule: String,
+    pub trigger_instance_id: String,
+    pub execution_id: Option<String>,
+    pub failure_reason: Option<String>,
+}
+
+/// Everything one intake commit writes, atomically.
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    pub trigger_instances: Vec<NewTriggerInstance>,
+    pub enforcements: Vec<NewEnforcement>,
+    pub executions: Vec<NewExecution>,
+    pub completions: Vec<Completion>,
+    pub audit: Vec<AuditEntry>,
+}
+
+impl WriteBatch {
+    pub fn is_empty(&self) -> bool {
+        self.trigger_instances.is_empty()
+            && self.enforcements.is_empty()
+            && self.executions.is_empty()
+            && self.completions.is_empty()
+            && self.audit.is_empty()
+    }
+}
+
+/// One append-only audit row. `detail` must already have secrets masked.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub actor: String,
+    pub kind: String,
+    pub subject: String,
+    pub detail: serde_json::Value,
+}
+
+/// Rows per multi-row INSERT: keeps every statement under SQLite's bound
+/// variable limit (32,766) for the widest table.
+const INSERT_CHUNK: usize = 500;
+
+/// The database behind squall.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Connect and bring the schema up to date. `url` is `sqlite://path` (the
+    /// file is created) or `postgres://...`.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let mut opts = ConnectOptions::new(normalise_url(url)?);
+        opts.sqlx_logging(false)
+            .max_connections(16)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30));
+        opts.map_sqlx_sqlite_opts(|o| {
+            // WAL lets readers run beside the writer; FULL syncs every commit so
+            // an accepted webhook survives power loss, and the intake batches
+            // commits so that costs one fsync per batch, not per request.
+            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true)
+        });
+        let db = Database::connect(opts).await?;
+        Migrator::up(&db, None).await?;
+        Ok(Store { db })
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Write a whole intake batch in one transaction: nothing of it is visible
+    /// or durable unless all of it is.
+    pub async fn write_batch(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin().await?;
+        for chunk in batch.trigger_instances.chunks(INSERT_CHUNK) {
+            let rows = chunk.iter().map(|t| trigger_instance::ActiveModel {
+                id: Set(t.id.clone()),
+                trigger: Set(t.trigger.clone()),
+                payload: Set(t.payload.to_string()),
+                source: Set(t.source.clone()),
+                occurred_at: Set(t.occurred_at),
+            });
+            trigger_instance::Entity::insert_many(rows)
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        let now = now_ms();
+        for chunk in batch.enforcements.chunks(INSERT_CHUNK) {
+            let rows = chunk.iter().map(|e| rule_enforcement::ActiveModel {
+                id: Set(e.id.clone()),
+                rule: Set(e.rule.clone()),
+                trigger_instance_id: Set(e.trigger_instance_id.clone()),
+                execution_id: Set(e.execution_id.clone()),
+                status: Set(if e.failure_reason.is_some() {
+                    "failed".into()
+                } else {
+                    "succeeded".into()
+                }),
+                failure_reason: Set(e.failure_reason.clone()),
+                created_at: Set(now),
+            });
+            rule_enforcement::Entity::insert_many(rows)
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        executions::insert_executions(&txn, &batch.executions, now).await?;
+        executions::apply_completions(&txn, &batch.completions, now).await?;
+        for chunk in batch.audit.chunks(INSERT_CHUNK) {
+            let rows = chunk.iter().map(|a| audit::ActiveModel {
+                id: Set(new_id()),
+                at: Set(now),
+                actor: Set(a.actor.clone()),
+                kind: Set(a.kind.clone()),
+                subject: Set(a.subject.clone()),
+                detail: Set(a.detail.to_string()),
+            });
+            audit::Entity::insert_many(rows)
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    pub async fn get_trigger_instance(
+        &self,
+        id: &str,
+    ) -> Result<Option<trigger_instance::Model>, StoreError> {
+        Ok(trigger_instance::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Rule enforcements recorded for one trigger instance.
+    pub async fn enforcements_for_trigger(
+        &self,
+        trigger_instance_id: &str,
+    ) -> Result<Vec<rule_enforcement::Model>, StoreError> {
+        Ok(rule_enforcement::Entity::find()
+            .filter(rule_enforcement::Column::TriggerInstanceId.eq(trigger_instance_id))
+            .order_by_asc(rule_enforcement::Column::Id)
+            .all(&self.db)
+            .await?)
+    }
+
+    pub async fn count_trigger_instances(&self) -> Result<u64, StoreError> {
+        self.count("SELECT COUNT(*) AS n FROM trigger_instances").await
+    }
+
+    async fn count(&self, sql: &str) -> Result<u64, StoreError> {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(self.backend(), sql.to_owned()))
+            .await?;
+        let n: i64 = match row {
+            Some(row) => row.try_get("", "n")?,
+            None => 0,
+        };
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Create an API key; returns (key id, plaintext key). Only a hash is
+    /// stored: the plaintext exists once, in this return value.
+    pub async fn create_api_key(&self, name: &str) -> Result<(String, String), StoreError> {
+        let key = format!("sq_{}", hex::encode(rand::random::<[u8; 24]>()));
+        let id = new_id();
+        api_key::Entity::insert(api_key::ActiveModel {
+            id: Set(id.clone()),
+            name: Set(name.to_owned()),
+            key_hash: Set(hash_api_key(&key)),
+            enabled: Set(true),
+            created_at: Set(now_ms()),
+        })
+        .on_conflict(OnConflict::column(api_key::Column::KeyHash).do_nothing().to_owned())
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok((id, key))
+    }
+
+    /// The key's name when it exists and is enabled.
+    pub async fn verify_api_key(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(api_key::Entity::find()
+            .filter(api_key::Column::KeyHash.eq(hash_api_key(key)))
+            .filter(api_key::Column::Enabled.eq(true))
+            .one(&self.db)
+            .await?
+            .map(|k| k.name))
+    }
+
+    pub async fn count_api_keys(&self) -> Result<u64, StoreError> {
+        self.count("SELECT COUNT(*) AS n FROM api_keys").await
+    }
+
+    /// Append to the audit log outside of a batch (CLI and API actions).
+    pub async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        self.write_batch(&WriteBatch {
+            audit: vec![entry],
+            ..WriteBatch::default()
+        })
+        .await
+    }
+}
+
+/// API keys are random 192-bit tokens, so a plain SHA-256 is enough to make a
+/// leaked table useless (no dictionary to attack).
+pub fn hash_api_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// Accept `sqlite:path`, `sqlite://path` and `postgres(ql)://`; create SQLite
+/// files on first use.
+fn normalise_url(url: &str) -> Result<String, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(url.to_owned());
+    }
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        return Err(StoreError::BadUrl {
+            url: url.to_owned(),
+            reason: "expected sqlite://PATH or postgres://USER@HOST/DB".into(),
+        });
+    };
+    if rest.contains("mode=") || rest == ":memory:" || rest.starts_with("::memory:") {
+        return Ok(url.to_owned());
+    }
+    let path = rest.trim_start_matches("//");
+    let sep = if path.contains('?') { '&' } else { '?' };
+    Ok(format!("sqlite://{path}{sep}mode=rwc"))
+}

@@ -1,0 +1,244 @@
+//! The worker pool: claims requested executions under a lease, runs them with
+//! bounded concurrency, keeps leases alive with a heartbeat, and hands results
+//! to the intake. Also recovers executions whose node died.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::CatalogHandle;
+use crate::execution::{ExecutionStatus, now_ms};
+use crate::intake::Intake;
+use crate::runners::{OutputLimits, RunContext, RunOutcome};
+use crate::store::{Completion, Store, execution};
+use crate::template::Templates;
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Executions run at once on this node.
+    pub concurrency: usize,
+    /// How long a claim stays valid without a heartbeat.
+    pub lease: Duration,
+    /// How often to look for work when nothing woke us.
+    pub poll_interval: Duration,
+    pub limits: OutputLimits,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 64,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(500),
+            limits: OutputLimits::default(),
+        }
+    }
+}
+
+/// Shared by the claim loop and every run.
+pub struct Worker {
+    pub node_id: String,
+    store: Store,
+    catalog: CatalogHandle,
+    templates: Arc<Templates>,
+    intake: Intake,
+    config: WorkerConfig,
+    running: Mutex<HashMap<String, CancellationToken>>,
+}
+
+impl Worker {
+    pub fn new(
+        node_id: String,
+        store: Store,
+        catalog: CatalogHandle,
+        templates: Arc<Templates>,
+        intake: Intake,
+        config: WorkerConfig,
+    ) -> Arc<Worker> {
+        Arc::new(Worker {
+            node_id,
+            store,
+            catalog,
+            templates,
+            intake,
+            config,
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lease_until(&self) -> i64 {
+        now_ms() + i64::try_from(self.config.lease.as_millis()).unwrap_or(30_000)
+    }
+
+    /// Run the claim loop and the heartbeat until `shutdown`.
+    pub fn start(
+        self: &Arc<Self>,
+        work_available: Arc<Notify>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let heartbeat = tokio::spawn(self.clone().heartbeat(shutdown.clone()));
+        let worker = self.clone();
+        tokio::spawn(async move {
+            worker.claim_loop(work_available, shutdown).await;
+            heartbeat.abort();
+        })
+    }
+
+    async fn claim_loop(self: Arc<Self>, work_available: Arc<Notify>, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.config.concurrency));
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            // Wait for at least one free slot before claiming.
+            let first = tokio::select! {
+                permit = slots.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => return },
+                () = shutdown.cancelled() => return,
+            };
+            let free = slots.available_permits() + 1;
+            let claimed = match self
+                .store
+                .claim_executions(&self.node_id, free as u64, self.lease_until())
+                .await
+            {
+                Ok(claimed) => claimed,
+                Err(err) => {
+                    tracing::error!(error = %err, "claiming executions failed");
+                    drop(first);
+                    tokio::time::sleep(self.config.poll_interval).await;
+                    continue;
+                }
+            };
+            if claimed.is_empty() {
+                drop(first);
+                tokio::select! {
+                    () = work_available.notified() => {}
+                    () = tokio::time::sleep(self.config.poll_interval) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                continue;
+            }
+            let mut first = Some(first);
+            for model in claimed {
+                let permit = match first.take() {
+                    Some(p) => p,
+                    None => match slots.clone().try_acquire_owned() {
+                        Ok(p) => p,
+                        // Cannot happen (we claimed at most `free`), but never run unbounded.
+                        Err(_) => match slots.clone().acquire_owned().await {
+                            Ok(p) => p,
+                            Err(_) => return,
+                        },
+                    },
+                };
+                let worker = self.clone();
+                tokio::spawn(async move {
+                    worker.execute(model).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    async fn heartbeat(self: Arc<Self>, shutdown: CancellationToken) {
+        let every = self.config.lease / 3;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = shutdown.cancelled() => return,
+            }
+            if let Err(err) = self.store.extend_leases(&self.node_id, self.lease_until()).await {
+                tracing::warn!(error = %err, "extending execution leases failed");
+            }
+            match self.store.recover_orphans(&self.node_id, false).await {
+                Ok(report) if report.abandoned + report.requeued > 0 => {
+                    tracing::warn!(abandoned = report.abandoned, requeued = report.requeued, "recovered executions whose node stopped");
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "recovering executions failed"),
+            }
+        }
+    }
+
+    /// Run one claimed execution to its end and record the outcome.
+    pub async fn execute(&self, model: execution::Model) {
+        let cancel = CancellationToken::new();
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(model.id.clone(), cancel.clone());
+        }
+        let outcome = self.run(&model, cancel).await;
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(&model.id);
+        }
+        let catalog = self.catalog.current();
+        let event = catalog
+            .has_rules_for(crate::triggers::EXECUTION)
+            .then(|| {
+                let params: Value = serde_json::from_str(&model.parameters).unwrap_or(Value::Null);
+                json!({
+                    "id": model.id,
+                    "action": model.action,
+                    "status": outcome.status,
+                    "parameters": catalog.mask_parameters(&model.action, &params),
+                    "result": outcome.result,
+                    "context": serde_json::from_str::<Value>(&model.context).unwrap_or(Value::Null),
+                })
+            });
+        let completion = Completion {
+            id: model.id.clone(),
+            lease_owner: self.node_id.clone(),
+            status: outcome.status,
+            result: outcome.result,
+            stdout: outcome.stdout,
+            stderr: outcome.stderr,
+            exit_code: outcome.exit_code,
+            error: outcome.error,
+        };
+        tracing::debug!(execution = %model.id, action = %model.action, status = %completion.status, "execution finished");
+        self.intake.complete(completion, event).await;
+    }
+
+    async fn run(&self, model: &execution::Model, cancel: CancellationToken) -> RunOutcome {
+        let catalog = self.catalog.current();
+        let Some(entry) = catalog.action(&model.action) else {
+            return RunOutcome::failed(format!(
+                "action {} is no longer installed",
+                model.action
+            ));
+        };
+        let parameters: Map<String, Value> = match serde_json::from_str(&model.parameters) {
+            Ok(Value::Object(map)) => map,
+            _ => return RunOutcome::failed("stored parameters are not a JSON object"),
+        };
+        let ctx = RunContext {
+            execution_id: model.id.clone(),
+            action: entry.action.clone(),
+            parameters,
+            templates: self.templates.clone(),
+            limits: self.config.limits,
+            cancel,
+        };
+        // A runner that panics must still leave a record, not a stuck execution.
+        let runner = entry.runner.clone();
+        match tokio::spawn(async move { runner.run(ctx).await }).await {
+            Ok(outcome) => outcome,
+            Err(err) => RunOutcome {
+                status: ExecutionStatus::Failed,
+                ..RunOutcome::failed(format!("the runner crashed: {err}"))
+            },
+        }
+    }
+
+    /// Cancel a run on this node, if it is here.
+    pub fn cancel_local(&self, id: &str) -> bool {
+        match self.running.lock() {
+            Ok(running) => running.get(id).map(CancellationToken::cancel).is_some(),
+            Err(_) => false,
+        }
+    }
+}

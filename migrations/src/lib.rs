@@ -1,0 +1,16 @@
+//! squall's database schema, one migration per file. The same migrations run on
+//! SQLite (embedded default) and PostgreSQL (several nodes).
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_init;
+
+/// Every migration, in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261125_000001_init::Migration)]
+    }
+}
