@@ -109,9 +109,11 @@ impl ApiError {
 impl From<IntakeError> for ApiError {
     fn from(err: IntakeError) -> Self {
         match err {
-            IntakeError::Overloaded | IntakeError::Closed => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", err.to_string())
-            }
+            IntakeError::Overloaded | IntakeError::Closed => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                err.to_string(),
+            ),
             IntakeError::Store(_) => Self::internal(err),
         }
     }
@@ -120,11 +122,15 @@ impl From<IntakeError> for ApiError {
 impl From<EngineError> for ApiError {
     fn from(err: EngineError) -> Self {
         match err {
-            EngineError::Parameters(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_parameters", err.to_string())
-            }
+            EngineError::Parameters(_) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameters",
+                err.to_string(),
+            ),
             EngineError::Intake(e) => e.into(),
-            EngineError::NoExecution(_) => Self::new(StatusCode::NOT_FOUND, "not_found", err.to_string()),
+            EngineError::NoExecution(_) => {
+                Self::new(StatusCode::NOT_FOUND, "not_found", err.to_string())
+            }
             other => Self::internal(other),
         }
     }
@@ -149,7 +155,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/executions/{id}", get(get_execution))
         .route("/rules", get(list_rules))
         .route("/actions", get(list_actions))
-        .layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", api)
@@ -186,7 +195,10 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
 }
 
@@ -264,7 +276,11 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
         return Ok(Value::Object(Map::new()));
     }
     let text = std::str::from_utf8(body).map_err(|_| {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "the body is not valid UTF-8")
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the body is not valid UTF-8",
+        )
     })?;
     let looks_json = matches!(text.trim_start().chars().next(), Some('{' | '['));
     let parse_json = || {
@@ -280,10 +296,17 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
         "application/x-www-form-urlencoded" if looks_json => parse_json(),
         "application/x-www-form-urlencoded" => {
             let pairs: Vec<(String, String)> = serde_urlencoded::from_str(text).map_err(|e| {
-                ApiError::new(StatusCode::BAD_REQUEST, "bad_form", format!("the form body is not valid: {e}"))
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_form",
+                    format!("the form body is not valid: {e}"),
+                )
             })?;
             Ok(Value::Object(
-                pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect(),
             ))
         }
         t if t.starts_with("text/") => Ok(Value::String(text.to_owned())),
@@ -291,7 +314,9 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
         other => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            format!("content type {other:?} is not accepted; send application/json, application/x-www-form-urlencoded or text/plain"),
+            format!(
+                "content type {other:?} is not accepted; send application/json, application/x-www-form-urlencoded or text/plain"
+            ),
         )),
     }
 }
@@ -311,11 +336,16 @@ async fn webhook(
             "unknown_webhook",
             format!(
                 "no enabled rule listens on webhook {name:?}; known webhooks: {}",
-                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
             ),
         ));
     }
-    let payload = json!({"headers": headers_payload(&headers), "body": parse_body(&headers, &body)?});
+    let payload =
+        json!({"headers": headers_payload(&headers), "body": parse_body(&headers, &body)?});
     let id = state
         .engine
         .intake
@@ -361,7 +391,11 @@ async fn fire_st2_trigger(
             format!(
                 "trigger {:?} cannot be fired here; use a pack trigger (pack.name) or one of: {}",
                 request.trigger,
-                triggers::builtin_names().into_iter().filter(|t| *t != triggers::WEBHOOK).collect::<Vec<_>>().join(", ")
+                triggers::builtin_names()
+                    .into_iter()
+                    .filter(|t| *t != triggers::WEBHOOK)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ));
     }
@@ -409,7 +443,11 @@ async fn list_executions(
     };
     let limit = query.limit.unwrap_or(50);
     if limit == 0 || limit > 1000 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "limit must be between 1 and 1000"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "limit must be between 1 and 1000",
+        ));
     }
     let models = state
         .engine
@@ -431,8 +469,18 @@ async fn get_execution(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let Some(model) = state.engine.store.get_execution(&id).await.map_err(ApiError::internal)? else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no execution {id}")));
+    let Some(model) = state
+        .engine
+        .store
+        .get_execution(&id)
+        .await
+        .map_err(ApiError::internal)?
+    else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no execution {id}"),
+        ));
     };
     let catalog = state.engine.catalog.current();
     let view = execution_detail(&state.engine.store, &model, &catalog)
@@ -470,11 +518,23 @@ async fn create_execution(
     };
     let id = state
         .engine
-        .request_execution(&request.action, &request.parameters, Casting::Strict, context)
+        .request_execution(
+            &request.action,
+            &request.parameters,
+            Casting::Strict,
+            context,
+        )
         .await?;
-    let model = state.engine.store.get_execution(&id).await.map_err(ApiError::internal)?;
+    let model = state
+        .engine
+        .store
+        .get_execution(&id)
+        .await
+        .map_err(ApiError::internal)?;
     let catalog = state.engine.catalog.current();
-    let body = model.map(|m| execution_view(&m, &catalog)).unwrap_or_else(|| json!({"id": id}));
+    let body = model
+        .map(|m| execution_view(&m, &catalog))
+        .unwrap_or_else(|| json!({"id": id}));
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 

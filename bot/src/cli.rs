@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "squall", version, about = "ChatOps automation: rules, actions, workflows and chat in one binary")]
+#[command(
+    name = "squall",
+    version,
+    about = "ChatOps automation: rules, actions, workflows and chat in one binary"
+)]
 pub struct Cli {
     /// Configuration file (default: ./squall.toml when present).
     #[arg(long, short = 'c', global = true, env = "SQUALL_CONFIG")]
@@ -104,7 +108,9 @@ pub enum ApikeyCommand {
 
 /// Parse `name=value` arguments. Values stay text here; the action's
 /// parameter types decide the casts.
-pub fn parse_assignments(args: &[String]) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+pub fn parse_assignments(
+    args: &[String],
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
     let mut map = serde_json::Map::new();
     for arg in args {
         let Some((name, value)) = arg.split_once('=') else {
@@ -114,7 +120,10 @@ pub fn parse_assignments(args: &[String]) -> Result<serde_json::Map<String, serd
         if name.is_empty() {
             return Err(format!("parameter {arg:?} has no name before '='"));
         }
-        if map.insert(name.to_owned(), serde_json::Value::String(value.to_owned())).is_some() {
+        if map
+            .insert(name.to_owned(), serde_json::Value::String(value.to_owned()))
+            .is_some()
+        {
             return Err(format!("parameter {name:?} is given twice"));
         }
     }

@@ -107,7 +107,7 @@ impl Default for ApiSection {
 }
 
 /// Environment variables that belong to the CLI, not to the configuration.
-const CLI_ENV: [&str; 3] = ["server", "api_key", "config"];
+const CLI_ENV: [&str; 4] = ["server", "api_key", "config", "log"];
 
 impl Config {
     /// Defaults, then the file (if it exists, or if it was named explicitly),
@@ -119,7 +119,7 @@ impl Config {
                 return Err(format!("config file {} does not exist", path.display()));
             }
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
-            None => figment = figment.merge(Toml::file_exact("squall.toml")),
+            None => figment = figment.merge(Toml::file("squall.toml")),
         }
         figment = figment.merge(
             Env::prefixed("SQUALL_")
@@ -139,7 +139,10 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            problems.push(format!("listen: {:?} is not an IP:port address", self.listen));
+            problems.push(format!(
+                "listen: {:?} is not an IP:port address",
+                self.listen
+            ));
         }
         if self.worker.concurrency == 0 {
             problems.push("worker.concurrency: must be at least 1".into());

@@ -7,7 +7,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use serde_json::{Value, json};
 
-use squall::cli::{ApikeyCommand, Cli, Command, ExecutionCommand, PackCommand, RuleCommand, RunArgs, parse_assignments};
+use squall::cli::{
+    ApikeyCommand, Cli, Command, ExecutionCommand, PackCommand, RuleCommand, RunArgs,
+    parse_assignments,
+};
 use squall::config::Config;
 use squall::{output, server};
 use squall_engine::describe::{execution_detail, execution_view};
@@ -18,15 +21,23 @@ use squall_engine::store::ExecutionFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The server logs what it does; one-shot commands only warn.
+    let default_filter = match cli.command {
+        Command::Serve => "info,sea_orm_migration=warn",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SQUALL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
     squall_engine::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -47,7 +58,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         return validate_packs(&cli, dirs);
     }
     let config = Config::load(cli.config.as_deref()).map_err(|e| anyhow!("configuration: {e}"))?;
-    let remote = cli.server.as_deref().map(|url| Remote::new(url, cli.api_key.clone()));
+    let remote = cli
+        .server
+        .as_deref()
+        .map(|url| Remote::new(url, cli.api_key.clone()));
     match cli.command {
         Command::Serve => serve(&config).await,
         Command::Run(args) => run_action(&config, remote, args).await,
@@ -66,12 +80,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     })).collect())
                 }
             };
-            print_json_or(json, &rules, || output::rule_table(rules.as_array().map_or(&[], Vec::as_slice)));
+            print_json_or(json, &rules, || {
+                output::rule_table(rules.as_array().map_or(&[], Vec::as_slice))
+            });
             Ok(ExitCode::SUCCESS)
         }
         Command::Apikey(ApikeyCommand::Create { name }) => {
             if remote.is_some() {
-                bail!("API keys are created on the database directly: run without --server on the server's machine");
+                bail!(
+                    "API keys are created on the database directly: run without --server on the server's machine"
+                );
             }
             let engine = server::open_engine(&config).await?;
             let (id, key) = engine.store.create_api_key(&name).await?;
@@ -89,7 +107,10 @@ fn unreachable_validate() -> Result<ExitCode> {
 
 fn print_json_or(as_json: bool, value: &Value, human: impl FnOnce() -> String) {
     if as_json {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
     } else {
         print!("{}", human());
     }
@@ -97,7 +118,9 @@ fn print_json_or(as_json: bool, value: &Value, human: impl FnOnce() -> String) {
 
 fn validate_packs(cli: &Cli, dirs: &[std::path::PathBuf]) -> Result<ExitCode> {
     let dirs = if dirs.is_empty() {
-        Config::load(cli.config.as_deref()).map_err(|e| anyhow!("configuration: {e}"))?.packs
+        Config::load(cli.config.as_deref())
+            .map_err(|e| anyhow!("configuration: {e}"))?
+            .packs
     } else {
         dirs.to_vec()
     };
@@ -152,7 +175,10 @@ async fn run_action(config: &Config, remote: Option<Remote>, args: RunArgs) -> R
             let created = remote
                 .post("/api/v1/executions", &json!({"action": args.action, "parameters": cast_for_remote(&remote, &args.action, params).await?}))
                 .await?;
-            let id = created["id"].as_str().context("the server returned no execution id")?.to_owned();
+            let id = created["id"]
+                .as_str()
+                .context("the server returned no execution id")?
+                .to_owned();
             remote.wait(&id, timeout).await?
         }
         None => {
@@ -162,7 +188,9 @@ async fn run_action(config: &Config, remote: Option<Remote>, args: RunArgs) -> R
                 user: std::env::var("USER").ok().map(|u| format!("cli:{u}")),
                 ..ExecutionContext::default()
             };
-            let id = engine.request_execution(&args.action, &params, Casting::FromText, context).await?;
+            let id = engine
+                .request_execution(&args.action, &params, Casting::FromText, context)
+                .await?;
             engine.run_inline(&id).await?;
             let model = engine.wait_for(&id, timeout).await?;
             execution_detail(&engine.store, &model, &engine.catalog.current()).await?
@@ -174,7 +202,11 @@ async fn run_action(config: &Config, remote: Option<Remote>, args: RunArgs) -> R
 
 /// Text values cast with the action's parameter types, as the server would
 /// for chat or templates.
-async fn cast_for_remote(remote: &Remote, action: &str, params: serde_json::Map<String, Value>) -> Result<Value> {
+async fn cast_for_remote(
+    remote: &Remote,
+    action: &str,
+    params: serde_json::Map<String, Value>,
+) -> Result<Value> {
     let actions = remote.get("/api/v1/actions").await?;
     let specs = actions
         .as_array()
@@ -186,11 +218,19 @@ async fn cast_for_remote(remote: &Remote, action: &str, params: serde_json::Map<
         let ty = specs[&name]["schema"]["type"].as_str().unwrap_or("string");
         let text = value.as_str().unwrap_or_default();
         let cast = match ty {
-            "integer" | "number" | "boolean" | "array" | "object" => serde_json::from_str::<Value>(text).ok().filter(|v| !v.is_string()),
+            "integer" | "number" | "boolean" | "array" | "object" => {
+                serde_json::from_str::<Value>(text)
+                    .ok()
+                    .filter(|v| !v.is_string())
+            }
             _ => None,
         };
         let cast = match (ty, cast) {
-            ("array", None) => Some(Value::Array(text.split(',').map(|s| Value::String(s.trim().into())).collect())),
+            ("array", None) => Some(Value::Array(
+                text.split(',')
+                    .map(|s| Value::String(s.trim().into()))
+                    .collect(),
+            )),
             (_, c) => c,
         };
         out.insert(name, cast.unwrap_or(value));
@@ -198,9 +238,18 @@ async fn cast_for_remote(remote: &Remote, action: &str, params: serde_json::Map<
     Ok(Value::Object(out))
 }
 
-async fn execution(config: &Config, remote: Option<Remote>, cmd: ExecutionCommand) -> Result<ExitCode> {
+async fn execution(
+    config: &Config,
+    remote: Option<Remote>,
+    cmd: ExecutionCommand,
+) -> Result<ExitCode> {
     match cmd {
-        ExecutionCommand::List { action, status, limit, json } => {
+        ExecutionCommand::List {
+            action,
+            status,
+            limit,
+            json,
+        } => {
             let list = match remote {
                 Some(remote) => {
                     let mut path = format!("/api/v1/executions?limit={limit}");
@@ -215,15 +264,29 @@ async fn execution(config: &Config, remote: Option<Remote>, cmd: ExecutionComman
                 None => {
                     let status = match status.as_deref() {
                         None => None,
-                        Some(s) => Some(ExecutionStatus::parse(s).ok_or_else(|| anyhow!("unknown status {s:?}; one of: {}", ExecutionStatus::ALL.map(|s| s.as_str()).join(", ")))?),
+                        Some(s) => Some(ExecutionStatus::parse(s).ok_or_else(|| {
+                            anyhow!(
+                                "unknown status {s:?}; one of: {}",
+                                ExecutionStatus::ALL.map(|s| s.as_str()).join(", ")
+                            )
+                        })?),
                     };
                     let engine = server::open_engine(config).await?;
-                    let models = engine.store.list_executions(&ExecutionFilter { action, status, limit }).await?;
+                    let models = engine
+                        .store
+                        .list_executions(&ExecutionFilter {
+                            action,
+                            status,
+                            limit,
+                        })
+                        .await?;
                     let catalog = engine.catalog.current();
                     Value::Array(models.iter().map(|m| execution_view(m, &catalog)).collect())
                 }
             };
-            print_json_or(json, &list, || output::execution_table(list.as_array().map_or(&[], Vec::as_slice)));
+            print_json_or(json, &list, || {
+                output::execution_table(list.as_array().map_or(&[], Vec::as_slice))
+            });
             Ok(ExitCode::SUCCESS)
         }
         ExecutionCommand::Get { id, json } => {
@@ -231,7 +294,11 @@ async fn execution(config: &Config, remote: Option<Remote>, cmd: ExecutionComman
                 Some(remote) => remote.get(&format!("/api/v1/executions/{id}")).await?,
                 None => {
                     let engine = server::open_engine(config).await?;
-                    let model = engine.store.get_execution(&id).await?.ok_or_else(|| anyhow!("no execution {id}"))?;
+                    let model = engine
+                        .store
+                        .get_execution(&id)
+                        .await?
+                        .ok_or_else(|| anyhow!("no execution {id}"))?;
                     execution_detail(&engine.store, &model, &engine.catalog.current()).await?
                 }
             };
@@ -250,7 +317,11 @@ struct Remote {
 
 impl Remote {
     fn new(base: &str, key: Option<String>) -> Self {
-        Self { base: base.trim_end_matches('/').to_owned(), key, client: reqwest::Client::new() }
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+            client: reqwest::Client::new(),
+        }
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value> {
@@ -258,7 +329,10 @@ impl Remote {
             Some(key) => request.header("St2-Api-Key", key),
             None => request,
         };
-        let response = request.send().await.with_context(|| format!("cannot reach squall at {}", self.base))?;
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach squall at {}", self.base))?;
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
@@ -269,23 +343,30 @@ impl Remote {
     }
 
     async fn get(&self, path: &str) -> Result<Value> {
-        self.send(self.client.get(format!("{}{path}", self.base))).await
+        self.send(self.client.get(format!("{}{path}", self.base)))
+            .await
     }
 
     async fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        self.send(self.client.post(format!("{}{path}", self.base)).json(body)).await
+        self.send(self.client.post(format!("{}{path}", self.base)).json(body))
+            .await
     }
 
     async fn wait(&self, id: &str, timeout: Duration) -> Result<Value> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let view = self.get(&format!("/api/v1/executions/{id}")).await?;
-            let done = view["status"].as_str().and_then(ExecutionStatus::parse).is_some_and(ExecutionStatus::is_terminal);
+            let done = view["status"]
+                .as_str()
+                .and_then(ExecutionStatus::parse)
+                .is_some_and(ExecutionStatus::is_terminal);
             if done {
                 return Ok(view);
             }
             if tokio::time::Instant::now() >= deadline {
-                bail!("execution {id} did not finish within {timeout:?}; see `squall execution get {id}`");
+                bail!(
+                    "execution {id} did not finish within {timeout:?}; see `squall execution get {id}`"
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

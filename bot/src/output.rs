@@ -12,7 +12,10 @@ fn text(v: &Value) -> String {
 
 /// One line per execution.
 pub fn execution_table(executions: &[Value]) -> String {
-    let mut out = format!("{:<26}  {:<24}  {:<10}  {:<24}  {}\n", "ID", "ACTION", "STATUS", "CREATED", "BY");
+    let mut out = format!(
+        "{:<26}  {:<24}  {:<10}  {:<24}  {}\n",
+        "ID", "ACTION", "STATUS", "CREATED", "BY"
+    );
     for e in executions {
         let ctx = &e["context"];
         let by = ctx
@@ -49,10 +52,27 @@ pub fn execution_detail(e: &Value) -> String {
         line(&mut out, "duration:", format!("{ms} ms"));
     }
     if let Some(ti) = e.get("trigger_instance") {
-        line(&mut out, "trigger:", format!("{} ({}) from {}", text(&ti["trigger"]), text(&ti["id"]), text(&ti["source"])));
+        line(
+            &mut out,
+            "trigger:",
+            format!(
+                "{} ({}) from {}",
+                text(&ti["trigger"]),
+                text(&ti["id"]),
+                text(&ti["source"])
+            ),
+        );
     }
     if let Some(rule) = e.get("rule") {
-        line(&mut out, "rule:", format!("{} (enforcement {})", text(&rule["ref"]), text(&rule["enforcement_id"])));
+        line(
+            &mut out,
+            "rule:",
+            format!(
+                "{} (enforcement {})",
+                text(&rule["ref"]),
+                text(&rule["enforcement_id"])
+            ),
+        );
     }
     if let Some(user) = e["context"].get("user") {
         line(&mut out, "user:", text(user));
@@ -60,10 +80,16 @@ pub fn execution_detail(e: &Value) -> String {
     if !e["error"].is_null() {
         line(&mut out, "error:", text(&e["error"]));
     }
-    out.push_str(&format!("parameters:\n{}\n", indent(&pretty(&e["parameters"]))));
+    out.push_str(&format!(
+        "parameters:\n{}\n",
+        indent(&pretty(&e["parameters"]))
+    ));
     out.push_str(&format!("result:\n{}\n", indent(&pretty(&e["result"]))));
     if let Some(ti) = e.get("trigger_instance") {
-        out.push_str(&format!("trigger payload:\n{}\n", indent(&pretty(&ti["payload"]))));
+        out.push_str(&format!(
+            "trigger payload:\n{}\n",
+            indent(&pretty(&ti["payload"]))
+        ));
     }
     for stream in ["stdout", "stderr"] {
         if let Some(s) = e[stream].as_str().filter(|s| !s.is_empty()) {
@@ -78,15 +104,24 @@ fn pretty(v: &Value) -> String {
 }
 
 fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+    s.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Rules, one per line.
 pub fn rule_table(rules: &[Value]) -> String {
-    let mut out = format!("{:<32}  {:<8}  {:<20}  {}\n", "RULE", "ENABLED", "TRIGGER", "ACTION");
+    let mut out = format!(
+        "{:<32}  {:<8}  {:<20}  {}\n",
+        "RULE", "ENABLED", "TRIGGER", "ACTION"
+    );
     for r in rules {
         let mut trigger = text(&r["trigger"]["type"]);
-        if let Some(url) = r["trigger"]["parameters"].get("url").and_then(Value::as_str) {
+        if let Some(url) = r["trigger"]["parameters"]
+            .get("url")
+            .and_then(Value::as_str)
+        {
             trigger = format!("{trigger} ({url})");
         }
         out.push_str(&format!(

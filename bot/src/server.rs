@@ -14,9 +14,15 @@ pub enum ServeError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A running server.
@@ -93,10 +99,20 @@ pub async fn start(config: &Config) -> Result<Server, ServeError> {
 /// an `admin` key and writes it to a file only the owner can read. It is never
 /// logged.
 async fn ensure_first_api_key(engine: &Engine, config: &Config) -> Result<(), ServeError> {
-    if engine.store.count_api_keys().await.map_err(EngineError::from)? > 0 {
+    if engine
+        .store
+        .count_api_keys()
+        .await
+        .map_err(EngineError::from)?
+        > 0
+    {
         return Ok(());
     }
-    let (_, key) = engine.store.create_api_key("admin").await.map_err(EngineError::from)?;
+    let (_, key) = engine
+        .store
+        .create_api_key("admin")
+        .await
+        .map_err(EngineError::from)?;
     let path = config.data_dir.join("admin-api-key");
     write_private(&path, &format!("{key}\n")).map_err(|source| ServeError::Write {
         path: path.clone(),

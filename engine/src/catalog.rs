@@ -123,7 +123,12 @@ impl Catalog {
                 continue;
             }
             if compiled.rule.trigger_type == triggers::WEBHOOK {
-                if let Some(url) = compiled.rule.trigger_parameters.get("url").and_then(Value::as_str) {
+                if let Some(url) = compiled
+                    .rule
+                    .trigger_parameters
+                    .get("url")
+                    .and_then(Value::as_str)
+                {
                     webhook_rules
                         .entry(url.trim_matches('/').to_owned())
                         .or_default()

@@ -114,7 +114,9 @@ fn scrub_value(value: Value, secrets: &[String]) -> Value {
     }
     match value {
         Value::String(s) => Value::String(scrub_text(&s, secrets)),
-        Value::Array(items) => Value::Array(items.into_iter().map(|v| scrub_value(v, secrets)).collect()),
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(|v| scrub_value(v, secrets)).collect())
+        }
         Value::Object(map) => Value::Object(
             map.into_iter()
                 .map(|(k, v)| (k, scrub_value(v, secrets)))

@@ -63,7 +63,10 @@ pub struct Engine {
 }
 
 /// Load packs from `roots` into a catalog, reporting every problem at once.
-pub fn load_catalog(roots: &[PathBuf], runners: &RunnerRegistry) -> Result<Catalog, Vec<PackError>> {
+pub fn load_catalog(
+    roots: &[PathBuf],
+    runners: &RunnerRegistry,
+) -> Result<Catalog, Vec<PackError>> {
     let names = runners.names();
     let triggers = crate::triggers::builtin_names();
     let opts = LoadOptions {
@@ -86,7 +89,11 @@ impl Engine {
             let all = store.backend() == sea_orm::DbBackend::Sqlite;
             let report = store.recover_orphans(&node_id, all).await?;
             if report.abandoned + report.requeued > 0 {
-                tracing::warn!(abandoned = report.abandoned, requeued = report.requeued, "recovered executions left running by a stopped node");
+                tracing::warn!(
+                    abandoned = report.abandoned,
+                    requeued = report.requeued,
+                    "recovered executions left running by a stopped node"
+                );
             }
         }
         let catalog = CatalogHandle::new(catalog);
@@ -141,15 +148,22 @@ impl Engine {
             .plan(action_ref, provided, casting)
             .map_err(EngineError::Parameters)?;
         let id = new_id();
-        let masked = catalog.mask_parameters(action_ref, &Value::Object(planned.parameters.clone()));
+        let masked =
+            catalog.mask_parameters(action_ref, &Value::Object(planned.parameters.clone()));
         let audit = AuditEntry {
-            actor: context.user.clone().unwrap_or_else(|| context.source.clone()),
+            actor: context
+                .user
+                .clone()
+                .unwrap_or_else(|| context.source.clone()),
             kind: "execution.requested".into(),
             subject: id.clone(),
             detail: json!({"action": action_ref, "parameters": masked, "source": context.source}),
         };
         self.intake
-            .enqueue(new_execution(id.clone(), planned, &context, None), Some(audit))
+            .enqueue(
+                new_execution(id.clone(), planned, &context, None),
+                Some(audit),
+            )
             .await?;
         Ok(id)
     }
@@ -168,7 +182,11 @@ impl Engine {
     }
 
     /// Wait until an execution reaches a terminal status.
-    pub async fn wait_for(&self, id: &str, timeout: Duration) -> Result<execution::Model, EngineError> {
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<execution::Model, EngineError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut delay = Duration::from_millis(5);
         loop {

@@ -96,7 +96,15 @@ pub struct ExecutionContext {
 /// A new time-ordered identifier (ULID): ids sort by creation time, which keeps
 /// the queue claim and the execution list in order without another index.
 pub fn new_id() -> String {
-    ulid::Ulid::new().to_string()
+    // A shared monotonic generator: ids made in the same millisecond still
+    // sort in creation order, so "oldest first" holds exactly.
+    static GENERATOR: std::sync::Mutex<ulid::Generator> =
+        std::sync::Mutex::new(ulid::Generator::new());
+    let generated = match GENERATOR.lock() {
+        Ok(mut generator) => generator.generate().ok(),
+        Err(_) => None,
+    };
+    generated.unwrap_or_else(ulid::Ulid::new).to_string()
 }
 
 /// Milliseconds since the Unix epoch.

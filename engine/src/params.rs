@@ -84,7 +84,10 @@ impl ParamSet {
                 let known: Vec<&str> = self.specs.keys().map(String::as_str).collect();
                 errors.push(ParamError {
                     parameter: name.clone(),
-                    reason: format!("unknown parameter (this action takes: {})", known.join(", ")),
+                    reason: format!(
+                        "unknown parameter (this action takes: {})",
+                        known.join(", ")
+                    ),
                 });
                 continue;
             };
@@ -126,7 +129,10 @@ impl ParamSet {
                     };
                     errors.push(ParamError {
                         parameter: name.clone(),
-                        reason: format!("{} (got {shown})", describe(&err, &self.specs[name].schema)),
+                        reason: format!(
+                            "{} (got {shown})",
+                            describe(&err, &self.specs[name].schema)
+                        ),
                     });
                 }
             }
@@ -320,7 +326,10 @@ mod tests {
             .expect_err("invalid");
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].parameter, "count");
-        assert_eq!(errors[0].to_string(), "parameter 'count': expected integer (got \"many\")");
+        assert_eq!(
+            errors[0].to_string(),
+            "parameter 'count': expected integer (got \"many\")"
+        );
     }
 
     #[test]
@@ -335,7 +344,11 @@ mod tests {
     #[test]
     fn strict_casting_keeps_strings() {
         let provided = json!({"count": "42"});
-        assert!(set().resolve(provided.as_object().expect("object"), Casting::Strict).is_err());
+        assert!(
+            set()
+                .resolve(provided.as_object().expect("object"), Casting::Strict)
+                .is_err()
+        );
     }
 
     #[test]
@@ -344,7 +357,10 @@ mod tests {
         let errors = set()
             .resolve(provided.as_object().expect("object"), Casting::Strict)
             .expect_err("immutable");
-        assert_eq!(errors[0].to_string(), "parameter 'cmd': is immutable and cannot be overridden");
+        assert_eq!(
+            errors[0].to_string(),
+            "parameter 'cmd': is immutable and cannot be overridden"
+        );
     }
 
     #[test]
@@ -353,7 +369,11 @@ mod tests {
         let errors = set()
             .resolve(provided.as_object().expect("object"), Casting::Strict)
             .expect_err("unknown");
-        assert!(errors[0].reason.contains("count, timeout, token"), "{}", errors[0]);
+        assert!(
+            errors[0].reason.contains("count, timeout, token"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

@@ -273,7 +273,14 @@ impl Templates {
             template: source.to_owned(),
             reason,
         };
-        let mut template = Template::compile(source).map_err(|e| syntax(e.to_string()))?;
+        let mut template = Template::compile(source).map_err(|e| {
+            // handlebars' Display draws a multi-line source excerpt; keep one line.
+            let mut reason = e.reason().to_string();
+            if let Some((line, column)) = e.pos() {
+                reason.push_str(&format!(" (line {line}, column {column})"));
+            }
+            syntax(reason)
+        })?;
         if let Some(name) = unknown_helper(&template.elements, &self.helper_names) {
             return Err(syntax(format!("unknown helper `{name}`")));
         }

@@ -152,12 +152,20 @@ impl Worker {
                 () = tokio::time::sleep(every) => {}
                 () = shutdown.cancelled() => return,
             }
-            if let Err(err) = self.store.extend_leases(&self.node_id, self.lease_until()).await {
+            if let Err(err) = self
+                .store
+                .extend_leases(&self.node_id, self.lease_until())
+                .await
+            {
                 tracing::warn!(error = %err, "extending execution leases failed");
             }
             match self.store.recover_orphans(&self.node_id, false).await {
                 Ok(report) if report.abandoned + report.requeued > 0 => {
-                    tracing::warn!(abandoned = report.abandoned, requeued = report.requeued, "recovered executions whose node stopped");
+                    tracing::warn!(
+                        abandoned = report.abandoned,
+                        requeued = report.requeued,
+                        "recovered executions whose node stopped"
+                    );
                 }
                 Ok(_) => {}
                 Err(err) => tracing::warn!(error = %err, "recovering executions failed"),
@@ -176,19 +184,17 @@ impl Worker {
             running.remove(&model.id);
         }
         let catalog = self.catalog.current();
-        let event = catalog
-            .has_rules_for(crate::triggers::EXECUTION)
-            .then(|| {
-                let params: Value = serde_json::from_str(&model.parameters).unwrap_or(Value::Null);
-                json!({
-                    "id": model.id,
-                    "action": model.action,
-                    "status": outcome.status,
-                    "parameters": catalog.mask_parameters(&model.action, &params),
-                    "result": outcome.result,
-                    "context": serde_json::from_str::<Value>(&model.context).unwrap_or(Value::Null),
-                })
-            });
+        let event = catalog.has_rules_for(crate::triggers::EXECUTION).then(|| {
+            let params: Value = serde_json::from_str(&model.parameters).unwrap_or(Value::Null);
+            json!({
+                "id": model.id,
+                "action": model.action,
+                "status": outcome.status,
+                "parameters": catalog.mask_parameters(&model.action, &params),
+                "result": outcome.result,
+                "context": serde_json::from_str::<Value>(&model.context).unwrap_or(Value::Null),
+            })
+        });
         let completion = Completion {
             id: model.id.clone(),
             lease_owner: self.node_id.clone(),
@@ -206,10 +212,7 @@ impl Worker {
     async fn run(&self, model: &execution::Model, cancel: CancellationToken) -> RunOutcome {
         let catalog = self.catalog.current();
         let Some(entry) = catalog.action(&model.action) else {
-            return RunOutcome::failed(format!(
-                "action {} is no longer installed",
-                model.action
-            ));
+            return RunOutcome::failed(format!("action {} is no longer installed", model.action));
         };
         let parameters: Map<String, Value> = match serde_json::from_str(&model.parameters) {
             Ok(Value::Object(map)) => map,

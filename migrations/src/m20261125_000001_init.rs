@@ -84,11 +84,24 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(TriggerInstances::Table)
-                    .col(ColumnDef::new(TriggerInstances::Id).string().not_null().primary_key())
-                    .col(ColumnDef::new(TriggerInstances::Trigger).string().not_null())
+                    .col(
+                        ColumnDef::new(TriggerInstances::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(TriggerInstances::Trigger)
+                            .string()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(TriggerInstances::Payload).text().not_null())
                     .col(ColumnDef::new(TriggerInstances::Source).string().not_null())
-                    .col(ColumnDef::new(TriggerInstances::OccurredAt).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(TriggerInstances::OccurredAt)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -96,13 +109,34 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(RuleEnforcements::Table)
-                    .col(ColumnDef::new(RuleEnforcements::Id).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(RuleEnforcements::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(RuleEnforcements::Rule).string().not_null())
-                    .col(ColumnDef::new(RuleEnforcements::TriggerInstanceId).string().not_null())
-                    .col(ColumnDef::new(RuleEnforcements::ExecutionId).string().null())
+                    .col(
+                        ColumnDef::new(RuleEnforcements::TriggerInstanceId)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(RuleEnforcements::ExecutionId)
+                            .string()
+                            .null(),
+                    )
                     .col(ColumnDef::new(RuleEnforcements::Status).string().not_null())
-                    .col(ColumnDef::new(RuleEnforcements::FailureReason).text().null())
-                    .col(ColumnDef::new(RuleEnforcements::CreatedAt).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(RuleEnforcements::FailureReason)
+                            .text()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(RuleEnforcements::CreatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -119,7 +153,12 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Executions::Table)
-                    .col(ColumnDef::new(Executions::Id).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(Executions::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(Executions::Action).string().not_null())
                     .col(ColumnDef::new(Executions::Runner).string().not_null())
                     .col(ColumnDef::new(Executions::Status).string().not_null())
@@ -131,14 +170,36 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Executions::Error).text().null())
                     .col(ColumnDef::new(Executions::Context).text().not_null())
                     .col(ColumnDef::new(Executions::ParentId).string().null())
-                    .col(ColumnDef::new(Executions::Attempt).integer().not_null().default(1))
-                    .col(ColumnDef::new(Executions::Idempotent).boolean().not_null().default(false))
+                    .col(
+                        ColumnDef::new(Executions::Attempt)
+                            .integer()
+                            .not_null()
+                            .default(1),
+                    )
+                    .col(
+                        ColumnDef::new(Executions::Idempotent)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
                     .col(ColumnDef::new(Executions::LeaseOwner).string().null())
-                    .col(ColumnDef::new(Executions::LeaseExpiresAt).big_integer().null())
-                    .col(ColumnDef::new(Executions::CreatedAt).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Executions::LeaseExpiresAt)
+                            .big_integer()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(Executions::CreatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Executions::StartedAt).big_integer().null())
                     .col(ColumnDef::new(Executions::FinishedAt).big_integer().null())
-                    .col(ColumnDef::new(Executions::UpdatedAt).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Executions::UpdatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -167,10 +228,25 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(ApiKeys::Table)
-                    .col(ColumnDef::new(ApiKeys::Id).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(ApiKeys::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(ApiKeys::Name).string().not_null())
-                    .col(ColumnDef::new(ApiKeys::KeyHash).string().not_null().unique_key())
-                    .col(ColumnDef::new(ApiKeys::Enabled).boolean().not_null().default(true))
+                    .col(
+                        ColumnDef::new(ApiKeys::KeyHash)
+                            .string()
+                            .not_null()
+                            .unique_key(),
+                    )
+                    .col(
+                        ColumnDef::new(ApiKeys::Enabled)
+                            .boolean()
+                            .not_null()
+                            .default(true),
+                    )
                     .col(ColumnDef::new(ApiKeys::CreatedAt).big_integer().not_null())
                     .to_owned(),
             )
@@ -179,7 +255,12 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(AuditLog::Table)
-                    .col(ColumnDef::new(AuditLog::Id).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(AuditLog::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(AuditLog::At).big_integer().not_null())
                     .col(ColumnDef::new(AuditLog::Actor).string().not_null())
                     .col(ColumnDef::new(AuditLog::Kind).string().not_null())
@@ -199,7 +280,9 @@ impl MigrationTrait for Migration {
             RuleEnforcements::Table.into_iden(),
             TriggerInstances::Table.into_iden(),
         ] {
-            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
         }
         Ok(())
     }

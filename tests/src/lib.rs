@@ -1,1 +1,138 @@
+//! Harness for squall's end-to-end tests: fresh databases on SQLite and
+//! PostgreSQL, in-process servers on loopback, and the real `squall` binary
+//! as a child process.
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use sea_orm::{ConnectionTrait, Database};
+
+/// Repository root (tests run with the `tests/` crate as working directory).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The shipped packs plus the test fixtures.
+pub fn pack_dirs() -> Vec<PathBuf> {
+    vec![
+        repo_root().join("packs"),
+        repo_root().join("tests/fixtures/packs"),
+    ]
+}
+
+/// PostgreSQL server URL for tests (a database on it is created per test).
+pub fn postgres_server_url() -> String {
+    std::env::var("SQUALL_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database that exists for one test and is removed afterwards.
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    pg_name: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Result<TestDb> {
+        let dir = tempfile::tempdir()?;
+        match backend {
+            Backend::Sqlite => Ok(TestDb {
+                url: format!("sqlite://{}", dir.path().join("squall.db").display()),
+                backend,
+                pg_name: None,
+                _dir: dir,
+            }),
+            Backend::Postgres => {
+                let server = postgres_server_url();
+                let admin = Database::connect(format!("{server}/postgres")).await.with_context(|| {
+                    format!(
+                        "PostgreSQL is not reachable at {server} (set SQUALL_TEST_POSTGRES to another server, \
+                         or start it: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start)"
+                    )
+                })?;
+                let name = format!(
+                    "squall_test_{}",
+                    ulid::Ulid::new().to_string().to_lowercase()
+                );
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .context("creating the test database")?;
+                admin.close().await.ok();
+                Ok(TestDb {
+                    url: format!("{server}/{name}"),
+                    backend,
+                    pg_name: Some(name),
+                    _dir: dir,
+                })
+            }
+        }
+    }
+
+    /// Drop the PostgreSQL database (SQLite files go with the temp dir).
+    pub async fn cleanup(self) -> Result<()> {
+        if let Some(name) = &self.pg_name {
+            let admin = Database::connect(format!("{}/postgres", postgres_server_url())).await?;
+            admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await?;
+            admin.close().await.ok();
+        }
+        Ok(())
+    }
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Path of the `squall` binary built beside this test binary.
+pub fn squall_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/e2e-<hash> -> target/<profile>/squall
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("unexpected test binary location")?;
+    let bin = profile_dir.join("squall");
+    if !bin.exists() {
+        bail!(
+            "{} is missing: build it first with `cargo build -p squall` (scripts/test.sh does)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// Poll `check` until it returns Some or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -87,7 +87,7 @@ impl Doc {
         self.push(field, reason.into(), line);
     }
 
-    fn push(&mut self, field: String, reason: String, line: Option<usize>) {
+    pub fn push(&mut self, field: String, reason: String, line: Option<usize>) {
         self.errors.push(PackError {
             file: self.file.clone(),
             field,

@@ -784,7 +784,10 @@ fn rule_triggers_criteria_and_templates_are_checked() {
             ("x/rules/bare.yaml".into(), "trigger.type".into()),
             ("x/rules/r.yaml".into(), "action.parameters.list.1".into()),
             ("x/rules/r.yaml".into(), "action.parameters.msg".into()),
-            ("x/rules/r.yaml".into(), "criteria.trigger.body.x".into()),
+            (
+                "x/rules/r.yaml".into(),
+                "criteria.\"trigger.body.x\".type".into()
+            ),
             ("x/rules/r.yaml".into(), "trigger.type".into()),
             ("x/rules/r.yaml".into(), "type.ref".into()),
         ],

@@ -358,12 +358,18 @@ pub(crate) fn rule(doc: &mut Doc, map: &Map<String, Value>, ctx: &PackCtx) -> Op
         .unwrap_or_default();
     if let Err(errors) = Criteria::compile(&criteria) {
         for e in errors {
-            let at: Vec<&str> = if e.field.is_empty() {
-                vec!["criteria"]
+            // Criteria fields read `criteria."trigger.body.x".type`: the key
+            // holds dots, so the line is looked up by the quoted key itself.
+            let key = e.field.split('"').nth(1).unwrap_or_default().to_owned();
+            let line = doc
+                .line_of(&["criteria", &key])
+                .or_else(|| doc.line_of(&["criteria"]));
+            let field = if e.field.is_empty() {
+                "criteria".to_owned()
             } else {
-                vec!["criteria", &e.field]
+                e.field
             };
-            doc.err(&at, e.reason);
+            doc.push(field, e.reason, line);
         }
     }
 

@@ -74,15 +74,27 @@ impl Runner for HttpRequest {
             ),
             (
                 "timeout".to_owned(),
-                runner_param(json!({"type": "number", "minimum": 0}), Some(json!(60)), "Seconds."),
+                runner_param(
+                    json!({"type": "number", "minimum": 0}),
+                    Some(json!(60)),
+                    "Seconds.",
+                ),
             ),
             (
                 "allow_redirects".to_owned(),
-                runner_param(json!({"type": "boolean"}), Some(json!(false)), "Follow redirects."),
+                runner_param(
+                    json!({"type": "boolean"}),
+                    Some(json!(false)),
+                    "Follow redirects.",
+                ),
             ),
             (
                 "verify_ssl_cert".to_owned(),
-                runner_param(json!({"type": "boolean"}), Some(json!(true)), "Verify TLS certificates."),
+                runner_param(
+                    json!({"type": "boolean"}),
+                    Some(json!(true)),
+                    "Verify TLS certificates.",
+                ),
             ),
         ])
     }
@@ -93,7 +105,9 @@ impl Runner for HttpRequest {
         };
         let method_name = ctx.param_str("method").unwrap_or("GET");
         let Ok(method) = reqwest::Method::from_bytes(method_name.as_bytes()) else {
-            return RunOutcome::failed(format!("parameter 'method': unknown method {method_name:?}"));
+            return RunOutcome::failed(format!(
+                "parameter 'method': unknown method {method_name:?}"
+            ));
         };
         let client = if ctx.parameters.get("verify_ssl_cert") == Some(&Value::Bool(false)) {
             &self.insecure_client
@@ -115,7 +129,12 @@ impl Runner for HttpRequest {
         if let Some(Value::Object(query)) = ctx.parameters.get("params") {
             let pairs: Vec<(String, String)> = query
                 .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                    )
+                })
                 .collect();
             request = request.query(&pairs);
         }
@@ -133,7 +152,10 @@ impl Runner for HttpRequest {
             Err(err) if err.is_timeout() => {
                 return RunOutcome {
                     status: ExecutionStatus::Timeout,
-                    ..RunOutcome::failed(format!("request to {url} timed out after {:?}", ctx.timeout()))
+                    ..RunOutcome::failed(format!(
+                        "request to {url} timed out after {:?}",
+                        ctx.timeout()
+                    ))
                 };
             }
             Err(err) => return RunOutcome::failed(format!("request to {url} failed: {err}")),
@@ -142,22 +164,36 @@ impl Runner for HttpRequest {
         let headers: Map<String, Value> = response
             .headers()
             .iter()
-            .map(|(k, v)| (k.to_string(), Value::String(v.to_str().unwrap_or("").to_owned())))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    Value::String(v.to_str().unwrap_or("").to_owned()),
+                )
+            })
             .collect();
         let bytes = match tokio::time::timeout(Duration::from_secs(300), response.bytes()).await {
             Ok(Ok(b)) => b,
-            Ok(Err(err)) => return RunOutcome::failed(format!("reading the response failed: {err}")),
+            Ok(Err(err)) => {
+                return RunOutcome::failed(format!("reading the response failed: {err}"));
+            }
             Err(_) => return RunOutcome::failed("reading the response timed out"),
         };
         let cap = ctx.limits.max_bytes.min(bytes.len());
         let mut text = String::from_utf8_lossy(&bytes[..cap]).into_owned();
         let parsed = serde_json::from_slice::<Value>(&bytes).ok();
         if bytes.len() > cap {
-            text.push_str(&format!("\n[output truncated: {} more bytes]", bytes.len() - cap));
+            text.push_str(&format!(
+                "\n[output truncated: {} more bytes]",
+                bytes.len() - cap
+            ));
         }
         let ok = status_code < 400;
         let mut outcome = RunOutcome {
-            status: if ok { ExecutionStatus::Succeeded } else { ExecutionStatus::Failed },
+            status: if ok {
+                ExecutionStatus::Succeeded
+            } else {
+                ExecutionStatus::Failed
+            },
             result: json!({
                 "status_code": status_code,
                 "headers": headers,

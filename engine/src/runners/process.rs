@@ -201,14 +201,21 @@ mod tests {
     #[tokio::test]
     async fn output_over_the_cap_is_truncated_with_a_marker() {
         let out = run_process(
-            spec("head -c 5000 /dev/zero | tr '\\0' a", Duration::from_secs(10)),
+            spec(
+                "head -c 5000 /dev/zero | tr '\\0' a",
+                Duration::from_secs(10),
+            ),
             OutputLimits { max_bytes: 100 },
             &CancellationToken::new(),
         )
         .await;
         assert_eq!(out.status, ExecutionStatus::Succeeded);
         assert!(out.stdout.starts_with(&"a".repeat(100)));
-        assert!(out.stdout.ends_with("[output truncated: 4900 more bytes]"), "{}", out.stdout);
+        assert!(
+            out.stdout.ends_with("[output truncated: 4900 more bytes]"),
+            "{}",
+            out.stdout
+        );
     }
 
     #[tokio::test]
@@ -223,7 +230,10 @@ mod tests {
         .await;
         assert_eq!(out.status, ExecutionStatus::Timeout);
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(!marker.exists(), "the background grandchild survived the timeout");
+        assert!(
+            !marker.exists(),
+            "the background grandchild survived the timeout"
+        );
     }
 
     #[tokio::test]
@@ -234,13 +244,23 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(200)).await;
             trigger.cancel();
         });
-        let out = run_process(spec("sleep 30", Duration::from_secs(60)), OutputLimits::default(), &cancel).await;
+        let out = run_process(
+            spec("sleep 30", Duration::from_secs(60)),
+            OutputLimits::default(),
+            &cancel,
+        )
+        .await;
         assert_eq!(out.status, ExecutionStatus::Canceled);
     }
 
     #[tokio::test]
     async fn nonzero_exit_is_a_failure_with_the_code() {
-        let out = run_process(spec("echo oops >&2; exit 3", Duration::from_secs(10)), OutputLimits::default(), &CancellationToken::new()).await;
+        let out = run_process(
+            spec("echo oops >&2; exit 3", Duration::from_secs(10)),
+            OutputLimits::default(),
+            &CancellationToken::new(),
+        )
+        .await;
         assert_eq!(out.status, ExecutionStatus::Failed);
         assert_eq!(out.exit_code, Some(3));
         assert_eq!(out.stderr.trim(), "oops");

@@ -254,8 +254,8 @@ fn script_arguments(ctx: &RunContext) -> Vec<String> {
 /// interpreter its `#!` line names, or `/bin/sh`.
 fn interpreter_for(script: &Path) -> Result<(String, Vec<String>), String> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(script)
-        .map_err(|e| format!("entry_point {}: {e}", script.display()))?;
+    let meta =
+        std::fs::metadata(script).map_err(|e| format!("entry_point {}: {e}", script.display()))?;
     let path = script.display().to_string();
     if meta.permissions().mode() & 0o111 != 0 {
         return Ok((path, Vec::new()));

@@ -188,12 +188,7 @@ impl Store {
             ),
         );
         let now = now_ms();
-        let mut values: Vec<Value> = vec![
-            owner.into(),
-            lease_until.into(),
-            now.into(),
-            now.into(),
-        ];
+        let mut values: Vec<Value> = vec![owner.into(), lease_until.into(), now.into(), now.into()];
         if let Some(id) = id {
             values.push(id.into());
         }
@@ -324,9 +319,7 @@ impl Store {
     }
 
     /// Count executions per status (for the crash-safety checks and metrics).
-    pub async fn count_executions_by_status(
-        &self,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
+    pub async fn count_executions_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
         #[derive(FromQueryResult)]
         struct Row {
             status: String,

@@ -204,14 +204,31 @@ impl Store {
     }
 
     pub async fn count_trigger_instances(&self) -> Result<u64, StoreError> {
-        self.count("SELECT COUNT(*) AS n FROM trigger_instances").await
+        self.count("SELECT COUNT(*) AS n FROM trigger_instances")
+            .await
+    }
+
+    /// Trigger instances of one trigger type.
+    pub async fn count_trigger_instances_of(&self, trigger: &str) -> Result<u64, StoreError> {
+        let sql = executions::placeholders(
+            self.backend(),
+            "SELECT COUNT(*) AS n FROM trigger_instances WHERE trigger = ?",
+        );
+        self.count_stmt(Statement::from_sql_and_values(
+            self.backend(),
+            sql,
+            [trigger.into()],
+        ))
+        .await
     }
 
     async fn count(&self, sql: &str) -> Result<u64, StoreError> {
-        let row = self
-            .db
-            .query_one_raw(Statement::from_string(self.backend(), sql.to_owned()))
-            .await?;
+        self.count_stmt(Statement::from_string(self.backend(), sql.to_owned()))
+            .await
+    }
+
+    async fn count_stmt(&self, stmt: Statement) -> Result<u64, StoreError> {
+        let row = self.db.query_one_raw(stmt).await?;
         let n: i64 = match row {
             Some(row) => row.try_get("", "n")?,
             None => 0,
@@ -231,7 +248,11 @@ impl Store {
             enabled: Set(true),
             created_at: Set(now_ms()),
         })
-        .on_conflict(OnConflict::column(api_key::Column::KeyHash).do_nothing().to_owned())
+        .on_conflict(
+            OnConflict::column(api_key::Column::KeyHash)
+                .do_nothing()
+                .to_owned(),
+        )
         .exec_without_returning(&self.db)
         .await?;
         Ok((id, key))

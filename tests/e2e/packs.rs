@@ -1,0 +1,72 @@
+//! `squall pack validate` as a user runs it.
+
+use anyhow::Result;
+use squall_tests::{repo_root, squall_binary};
+
+#[test]
+fn shipped_packs_validate() -> Result<()> {
+    let out = std::process::Command::new(squall_binary()?)
+        .arg("pack")
+        .arg("validate")
+        .arg(repo_root().join("packs"))
+        .arg(repo_root().join("tests/fixtures/packs"))
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: 3 pack(s)"));
+    Ok(())
+}
+
+#[test]
+fn pack_with_three_mistakes_reports_all_three_with_file_and_field() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let pack = dir.path().join("broken");
+    std::fs::create_dir_all(pack.join("actions"))?;
+    std::fs::create_dir_all(pack.join("rules"))?;
+    std::fs::write(
+        pack.join("pack.yaml"),
+        "ref: broken\nname: broken\ndescription: three mistakes\nversion: 0.1.0\n",
+    )?;
+    std::fs::write(
+        pack.join("actions/a.yaml"),
+        "name: a\nrunner_type: local-shell-cmmd\nparameters: {}\n",
+    )?;
+    std::fs::write(
+        pack.join("actions/b.yaml"),
+        "name: b\nrunner_type: noop\nparameters:\n  count:\n    type: integer\n    default: many\n",
+    )?;
+    std::fs::write(
+        pack.join("rules/r.yaml"),
+        "name: r\ntrigger:\n  type: core.st2.webhook\n  parameters: {url: x}\naction:\n  ref: broken.missing\n",
+    )?;
+    let out = std::process::Command::new(squall_binary()?)
+        .args(["pack", "validate"])
+        .arg(&pack)
+        .output()?;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.last(), Some(&"3 error(s)"), "{stderr}");
+    assert!(
+        lines.iter().any(|l| l.contains("actions/a.yaml")
+            && l.contains("runner_type")
+            && l.contains("local-shell-cmmd")),
+        "{stderr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("actions/b.yaml") && l.contains("parameters.count.default")),
+        "{stderr}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("rules/r.yaml")
+            && l.contains("action.ref")
+            && l.contains("broken.missing")),
+        "{stderr}"
+    );
+    Ok(())
+}

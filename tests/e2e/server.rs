@@ -1,0 +1,106 @@
+//! An in-process squall server on loopback for API tests.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use serde_json::Value;
+use squall::config::{Config, Sensitive};
+use squall_engine::Engine;
+use squall_tests::{Backend, TestDb, pack_dirs};
+
+pub struct TestServer {
+    pub base: String,
+    pub key: String,
+    pub engine: Arc<Engine>,
+    pub http: reqwest::Client,
+    db: Option<TestDb>,
+    _data: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> Result<TestServer> {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Result<TestServer> {
+        squall_engine::install_crypto_provider();
+        let db = TestDb::new(backend).await?;
+        let data = tempfile::tempdir()?;
+        let mut config = Config {
+            listen: "127.0.0.1:0".into(),
+            data_dir: data.path().to_path_buf(),
+            database_url: Some(Sensitive(db.url.clone())),
+            packs: pack_dirs(),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let server = squall::server::start(&config).await?;
+        let key = std::fs::read_to_string(data.path().join("admin-api-key"))?
+            .trim()
+            .to_owned();
+        Ok(TestServer {
+            base: format!("http://{}", server.addr),
+            key,
+            engine: server.engine,
+            http: reqwest::Client::new(),
+            db: Some(db),
+            _data: data,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POST JSON text with the API key.
+    pub async fn post(&self, path: &str, body: &str) -> Result<(u16, Value)> {
+        let response = self
+            .http
+            .post(self.url(path))
+            .header("St2-Api-Key", &self.key)
+            .header("Content-Type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
+        let response = self
+            .http
+            .get(self.url(path))
+            .header("St2-Api-Key", &self.key)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// The executions a trigger instance caused, once they are all finished.
+    pub async fn finished_executions_of(&self, trigger_instance: &str) -> Result<Vec<Value>> {
+        let engine = self.engine.clone();
+        let ti = trigger_instance.to_owned();
+        let ids = engine.store.executions_for_trigger(&ti).await?;
+        let mut out = Vec::new();
+        for id in ids {
+            engine
+                .wait_for(&id, std::time::Duration::from_secs(30))
+                .await?;
+            let (_, view) = self.get(&format!("/api/v1/executions/{id}")).await?;
+            out.push(view);
+        }
+        Ok(out)
+    }
+
+    pub async fn stop(mut self) -> Result<()> {
+        self.engine.shutdown();
+        if let Some(db) = self.db.take() {
+            db.cleanup().await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,199 @@
+//! The store conformance suite: every test runs on SQLite and on PostgreSQL
+//! (a fresh database each).
+
+use std::collections::HashSet;
+
+use anyhow::Result;
+use serde_json::json;
+use squall_engine::execution::{ExecutionStatus, new_id, now_ms};
+use squall_engine::store::{Completion, ExecutionFilter, NewExecution, Store, WriteBatch};
+use squall_tests::{Backend, TestDb};
+
+use crate::server::TestServer;
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() -> anyhow::Result<()> { super::$name(squall_tests::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() -> anyhow::Result<()> { super::$name(squall_tests::Backend::Postgres).await })*
+        }
+    };
+}
+
+on_both_backends!(
+    claims_are_oldest_first_and_exclusive,
+    completion_from_a_node_that_lost_its_lease_is_ignored,
+    expired_leases_are_abandoned_or_requeued_by_policy,
+    api_keys_verify_by_hash,
+    webhook_to_rule_to_action_is_recorded,
+);
+
+fn new_execution(idempotent: bool) -> NewExecution {
+    NewExecution {
+        id: new_id(),
+        action: "core.noop".into(),
+        runner: "noop".into(),
+        parameters: json!({}),
+        context: json!({"source": "test"}),
+        parent_id: None,
+        idempotent,
+    }
+}
+
+async fn store_with(backend: Backend, executions: Vec<NewExecution>) -> Result<(TestDb, Store)> {
+    let db = TestDb::new(backend).await?;
+    let store = Store::connect(&db.url).await?;
+    store
+        .write_batch(&WriteBatch {
+            executions,
+            ..WriteBatch::default()
+        })
+        .await?;
+    Ok((db, store))
+}
+
+async fn claims_are_oldest_first_and_exclusive(backend: Backend) -> Result<()> {
+    let executions: Vec<NewExecution> = (0..200).map(|_| new_execution(false)).collect();
+    let expected: Vec<String> = executions.iter().map(|e| e.id.clone()).collect();
+    let (db, store) = store_with(backend, executions).await?;
+    let first = store.claim_executions("a", 5, now_ms() + 60_000).await?;
+    assert_eq!(
+        first.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
+        expected[..5].to_vec()
+    );
+    assert!(
+        first
+            .iter()
+            .all(|m| m.status == "running" && m.lease_owner.as_deref() == Some("a"))
+    );
+
+    // Several claimers at once never get the same execution.
+    let mut tasks = Vec::new();
+    for owner in 0..6 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store
+                    .claim_executions(&format!("n{owner}"), 7, now_ms() + 60_000)
+                    .await?;
+                if batch.is_empty() {
+                    return anyhow::Ok(mine);
+                }
+                mine.extend(batch.into_iter().map(|m| m.id));
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    for task in tasks {
+        for id in task.await?? {
+            assert!(seen.insert(id.clone()), "{id} was claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), 195);
+    db.cleanup().await
+}
+
+async fn completion_from_a_node_that_lost_its_lease_is_ignored(backend: Backend) -> Result<()> {
+    let (db, store) = store_with(backend, vec![new_execution(false)]).await?;
+    let claimed = store.claim_executions("a", 1, now_ms() + 60_000).await?;
+    let id = claimed[0].id.clone();
+    let done = |owner: &str| Completion {
+        id: id.clone(),
+        lease_owner: owner.into(),
+        status: ExecutionStatus::Succeeded,
+        result: json!({"by": owner}),
+        stdout: String::new(),
+        stderr: String::new(),
+        exit_code: Some(0),
+        error: None,
+    };
+    store
+        .write_batch(&WriteBatch {
+            completions: vec![done("b")],
+            ..WriteBatch::default()
+        })
+        .await?;
+    assert_eq!(
+        store.get_execution(&id).await?.expect("exists").status,
+        "running"
+    );
+    store
+        .write_batch(&WriteBatch {
+            completions: vec![done("a")],
+            ..WriteBatch::default()
+        })
+        .await?;
+    let finished = store.get_execution(&id).await?.expect("exists");
+    assert_eq!(finished.status, "succeeded");
+    assert_eq!(finished.result.as_deref(), Some(r#"{"by":"a"}"#));
+    // A second completion (a retry after a lost reply) changes nothing.
+    store
+        .write_batch(&WriteBatch {
+            completions: vec![done("a")],
+            ..WriteBatch::default()
+        })
+        .await?;
+    assert_eq!(
+        store.get_execution(&id).await?.expect("exists").finished_at,
+        finished.finished_at
+    );
+    db.cleanup().await
+}
+
+async fn expired_leases_are_abandoned_or_requeued_by_policy(backend: Backend) -> Result<()> {
+    let plain = new_execution(false);
+    let idem = new_execution(true);
+    let (plain_id, idem_id) = (plain.id.clone(), idem.id.clone());
+    let (db, store) = store_with(backend, vec![plain, idem]).await?;
+    store
+        .claim_executions("dead-node", 10, now_ms() - 1)
+        .await?;
+    let report = store.recover_orphans("live-node", false).await?;
+    assert_eq!((report.abandoned, report.requeued), (1, 1));
+    let plain = store.get_execution(&plain_id).await?.expect("exists");
+    assert_eq!(plain.status, "abandoned");
+    assert!(plain.error.unwrap_or_default().contains("stopped"));
+    let idem = store.get_execution(&idem_id).await?.expect("exists");
+    assert_eq!((idem.status.as_str(), idem.attempt), ("requested", 2));
+    // A live lease is left alone.
+    store
+        .claim_executions("other", 10, now_ms() + 60_000)
+        .await?;
+    let report = store.recover_orphans("live-node", false).await?;
+    assert_eq!((report.abandoned, report.requeued), (0, 0));
+    let listed = store
+        .list_executions(&ExecutionFilter {
+            status: Some(ExecutionStatus::Abandoned),
+            limit: 10,
+            ..ExecutionFilter::default()
+        })
+        .await?;
+    assert_eq!(listed.len(), 1);
+    db.cleanup().await
+}
+
+async fn api_keys_verify_by_hash(backend: Backend) -> Result<()> {
+    let (db, store) = store_with(backend, Vec::new()).await?;
+    let (_, key) = store.create_api_key("ci").await?;
+    assert_eq!(store.verify_api_key(&key).await?, Some("ci".to_owned()));
+    assert_eq!(store.verify_api_key("sq_wrong").await?, None);
+    db.cleanup().await
+}
+
+async fn webhook_to_rule_to_action_is_recorded(backend: Backend) -> Result<()> {
+    let server = TestServer::start(backend).await?;
+    let (status, accepted) = server
+        .post("/api/v1/webhooks/deploy", r#"{"app": "db"}"#)
+        .await?;
+    assert_eq!(status, 202);
+    let executions = server
+        .finished_executions_of(accepted["trigger_instance_id"].as_str().unwrap_or_default())
+        .await?;
+    assert_eq!(executions.len(), 1);
+    assert_eq!(executions[0]["status"], "succeeded");
+    assert_eq!(executions[0]["stdout"], "deploying db to staging\n");
+    server.stop().await
+}
