@@ -56,12 +56,11 @@ const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 impl KeyCache {
     async fn verify(&self, engine: &Engine, key: &str) -> Result<Option<String>, ApiError> {
         let hash = hash_api_key(key);
-        if let Ok(entries) = self.entries.lock() {
-            if let Some((name, at)) = entries.get(&hash) {
-                if at.elapsed() < KEY_CACHE_TTL {
-                    return Ok(name.clone());
-                }
-            }
+        if let Ok(entries) = self.entries.lock()
+            && let Some((name, at)) = entries.get(&hash)
+            && at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(name.clone());
         }
         let name = engine
             .store

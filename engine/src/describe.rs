@@ -57,16 +57,16 @@ pub async fn execution_detail(
 ) -> Result<Value, StoreError> {
     let mut view = execution_view(model, catalog);
     let context = view.get("context").cloned().unwrap_or(Value::Null);
-    if let Some(ti_id) = context.get("trigger_instance_id").and_then(Value::as_str) {
-        if let Some(ti) = store.get_trigger_instance(ti_id).await? {
-            view["trigger_instance"] = json!({
-                "id": ti.id,
-                "trigger": ti.trigger,
-                "source": ti.source,
-                "occurred_at": ms_to_rfc3339(ti.occurred_at),
-                "payload": serde_json::from_str::<Value>(&ti.payload).unwrap_or(Value::Null),
-            });
-        }
+    if let Some(ti_id) = context.get("trigger_instance_id").and_then(Value::as_str)
+        && let Some(ti) = store.get_trigger_instance(ti_id).await?
+    {
+        view["trigger_instance"] = json!({
+            "id": ti.id,
+            "trigger": ti.trigger,
+            "source": ti.source,
+            "occurred_at": ms_to_rfc3339(ti.occurred_at),
+            "payload": serde_json::from_str::<Value>(&ti.payload).unwrap_or(Value::Null),
+        });
     }
     if let Some(rule) = context.get("rule").and_then(Value::as_str) {
         view["rule"] = match catalog.rule(rule) {

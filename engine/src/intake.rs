@@ -187,19 +187,20 @@ async fn run_loop(
                     reply,
                 } => {
                     if let Some(event) = event {
-                        if catalog.has_rules_for(triggers::EXECUTION) {
-                            add_trigger(
-                                &mut batch,
-                                &catalog,
-                                &templates,
-                                TriggerFiring {
-                                    trigger: triggers::EXECUTION.into(),
-                                    url: None,
-                                    payload: event,
-                                    source: format!("execution/{}", completion.id),
-                                },
-                            );
-                        }
+                        // Execution events are recorded only when a rule
+                        // matched them: storing one per execution would double
+                        // the write load for nothing.
+                        add_trigger_if_matched(
+                            &mut batch,
+                            &catalog,
+                            &templates,
+                            TriggerFiring {
+                                trigger: triggers::EXECUTION.into(),
+                                url: None,
+                                payload: event,
+                                source: format!("execution/{}", completion.id),
+                            },
+                        );
                     }
                     batch.completions.push(completion);
                     replies.push(Reply::Unit(reply));
@@ -207,7 +208,18 @@ async fn run_loop(
             }
         }
         let created_work = !batch.executions.is_empty();
+        let started = std::time::Instant::now();
         let result = store.write_batch(&batch).await.map_err(store_error);
+        let took = started.elapsed();
+        if took > Duration::from_millis(100) {
+            tracing::warn!(
+                ?took,
+                triggers = batch.trigger_instances.len(),
+                executions = batch.executions.len(),
+                completions = batch.completions.len(),
+                "slow intake commit"
+            );
+        }
         if let Err(err) = &result {
             tracing::error!(error = %err, "intake commit failed");
         }
@@ -238,13 +250,33 @@ fn add_trigger(
     templates: &Templates,
     firing: TriggerFiring,
 ) -> String {
-    let id = new_id();
     let decisions = catalog.evaluate(
         &firing.trigger,
         firing.url.as_deref(),
         &firing.payload,
         templates,
     );
+    add_decided(batch, firing, decisions)
+}
+
+fn add_trigger_if_matched(
+    batch: &mut WriteBatch,
+    catalog: &crate::catalog::Catalog,
+    templates: &Templates,
+    firing: TriggerFiring,
+) {
+    let decisions = catalog.evaluate(&firing.trigger, None, &firing.payload, templates);
+    if !decisions.is_empty() {
+        add_decided(batch, firing, decisions);
+    }
+}
+
+fn add_decided(
+    batch: &mut WriteBatch,
+    firing: TriggerFiring,
+    decisions: Vec<crate::catalog::RuleDecision>,
+) -> String {
+    let id = new_id();
     for decision in decisions {
         let enforcement_id = new_id();
         match decision.outcome {

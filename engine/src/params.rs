@@ -120,21 +120,18 @@ impl ParamSet {
             }
         }
         for (name, value) in &resolved {
-            if let Some(validator) = self.validators.get(name) {
-                if let Err(err) = validator.validate(value) {
-                    let shown = if self.specs.get(name).is_some_and(|s| s.secret) {
-                        MASK.to_owned()
-                    } else {
-                        truncate(&value.to_string(), 80)
-                    };
-                    errors.push(ParamError {
-                        parameter: name.clone(),
-                        reason: format!(
-                            "{} (got {shown})",
-                            describe(&err, &self.specs[name].schema)
-                        ),
-                    });
-                }
+            if let Some(validator) = self.validators.get(name)
+                && let Err(err) = validator.validate(value)
+            {
+                let shown = if self.specs.get(name).is_some_and(|s| s.secret) {
+                    MASK.to_owned()
+                } else {
+                    truncate(&value.to_string(), 80)
+                };
+                errors.push(ParamError {
+                    parameter: name.clone(),
+                    reason: format!("{} (got {shown})", describe(&err, &self.specs[name].schema)),
+                });
             }
         }
         if errors.is_empty() {

@@ -138,8 +138,11 @@ impl Worker {
                 };
                 let worker = self.clone();
                 tokio::spawn(async move {
-                    worker.execute(model).await;
+                    let finished = worker.run_claimed(model).await;
+                    // The slot is free once the run ends; recording the result
+                    // waits on the intake's commit, which must not hold it.
                     drop(permit);
+                    worker.record(finished).await;
                 });
             }
         }
@@ -175,6 +178,11 @@ impl Worker {
 
     /// Run one claimed execution to its end and record the outcome.
     pub async fn execute(&self, model: execution::Model) {
+        let finished = self.run_claimed(model).await;
+        self.record(finished).await;
+    }
+
+    async fn run_claimed(&self, model: execution::Model) -> (execution::Model, RunOutcome) {
         let cancel = CancellationToken::new();
         if let Ok(mut running) = self.running.lock() {
             running.insert(model.id.clone(), cancel.clone());
@@ -183,6 +191,10 @@ impl Worker {
         if let Ok(mut running) = self.running.lock() {
             running.remove(&model.id);
         }
+        (model, outcome)
+    }
+
+    async fn record(&self, (model, outcome): (execution::Model, RunOutcome)) {
         let catalog = self.catalog.current();
         let event = catalog.has_rules_for(crate::triggers::EXECUTION).then(|| {
             let params: Value = serde_json::from_str(&model.parameters).unwrap_or(Value::Null);

@@ -8,7 +8,7 @@ use sea_orm::{
     FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Statement, Value,
 };
 
-use super::{INSERT_CHUNK, Store, StoreError, execution};
+use super::{INSERT_CHUNK, Store, StoreError, execution, shaped_chunks};
 use crate::execution::{ExecutionStatus, now_ms};
 
 /// An execution to enqueue (status `requested`).
@@ -58,7 +58,7 @@ pub(super) async fn insert_executions(
     executions: &[NewExecution],
     now: i64,
 ) -> Result<(), StoreError> {
-    for chunk in executions.chunks(INSERT_CHUNK) {
+    for chunk in shaped_chunks(executions, txn.get_database_backend(), INSERT_CHUNK) {
         let rows = chunk.iter().map(|e| execution::ActiveModel {
             id: Set(e.id.clone()),
             action: Set(e.action.clone()),
@@ -88,31 +88,43 @@ pub(super) async fn insert_executions(
     Ok(())
 }
 
+/// Completions per UPDATE statement (8 bound values each).
+const COMPLETION_CHUNK: usize = 256;
+
 pub(super) async fn apply_completions(
     txn: &DatabaseTransaction,
     completions: &[Completion],
     now: i64,
 ) -> Result<(), StoreError> {
     let backend = txn.get_database_backend();
-    let sql = placeholders(
-        backend,
-        "UPDATE executions SET status = ?, result = ?, stdout = ?, stderr = ?, exit_code = ?, \
-         error = ?, finished_at = ?, updated_at = ?, lease_owner = NULL, lease_expires_at = NULL \
-         WHERE id = ? AND lease_owner = ? AND status IN ('running', 'canceling')",
-    );
-    for c in completions {
-        let values: Vec<Value> = vec![
-            c.status.as_str().into(),
-            c.result.to_string().into(),
-            c.stdout.clone().into(),
-            c.stderr.clone().into(),
-            c.exit_code.into(),
-            c.error.clone().into(),
-            now.into(),
-            now.into(),
-            c.id.clone().into(),
-            c.lease_owner.clone().into(),
-        ];
+    // One statement per chunk: each statement is a round trip to the database
+    // driver, and completions arrive by the thousand.
+    for chunk in shaped_chunks(completions, backend, COMPLETION_CHUNK) {
+        let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let sql = placeholders(
+            backend,
+            &format!(
+                "UPDATE executions SET status = v.column3, result = v.column4, stdout = v.column5, \
+                 stderr = v.column6, exit_code = v.column7, error = v.column8, finished_at = ?, \
+                 updated_at = ?, lease_owner = NULL, lease_expires_at = NULL \
+                 FROM (VALUES {rows}) AS v WHERE executions.id = v.column1 \
+                 AND executions.lease_owner = v.column2 AND executions.status IN ('running', 'canceling')"
+            ),
+        );
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 8 + 2);
+        // The SET placeholders come first in the text, before the VALUES list.
+        values.push(now.into());
+        values.push(now.into());
+        for c in chunk {
+            values.push(c.id.clone().into());
+            values.push(c.lease_owner.clone().into());
+            values.push(c.status.as_str().into());
+            values.push(c.result.to_string().into());
+            values.push(c.stdout.clone().into());
+            values.push(c.stderr.clone().into());
+            values.push(c.exit_code.into());
+            values.push(c.error.clone().into());
+        }
         txn.execute_raw(Statement::from_sql_and_values(backend, &sql, values))
             .await?;
     }
@@ -194,7 +206,10 @@ impl Store {
         }
         values.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
         let stmt = Statement::from_sql_and_values(backend, sql, values);
-        let rows = self.db.query_all_raw(stmt).await?;
+        let rows = {
+            let _turn = self.write_turn().await;
+            self.db.query_all_raw(stmt).await?
+        };
         let mut claimed = rows
             .iter()
             .map(|row| execution::Model::from_query_result(row, ""))
@@ -210,6 +225,7 @@ impl Store {
             "UPDATE executions SET lease_expires_at = ? WHERE lease_owner = ? \
              AND status IN ('running', 'canceling')",
         );
+        let _turn = self.write_turn().await;
         let res = self
             .db
             .execute_raw(Statement::from_sql_and_values(
@@ -253,6 +269,7 @@ impl Store {
         );
         let mut values: Vec<Value> = vec![now.into(), true.into()];
         values.extend(cond_values.iter().cloned());
+        let _turn = self.write_turn().await;
         let requeued = self
             .db
             .execute_raw(Statement::from_sql_and_values(backend, requeue, values))
