@@ -358,7 +358,8 @@ mod tests {
             .iter()
             .map(|c| c.len())
             .collect();
-        assert_eq!(sizes.len(), 19);
+        assert_eq!(sizes.len(), 20);
+        assert_eq!(sizes.iter().sum::<usize>(), 300);
         assert!(sizes.iter().all(|s| [16, 8, 4].contains(s)), "{sizes:?}");
         let sqlite: Vec<usize> = shaped_chunks(&rows, DbBackend::Sqlite, 500)
             .iter()
