@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
+use squall_aliases::{AliasDef, AliasIndex, FormatDef, ParamType};
+
 use crate::criteria::Criteria;
-use crate::pack::{Action, Pack, PackError, Rule, RuleKind};
+use crate::pack::{Action, Alias, Pack, PackError, Rule, RuleKind};
 use crate::params::{Casting, ParamError, ParamSet};
 use crate::runners::{Runner, RunnerRegistry};
 use crate::template::Templates;
@@ -52,6 +54,9 @@ pub struct Catalog {
     /// webhook url -> rules listening on it.
     webhook_rules: HashMap<String, Vec<Arc<CompiledRule>>>,
     rules: BTreeMap<String, Arc<CompiledRule>>,
+    /// Every enabled alias, compiled for matching chat commands.
+    pub aliases: AliasIndex,
+    alias_defs: HashMap<String, Alias>,
 }
 
 impl Catalog {
@@ -111,6 +116,7 @@ impl Catalog {
                 }
             }
         }
+        let (aliases, alias_defs) = build_alias_index(&packs, &actions, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -147,7 +153,14 @@ impl Catalog {
             rules_by_trigger,
             webhook_rules,
             rules,
+            aliases,
+            alias_defs,
         })
+    }
+
+    /// The alias definition behind a match (ack/result formats, action).
+    pub fn alias(&self, reference: &str) -> Option<&Alias> {
+        self.alias_defs.get(reference)
     }
 
     pub fn action(&self, reference: &str) -> Option<&ActionEntry> {
@@ -275,6 +288,73 @@ impl Catalog {
             None => params.clone(),
         }
     }
+}
+
+/// Compile every enabled alias; the parameter types come from its action so
+/// chat text is cast the way the action expects.
+fn build_alias_index(
+    packs: &[Pack],
+    actions: &HashMap<String, ActionEntry>,
+    errors: &mut Vec<PackError>,
+) -> (AliasIndex, HashMap<String, Alias>) {
+    let mut defs = Vec::new();
+    let mut by_id = HashMap::new();
+    let mut files = HashMap::new();
+    for alias in packs.iter().flat_map(|p| &p.aliases).filter(|a| a.enabled) {
+        let Some(entry) = actions.get(&alias.action_ref) else {
+            // The loader already reported the missing action.
+            continue;
+        };
+        let param_types = entry
+            .params
+            .specs()
+            .iter()
+            .map(|(name, spec)| {
+                let ty = spec
+                    .schema
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                (name.clone(), ParamType::from_schema_type(ty))
+            })
+            .collect();
+        defs.push(AliasDef {
+            id: alias.reference(),
+            description: alias.description.clone(),
+            formats: alias
+                .formats
+                .iter()
+                .map(|f| FormatDef {
+                    display: f.display.clone(),
+                    representations: f.representation.clone(),
+                })
+                .collect(),
+            immutable_parameters: alias.immutable_parameters.clone(),
+            match_multiple: alias.match_multiple,
+            param_types,
+        });
+        files.insert(alias.reference(), alias.file.clone());
+        by_id.insert(alias.reference(), alias.clone());
+    }
+    let (index, alias_errors) = AliasIndex::build_lenient(defs);
+    for err in alias_errors {
+        let text = err.to_string();
+        let file = match &err {
+            squall_aliases::AliasError::InvalidFormat {
+                alias_id: Some(id), ..
+            }
+            | squall_aliases::AliasError::DuplicateAlias { alias_id: id } => files.get(id).cloned(),
+            _ => None,
+        }
+        .unwrap_or_default();
+        errors.push(PackError {
+            file,
+            field: "formats".into(),
+            reason: text,
+            line: None,
+        });
+    }
+    (index, by_id)
 }
 
 /// The current catalog, swappable on reload without stopping readers.

@@ -175,9 +175,14 @@ pub trait ChatAdapter: Send + Sync {
         events: mpsc::Sender<ChatEvent>,
         shutdown: CancellationToken,
     ) -> Result<(), AdapterError>;
-    async fn send(&self, to: &ChannelRef, message: &OutgoingMessage) -> Result<SentMessage, AdapterError>;
+    async fn send(
+        &self,
+        to: &ChannelRef,
+        message: &OutgoingMessage,
+    ) -> Result<SentMessage, AdapterError>;
     /// Replace a sent message (only when `capabilities().edits`).
-    async fn edit(&self, sent: &SentMessage, message: &OutgoingMessage) -> Result<(), AdapterError>;
+    async fn edit(&self, sent: &SentMessage, message: &OutgoingMessage)
+    -> Result<(), AdapterError>;
     /// React to a message (only when `capabilities().reactions`).
     async fn react(&self, sent: &SentMessage, emoji: &str) -> Result<(), AdapterError>;
 }

@@ -3,6 +3,7 @@
 //! name; adapters plug in through traits.
 
 pub mod catalog;
+pub mod chat;
 pub mod criteria;
 pub mod describe;
 pub mod engine;
@@ -10,6 +11,7 @@ pub mod execution;
 pub mod intake;
 pub mod pack;
 pub mod params;
+pub mod rbac;
 pub mod runners;
 pub mod store;
 pub mod template;

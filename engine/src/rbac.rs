@@ -186,7 +186,11 @@ impl Rbac {
             };
             if let Some(default) = parsed.default_role {
                 if rbac.default_role.replace(default).is_some() {
-                    errors.push(err(file, "default_role".into(), "set in more than one file".into()));
+                    errors.push(err(
+                        file,
+                        "default_role".into(),
+                        "set in more than one file".into(),
+                    ));
                 }
             }
             for (name, def) in parsed.roles {
@@ -196,7 +200,11 @@ impl Rbac {
                     }
                 }
                 if let Some(first) = role_files.insert(name.clone(), file.clone()) {
-                    errors.push(err(file, format!("roles.{name}"), format!("already defined in {}", first.display())));
+                    errors.push(err(
+                        file,
+                        format!("roles.{name}"),
+                        format!("already defined in {}", first.display()),
+                    ));
                 }
                 rbac.roles.insert(
                     name,
@@ -213,28 +221,49 @@ impl Rbac {
         for (file, name, def) in users {
             for role in &def.roles {
                 if !rbac.roles.contains_key(role) {
-                    errors.push(err(&file, format!("users.{name}.roles"), format!("unknown role {role:?}")));
+                    errors.push(err(
+                        &file,
+                        format!("users.{name}.roles"),
+                        format!("unknown role {role:?}"),
+                    ));
                 }
             }
             for identity in def.identities {
                 if !identity.contains(':') {
-                    errors.push(err(&file, format!("users.{name}.identities"), format!("{identity:?} is not platform:user_id")));
+                    errors.push(err(
+                        &file,
+                        format!("users.{name}.identities"),
+                        format!("{identity:?} is not platform:user_id"),
+                    ));
                     continue;
                 }
                 if let Some((other, _)) = rbac.identities.get(&identity) {
-                    errors.push(err(&file, format!("users.{name}.identities"), format!("{identity} already belongs to user {other}")));
+                    errors.push(err(
+                        &file,
+                        format!("users.{name}.identities"),
+                        format!("{identity} already belongs to user {other}"),
+                    ));
                     continue;
                 }
-                rbac.identities.insert(identity, (name.clone(), def.roles.clone()));
+                rbac.identities
+                    .insert(identity, (name.clone(), def.roles.clone()));
             }
         }
         if let Some(default) = &rbac.default_role {
             if !rbac.roles.contains_key(default) {
                 let file = sources.first().map(|(f, _)| f.clone()).unwrap_or_default();
-                errors.push(err(&file, "default_role".into(), format!("unknown role {default:?}")));
+                errors.push(err(
+                    &file,
+                    "default_role".into(),
+                    format!("unknown role {default:?}"),
+                ));
             }
         }
-        if errors.is_empty() { Ok(rbac) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(rbac)
+        } else {
+            Err(errors)
+        }
     }
 
     /// Who `identity` is: its user and roles, or the default role.
@@ -295,9 +324,10 @@ fn check_grant(grant: &str) -> Result<(), String> {
             .strip_prefix("pack:")
             .is_some_and(|p| !p.is_empty() && !p.contains('.'))
         || ["alias:", "action:"].iter().any(|prefix| {
-            grant
-                .strip_prefix(prefix)
-                .is_some_and(|r| r.split_once('.').is_some_and(|(p, n)| !p.is_empty() && !n.is_empty()))
+            grant.strip_prefix(prefix).is_some_and(|r| {
+                r.split_once('.')
+                    .is_some_and(|(p, n)| !p.is_empty() && !n.is_empty())
+            })
         });
     if ok {
         Ok(())
@@ -329,7 +359,10 @@ users:
     fn identities_map_to_their_users_roles() {
         let rbac = rbac(MODEL).expect("valid");
         let principal = rbac
-            .check("matrix:@alice:localhost", &Permission::Alias("examples.deploy".into()))
+            .check(
+                "matrix:@alice:localhost",
+                &Permission::Alias("examples.deploy".into()),
+            )
             .expect("allowed by pack grant");
         assert_eq!(principal.user.as_deref(), Some("alice"));
         assert!(rbac.allows(&principal, &Permission::InquiryRespond));
@@ -338,9 +371,15 @@ users:
     #[test]
     fn unknown_users_get_the_default_role_only_and_denials_name_the_grant() {
         let rbac = rbac(MODEL).expect("valid");
-        assert!(rbac.check("console:mallory", &Permission::Alias("chatops.help".into())).is_ok());
+        assert!(
+            rbac.check("console:mallory", &Permission::Alias("chatops.help".into()))
+                .is_ok()
+        );
         let denied = rbac
-            .check("console:mallory", &Permission::Alias("examples.deploy".into()))
+            .check(
+                "console:mallory",
+                &Permission::Alias("examples.deploy".into()),
+            )
             .expect_err("denied");
         assert_eq!(denied.missing, "alias:examples.deploy");
         assert_eq!(
@@ -356,6 +395,14 @@ users:
         )
         .expect_err("invalid");
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, vec!["roles.r.grants", "users.u.roles", "users.u.identities", "default_role"]);
+        assert_eq!(
+            fields,
+            vec![
+                "roles.r.grants",
+                "users.u.roles",
+                "users.u.identities",
+                "default_role"
+            ]
+        );
     }
 }

@@ -74,3 +74,50 @@ fn pack_with_three_mistakes_reports_all_three_with_file_and_field() -> Result<()
     );
     Ok(())
 }
+
+#[test]
+fn cli_run_executes_a_script_action_from_relatively_named_packs() -> Result<()> {
+    let data = tempfile::tempdir()?;
+    let run = |args: &[&str]| {
+        std::process::Command::new(squall_binary()?)
+            .current_dir(repo_root())
+            .env("SQUALL_PACKS", "[\"packs\"]")
+            .env("SQUALL_DATA_DIR", data.path())
+            .args(args)
+            .output()
+            .map_err(anyhow::Error::from)
+    };
+    let out = run(&[
+        "run",
+        "examples.greet",
+        "name=ada",
+        "shout=true",
+        "times=2",
+        "--json",
+    ])?;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(view["stdout"], "HELLO, ADA\nHELLO, ADA\n");
+    assert_eq!(view["context"]["source"], "cli");
+
+    let bad = run(&["run", "examples.greet", "name=ada", "times=many"])?;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("parameter 'times': expected integer (got \"many\")")
+    );
+
+    let listed = run(&["execution", "list", "--json"])?;
+    let list: serde_json::Value = serde_json::from_slice(&listed.stdout)?;
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(1),
+        "the refused run stored nothing"
+    );
+    Ok(())
+}

@@ -198,6 +198,14 @@ impl Runner for LocalShellScript {
         let Some(script) = ctx.action.entry_point.clone() else {
             return RunOutcome::failed("action has no entry_point script");
         };
+        // Packs may be loaded from a relative directory, and the script runs
+        // with its own directory as working directory.
+        let script = match std::fs::canonicalize(&script) {
+            Ok(path) => path,
+            Err(err) => {
+                return RunOutcome::failed(format!("entry_point {}: {err}", script.display()));
+            }
+        };
         let env = match action_env(&ctx) {
             Ok(env) => env,
             Err(err) => return RunOutcome::failed(err),
