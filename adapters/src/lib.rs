@@ -1,1 +1,6 @@
+//! squall's edges: chat adapters (one module per platform, one cargo feature
+//! each) and, later, alert receivers. Everything here implements traits from
+//! `squall-engine`; the dispatcher never names a platform.
 
+#[cfg(feature = "console")]
+pub mod console;

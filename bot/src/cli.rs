@@ -29,7 +29,20 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server: HTTP API, rules, workers.
-    Serve,
+    Serve {
+        /// Also take chat commands from this terminal (the console adapter).
+        #[arg(long)]
+        console: bool,
+        /// The console user (identity `console:<user>`).
+        #[arg(long, default_value = "local")]
+        user: String,
+    },
+    /// Chat with squall in this terminal: every line is a command.
+    Chat {
+        /// The console user (identity `console:<user>`).
+        #[arg(long, default_value = "local")]
+        user: String,
+    },
     /// Run an action and wait for its result: `squall run core.local cmd='uname -a'`.
     Run(RunArgs),
     /// Inspect executions.

@@ -47,6 +47,38 @@ pub struct Config {
     pub packs: Vec<PathBuf>,
     pub worker: WorkerSection,
     pub api: ApiSection,
+    pub chat: ChatSection,
+}
+
+/// Chat commands, whatever the platform.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChatSection {
+    /// A message starting with this is a command (DMs and mentions need none).
+    pub prefix: String,
+    /// Longer messages are refused politely.
+    pub max_message_bytes: usize,
+    /// Commands one person may send per minute (0: no limit).
+    pub rate_limit_per_minute: usize,
+    /// Directory of RBAC YAML files (roles, users, identities).
+    pub rbac_dir: PathBuf,
+    /// Characters of output shown in a result; more is cut with a hint.
+    pub output_tail_chars: usize,
+    /// Seconds between progress edits of the ack while an execution runs.
+    pub progress_seconds: u64,
+}
+
+impl Default for ChatSection {
+    fn default() -> Self {
+        Self {
+            prefix: "!".into(),
+            max_message_bytes: 4000,
+            rate_limit_per_minute: 30,
+            rbac_dir: PathBuf::from("rbac"),
+            output_tail_chars: 1500,
+            progress_seconds: 5,
+        }
+    }
 }
 
 /// The worker pool of this node.
@@ -82,6 +114,7 @@ impl Default for Config {
             packs: vec![PathBuf::from("packs")],
             worker: WorkerSection::default(),
             api: ApiSection::default(),
+            chat: ChatSection::default(),
         }
     }
 }
@@ -152,6 +185,9 @@ impl Config {
         }
         if self.api.body_limit_bytes < 1024 {
             problems.push("api.body_limit_bytes: must be at least 1024".into());
+        }
+        if self.chat.prefix.trim().is_empty() {
+            problems.push("chat.prefix: must not be empty".into());
         }
         if self.packs.is_empty() {
             problems.push("packs: name at least one pack directory".into());

@@ -5,5 +5,6 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod dispatcher;
 pub mod output;
 pub mod server;

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The server logs what it does; one-shot commands only warn.
     let default_filter = match cli.command {
-        Command::Serve => "info,sea_orm_migration=warn",
+        Command::Serve { console: false, .. } => "info,sea_orm_migration=warn",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -63,7 +63,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         .as_deref()
         .map(|url| Remote::new(url, cli.api_key.clone()));
     match cli.command {
-        Command::Serve => serve(&config).await,
+        Command::Serve { console, user } => serve(&config, console.then_some(user)).await,
+        Command::Chat { user } => {
+            let engine = std::sync::Arc::new(server::open_engine_with_worker(&config).await?);
+            eprintln!("squall chat: you are console:{user}; type `help`, end with Ctrl-D.");
+            server::console_session(engine, &config, &user)
+                .await
+                .map_err(|e| anyhow!(e))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run(args) => run_action(&config, remote, args).await,
         Command::Execution(cmd) => execution(&config, remote, cmd).await,
         Command::Rule(RuleCommand::List { json }) => {
@@ -145,8 +153,17 @@ fn validate_packs(cli: &Cli, dirs: &[std::path::PathBuf]) -> Result<ExitCode> {
     }
 }
 
-async fn serve(config: &Config) -> Result<ExitCode> {
+async fn serve(config: &Config, console_user: Option<String>) -> Result<ExitCode> {
     let server = server::start(config).await?;
+    if let Some(user) = console_user {
+        let engine = server.engine.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            if let Err(err) = server::console_session(engine, &config, &user).await {
+                tracing::error!(error = %err, "the console stopped");
+            }
+        });
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

@@ -32,6 +32,51 @@ pub struct Server {
     pub task: tokio::task::JoinHandle<()>,
 }
 
+/// Load the RBAC model from `chat.rbac_dir`. Without the directory only the
+/// built-in commands work, and a warning says so.
+pub fn load_rbac(config: &Config) -> Result<squall_engine::rbac::Rbac, String> {
+    let dir = &config.chat.rbac_dir;
+    if !dir.exists() {
+        tracing::warn!(dir = %dir.display(), "no RBAC directory: chat users may run built-in commands only");
+        return Ok(squall_engine::rbac::Rbac::default());
+    }
+    squall_engine::rbac::Rbac::load_dir(dir).map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+/// A console chat session on this terminal until end of input (or forever
+/// beside a server). Returns when the console input ends and every command
+/// in progress has answered.
+pub async fn console_session(
+    engine: Arc<Engine>,
+    config: &Config,
+    user: &str,
+) -> Result<(), String> {
+    use squall_adapters::console::ConsoleAdapter;
+    use squall_engine::chat::ChatAdapter;
+    let rbac = Arc::new(load_rbac(config).map_err(|e| format!("RBAC: {e}"))?);
+    let console = Arc::new(ConsoleAdapter::new(
+        user,
+        Box::new(tokio::io::BufReader::new(tokio::io::stdin())),
+        Box::new(tokio::io::stdout()),
+    ));
+    let adapters: Vec<Arc<dyn ChatAdapter>> = vec![console.clone()];
+    let dispatcher =
+        crate::dispatcher::Dispatcher::new(engine, rbac, adapters, config.chat.clone());
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let running = tokio::spawn(dispatcher.clone().run(rx));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let result = console.run(tx, shutdown).await;
+    let _ = running.await;
+    dispatcher.wait_idle().await;
+    result.map_err(|e| e.to_string())
+}
+
 /// Open the engine for CLI use (no workers, no recovery).
 pub async fn open_engine(config: &Config) -> Result<Engine, EngineError> {
     ensure_data_dir(config);
@@ -49,6 +94,20 @@ fn ensure_data_dir(config: &Config) {
         // Best effort: a failure shows up as a clear database error next.
         let _ = std::fs::create_dir_all(&config.data_dir);
     }
+}
+
+/// An engine with a worker pool but no HTTP, for `squall chat`. It does not
+/// recover other nodes' executions: a server may be running on the same
+/// database.
+pub async fn open_engine_with_worker(config: &Config) -> Result<Engine, EngineError> {
+    ensure_data_dir(config);
+    Engine::start(EngineOptions {
+        database_url: config.database_url(),
+        pack_roots: config.packs.clone(),
+        worker: Some(config.worker_config()),
+        recover_at_start: false,
+    })
+    .await
 }
 
 /// Start everything and serve HTTP in the background.

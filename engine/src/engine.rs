@@ -207,6 +207,32 @@ impl Engine {
         }
     }
 
+    /// Cancel an execution (and kill its process when it runs here).
+    pub async fn cancel(&self, id: &str) -> Result<crate::store::CancelOutcome, EngineError> {
+        let outcome = self.store.request_cancel(id).await?;
+        if outcome == crate::store::CancelOutcome::Canceling
+            && let Some(worker) = &self.worker {
+                worker.cancel_local(id);
+            }
+        Ok(outcome)
+    }
+
+    /// Run an execution again with the same parameters.
+    pub async fn rerun(
+        &self,
+        id: &str,
+        mut context: ExecutionContext,
+    ) -> Result<String, EngineError> {
+        let Some(model) = self.store.get_execution(id).await? else {
+            return Err(EngineError::NoExecution(id.to_owned()));
+        };
+        let params: Map<String, Value> =
+            serde_json::from_str(&model.parameters).unwrap_or_default();
+        context.rerun_of = Some(id.to_owned());
+        self.request_execution(&model.action, &params, Casting::Strict, context)
+            .await
+    }
+
     /// Stop claiming new work.
     pub fn shutdown(&self) {
         self.shutdown.cancel();

@@ -19,6 +19,7 @@ pub mod triggers;
 pub mod worker;
 
 pub use engine::{Engine, EngineError, EngineOptions, load_catalog};
+pub use squall_aliases;
 
 /// Install the process-wide TLS crypto provider once. Several crates enable
 /// different rustls providers; without one chosen explicitly, the first TLS

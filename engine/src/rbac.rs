@@ -184,14 +184,14 @@ impl Rbac {
                     continue;
                 }
             };
-            if let Some(default) = parsed.default_role {
-                if rbac.default_role.replace(default).is_some() {
-                    errors.push(err(
-                        file,
-                        "default_role".into(),
-                        "set in more than one file".into(),
-                    ));
-                }
+            if let Some(default) = parsed.default_role
+                && rbac.default_role.replace(default).is_some()
+            {
+                errors.push(err(
+                    file,
+                    "default_role".into(),
+                    "set in more than one file".into(),
+                ));
             }
             for (name, def) in parsed.roles {
                 for grant in &def.grants {
@@ -249,15 +249,15 @@ impl Rbac {
                     .insert(identity, (name.clone(), def.roles.clone()));
             }
         }
-        if let Some(default) = &rbac.default_role {
-            if !rbac.roles.contains_key(default) {
-                let file = sources.first().map(|(f, _)| f.clone()).unwrap_or_default();
-                errors.push(err(
-                    &file,
-                    "default_role".into(),
-                    format!("unknown role {default:?}"),
-                ));
-            }
+        if let Some(default) = &rbac.default_role
+            && !rbac.roles.contains_key(default)
+        {
+            let file = sources.first().map(|(f, _)| f.clone()).unwrap_or_default();
+            errors.push(err(
+                &file,
+                "default_role".into(),
+                format!("unknown role {default:?}"),
+            ));
         }
         if errors.is_empty() {
             Ok(rbac)

@@ -82,10 +82,12 @@ impl Worker {
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let heartbeat = tokio::spawn(self.clone().heartbeat(shutdown.clone()));
+        let cancels = tokio::spawn(self.clone().watch_cancels(shutdown.clone()));
         let worker = self.clone();
         tokio::spawn(async move {
             worker.claim_loop(work_available, shutdown).await;
             heartbeat.abort();
+            cancels.abort();
         })
     }
 
@@ -172,6 +174,29 @@ impl Worker {
                 }
                 Ok(_) => {}
                 Err(err) => tracing::warn!(error = %err, "recovering executions failed"),
+            }
+        }
+    }
+
+    /// Cancel requests can come from any node (API, chat, CLI): look for
+    /// them in the database, briefly, while something runs here.
+    async fn watch_cancels(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                () = shutdown.cancelled() => return,
+            }
+            let busy = self.running.lock().map(|r| !r.is_empty()).unwrap_or(false);
+            if !busy {
+                continue;
+            }
+            match self.store.canceling_owned_by(&self.node_id).await {
+                Ok(ids) => {
+                    for id in ids {
+                        self.cancel_local(&id);
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "checking for cancel requests failed"),
             }
         }
     }

@@ -354,3 +354,74 @@ impl Store {
             .collect())
     }
 }
+
+/// What a cancel request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It had not started: it is canceled now.
+    Canceled,
+    /// It is running: its worker will kill it and record `canceled`.
+    Canceling,
+    /// It had already finished with this status.
+    AlreadyFinished(String),
+    NotFound,
+}
+
+impl Store {
+    /// Cancel an execution: at once when it has not started, through its
+    /// worker when it is running.
+    pub async fn request_cancel(&self, id: &str) -> Result<CancelOutcome, StoreError> {
+        let backend = self.backend();
+        let now = now_ms();
+        let _turn = self.write_turn().await;
+        let queued = self
+            .db
+            .execute_raw(Statement::from_sql_and_values(
+                backend,
+                placeholders(
+                    backend,
+                    "UPDATE executions SET status = 'canceled', finished_at = ?, updated_at = ?, \
+                     error = 'canceled before it started' \
+                     WHERE id = ? AND status IN ('requested', 'scheduled', 'pending', 'paused')",
+                ),
+                [now.into(), now.into(), id.into()],
+            ))
+            .await?
+            .rows_affected();
+        if queued > 0 {
+            return Ok(CancelOutcome::Canceled);
+        }
+        let running = self
+            .db
+            .execute_raw(Statement::from_sql_and_values(
+                backend,
+                placeholders(
+                    backend,
+                    "UPDATE executions SET status = 'canceling', updated_at = ? WHERE id = ? AND status = 'running'",
+                ),
+                [now.into(), id.into()],
+            ))
+            .await?
+            .rows_affected();
+        if running > 0 {
+            return Ok(CancelOutcome::Canceling);
+        }
+        Ok(match self.get_execution(id).await? {
+            Some(model) if model.status == "canceling" => CancelOutcome::Canceling,
+            Some(model) => CancelOutcome::AlreadyFinished(model.status),
+            None => CancelOutcome::NotFound,
+        })
+    }
+
+    /// Ids of executions `owner` runs that someone asked to cancel.
+    pub async fn canceling_owned_by(&self, owner: &str) -> Result<Vec<String>, StoreError> {
+        Ok(execution::Entity::find()
+            .filter(execution::Column::LeaseOwner.eq(owner))
+            .filter(execution::Column::Status.eq("canceling"))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| m.id)
+            .collect())
+    }
+}

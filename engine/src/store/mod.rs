@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use squall_migrations::{Migrator, MigratorTrait};
 
 pub use entities::{api_key, audit, execution, rule_enforcement, trigger_instance};
-pub use executions::{Completion, ExecutionFilter, NewExecution, RecoveryReport};
+pub use executions::{CancelOutcome, Completion, ExecutionFilter, NewExecution, RecoveryReport};
 
 use crate::execution::{new_id, now_ms};
 

@@ -1,0 +1,262 @@
+//! Chat transcripts through the console adapter: the dispatcher, aliases,
+//! permissions and built-in commands, end to end on a real engine.
+//! Execution ids and durations are replaced by placeholders in snapshots.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use anyhow::Result;
+use squall::config::ChatSection;
+use squall::dispatcher::Dispatcher;
+use squall_adapters::console::ConsoleAdapter;
+use squall_engine::chat::{ChatAdapter, ChatEvent};
+use squall_engine::rbac::Rbac;
+use squall_tests::{Backend, repo_root};
+
+use crate::server::TestServer;
+
+/// Console output collected in memory.
+#[derive(Clone, Default)]
+struct Output(Arc<Mutex<Vec<u8>>>);
+
+impl tokio::io::AsyncWrite for Output {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if let Ok(mut out) = self.0.lock() {
+            out.extend_from_slice(buf);
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Output {
+    fn take(&self) -> String {
+        self.0
+            .lock()
+            .map(|mut out| String::from_utf8_lossy(&std::mem::take(&mut *out)).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// One console user talking to squall.
+struct Session {
+    dispatcher: Arc<Dispatcher>,
+    console: Arc<ConsoleAdapter>,
+    output: Output,
+    transcript: String,
+    ids: regex::Regex,
+    durations: regex::Regex,
+    waits: regex::Regex,
+}
+
+impl Session {
+    fn new(server: &TestServer, user: &str, settings: ChatSection) -> Result<Session> {
+        let rbac = Rbac::load_dir(&repo_root().join("tests/fixtures/rbac"))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let output = Output::default();
+        let console = Arc::new(ConsoleAdapter::new(
+            user,
+            Box::new(tokio::io::BufReader::new(tokio::io::empty())),
+            Box::new(output.clone()),
+        ));
+        let adapters: Vec<Arc<dyn ChatAdapter>> = vec![console.clone()];
+        Ok(Session {
+            dispatcher: Dispatcher::new(server.engine.clone(), Arc::new(rbac), adapters, settings),
+            console,
+            output,
+            transcript: String::new(),
+            ids: regex::Regex::new(r"\b[0-9A-HJKMNP-TV-Z]{26}\b")?,
+            durations: regex::Regex::new(r"in \d+ ms")?,
+            waits: regex::Regex::new(r"Try again in \d+ s")?,
+        })
+    }
+
+    /// Type a line and wait until everything it started has answered.
+    async fn say(&mut self, line: &str) -> String {
+        self.send(line).await;
+        self.dispatcher.wait_idle().await;
+        self.collect()
+    }
+
+    /// Type a line and return once the immediate replies are out.
+    async fn send(&mut self, line: &str) -> String {
+        let shown = self.redact(line);
+        self.transcript.push_str(&format!("> {shown}\n"));
+        self.dispatcher
+            .handle(ChatEvent::Message(self.console.incoming(line)))
+            .await;
+        self.collect()
+    }
+
+    async fn settle(&mut self) -> String {
+        self.dispatcher.wait_idle().await;
+        self.collect()
+    }
+
+    fn redact(&self, text: &str) -> String {
+        let text = self.ids.replace_all(text, "<id>");
+        let text = self.durations.replace_all(&text, "in <n> ms");
+        self.waits
+            .replace_all(&text, "Try again in <n> s")
+            .into_owned()
+    }
+
+    fn collect(&mut self) -> String {
+        let raw = self.output.take();
+        let redacted = self.redact(&raw);
+        self.transcript.push_str(&redacted);
+        raw
+    }
+
+    fn last_id(&self, text: &str) -> String {
+        self.ids
+            .find_iter(text)
+            .last()
+            .map(|m| m.as_str().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+async fn server() -> Result<TestServer> {
+    TestServer::start(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn help_lists_only_what_the_user_may_run() -> Result<()> {
+    let server = server().await?;
+    let mut alice = Session::new(&server, "alice", ChatSection::default())?;
+    alice.say("whoami").await;
+    alice.say("help").await;
+    alice.say("help deploy").await;
+    let mut bob = Session::new(&server, "bob", ChatSection::default())?;
+    bob.say("whoami").await;
+    bob.say("help").await;
+    insta::assert_snapshot!("help_admin", alice.transcript);
+    insta::assert_snapshot!("help_guest", bob.transcript);
+    server.stop().await
+}
+
+#[tokio::test]
+async fn aliases_take_defaults_extras_quotes_and_json() -> Result<()> {
+    let server = server().await?;
+    let mut alice = Session::new(&server, "alice", ChatSection::default())?;
+    alice.say("deploy web").await;
+    alice.say("!deploy api to production").await;
+    alice.say("greet ada shout=true times=2").await;
+    alice.say("say \"two words; echo injected\"").await;
+    alice.say("say 'single quoted'").await;
+    alice
+        .say(r#"store {"a": 1, "b": [true, null]} as doc1 tags=x,y"#)
+        .await;
+    alice.say("greet ada times=many").await;
+    insta::assert_snapshot!(alice.transcript);
+    let recorded = server
+        .engine
+        .store
+        .list_executions(&squall_engine::store::ExecutionFilter {
+            action: Some("testing.store".into()),
+            limit: 1,
+            ..Default::default()
+        })
+        .await?;
+    let params: serde_json::Value = serde_json::from_str(&recorded[0].parameters)?;
+    assert_eq!(
+        params["doc"],
+        serde_json::json!({"a": 1, "b": [true, null]})
+    );
+    assert_eq!(params["tags"], serde_json::json!(["x", "y"]));
+    let context: serde_json::Value = serde_json::from_str(&recorded[0].context)?;
+    assert_eq!(context["user"], "console:alice");
+    assert_eq!(context["chat"]["platform"], "console");
+    server.stop().await
+}
+
+#[tokio::test]
+async fn refusals_say_what_is_wrong() -> Result<()> {
+    let server = server().await?;
+    let mut alice = Session::new(&server, "alice", ChatSection::default())?;
+    alice.say("ping host1").await;
+    alice.say("count things count=3").await;
+    alice.say("deploy").await;
+    alice.say("deplyo web").await;
+    alice.say("frobnicate the widgets").await;
+    let mut bob = Session::new(&server, "bob", ChatSection::default())?;
+    bob.say("deploy web").await;
+    bob.say("say hello from a guest").await;
+    insta::assert_snapshot!("refusals_admin", alice.transcript);
+    insta::assert_snapshot!("refusals_guest", bob.transcript);
+    server.stop().await
+}
+
+#[tokio::test]
+async fn status_cancel_and_retry() -> Result<()> {
+    let server = server().await?;
+    let mut alice = Session::new(&server, "alice", ChatSection::default())?;
+    let done = alice.say("say first").await;
+    let first = alice.last_id(&done);
+    alice.say(&format!("status {first}")).await;
+    alice.say(&format!("retry {first}")).await;
+    alice.say("executions 2").await;
+    alice.say("executions lots").await;
+    let ack = alice.send("sleep 30").await;
+    let sleeping = alice.last_id(&ack);
+    // Cancel it while it runs (not while it is still queued).
+    let engine = server.engine.clone();
+    squall_tests::eventually(
+        std::time::Duration::from_secs(10),
+        "the sleep to start",
+        || {
+            let engine = engine.clone();
+            let id = sleeping.clone();
+            async move {
+                let status = engine.store.get_execution(&id).await?.map(|m| m.status);
+                Ok((status.as_deref() == Some("running")).then_some(()))
+            }
+        },
+    )
+    .await?;
+    alice.send(&format!("cancel {sleeping}")).await;
+    alice.settle().await;
+    alice.say(&format!("cancel {sleeping}")).await;
+    alice.say("status 01ZZZZZZZZZZZZZZZZZZZZZZZZ").await;
+    alice.say("status").await;
+    let mut bob = Session::new(&server, "bob", ChatSection::default())?;
+    bob.say(&format!("cancel {sleeping}")).await;
+    insta::assert_snapshot!("status_cancel_retry", alice.transcript);
+    insta::assert_snapshot!("status_other_user", bob.transcript);
+    let model = server
+        .engine
+        .store
+        .get_execution(&sleeping)
+        .await?
+        .expect("stored");
+    assert_eq!(model.status, "canceled");
+    server.stop().await
+}
+
+#[tokio::test]
+async fn floods_are_rate_limited_and_huge_messages_refused() -> Result<()> {
+    let server = server().await?;
+    let settings = ChatSection {
+        rate_limit_per_minute: 3,
+        max_message_bytes: 100,
+        ..ChatSection::default()
+    };
+    let mut alice = Session::new(&server, "alice", settings)?;
+    alice.say(&format!("say {}", "x".repeat(120))).await;
+    for _ in 0..5 {
+        alice.say("whoami").await;
+    }
+    insta::assert_snapshot!(alice.transcript);
+    server.stop().await
+}
