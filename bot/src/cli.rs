@@ -57,6 +57,26 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Apikey(ApikeyCommand),
+    /// Inspect chat permissions (rbac/).
+    #[command(subcommand)]
+    Rbac(RbacCommand),
+    /// Try chat aliases without a chat.
+    #[command(subcommand)]
+    Alias(AliasCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RbacCommand {
+    /// Validate rbac/ and list roles and their grants.
+    Show,
+    /// Whether IDENTITY (platform:user_id) holds GRANT (e.g. alias:examples.deploy); exit status 1 if not.
+    Check { identity: String, grant: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Show which alias and parameters a chat command resolves to.
+    Match { text: String },
 }
 
 #[derive(Debug, Args)]

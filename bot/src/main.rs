@@ -8,8 +8,8 @@ use clap::Parser;
 use serde_json::{Value, json};
 
 use squall::cli::{
-    ApikeyCommand, Cli, Command, ExecutionCommand, PackCommand, RuleCommand, RunArgs,
-    parse_assignments,
+    AliasCommand, ApikeyCommand, Cli, Command, ExecutionCommand, PackCommand, RbacCommand,
+    RuleCommand, RunArgs, parse_assignments,
 };
 use squall::config::Config;
 use squall::{output, server};
@@ -106,6 +106,80 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Pack(_) => unreachable_validate(),
+        Command::Rbac(cmd) => rbac(&config, cmd),
+        Command::Alias(AliasCommand::Match { text }) => {
+            let runners = RunnerRegistry::builtin();
+            let catalog = squall_engine::load_catalog(&config.packs, &runners)
+                .map_err(|e| anyhow!("{}", squall_engine::EngineError::Packs(e)))?;
+            match catalog
+                .aliases
+                .match_command(text.trim_start_matches(config.chat.prefix.as_str()))
+            {
+                Ok(m) => {
+                    let action = catalog
+                        .alias(&m.alias_id)
+                        .map(|a| a.action_ref.clone())
+                        .unwrap_or_default();
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&json!({
+                            "alias": m.alias_id, "format": m.representation, "action": action,
+                            "parameters": m.parameters,
+                        }))?
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(err) => {
+                    eprintln!("{err}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
+fn rbac(config: &Config, cmd: RbacCommand) -> Result<ExitCode> {
+    use squall_engine::rbac::Permission;
+    let model = server::load_rbac(config).map_err(|e| anyhow!("RBAC: {e}"))?;
+    match cmd {
+        RbacCommand::Show => {
+            for (name, role) in model.roles() {
+                let grants: Vec<&str> = role.grants.iter().map(String::as_str).collect();
+                println!(
+                    "{name}: {}",
+                    if grants.is_empty() {
+                        "(no grants)".to_owned()
+                    } else {
+                        grants.join(", ")
+                    }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RbacCommand::Check { identity, grant } => {
+            let permission = match grant.split_once(':') {
+                Some(("alias", r)) => Permission::Alias(r.to_owned()),
+                Some(("action", r)) => Permission::Action(r.to_owned()),
+                _ if grant == "inquiry:respond" => Permission::InquiryRespond,
+                _ => bail!(
+                    "{grant:?} is not alias:<pack>.<name>, action:<pack>.<name> or inquiry:respond"
+                ),
+            };
+            match model.check(&identity, &permission) {
+                Ok(principal) => {
+                    println!(
+                        "allowed: {identity} (user {}, roles {})",
+                        principal.user.as_deref().unwrap_or("-"),
+                        principal.roles.join(", ")
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(denied) => {
+                    println!("denied: {denied}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
     }
 }
 

@@ -211,9 +211,10 @@ impl Engine {
     pub async fn cancel(&self, id: &str) -> Result<crate::store::CancelOutcome, EngineError> {
         let outcome = self.store.request_cancel(id).await?;
         if outcome == crate::store::CancelOutcome::Canceling
-            && let Some(worker) = &self.worker {
-                worker.cancel_local(id);
-            }
+            && let Some(worker) = &self.worker
+        {
+            worker.cancel_local(id);
+        }
         Ok(outcome)
     }
 

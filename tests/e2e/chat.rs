@@ -83,9 +83,9 @@ impl Session {
 
     /// Type a line and wait until everything it started has answered.
     async fn say(&mut self, line: &str) -> String {
-        self.send(line).await;
+        let immediate = self.send(line).await;
         self.dispatcher.wait_idle().await;
-        self.collect()
+        immediate + &self.collect()
     }
 
     /// Type a line and return once the immediate replies are out.
@@ -258,5 +258,40 @@ async fn floods_are_rate_limited_and_huge_messages_refused() -> Result<()> {
         alice.say("whoami").await;
     }
     insta::assert_snapshot!(alice.transcript);
+    server.stop().await
+}
+
+#[tokio::test]
+async fn long_output_is_cut_with_a_hint_and_slow_runs_edit_their_ack() -> Result<()> {
+    let server = server().await?;
+    let settings = ChatSection {
+        output_tail_chars: 20,
+        progress_seconds: 1,
+        ..ChatSection::default()
+    };
+    let mut alice = Session::new(&server, "alice", settings)?;
+    let long = alice.say(&format!("say {}END", "a".repeat(200))).await;
+    let id = alice.last_id(&long);
+    assert!(
+        long.contains(&format!(
+            "Output truncated to the last 20 characters; `!status {id}` shows all of it."
+        )),
+        "{long}"
+    );
+    assert!(long.contains(&format!("…{}END", "a".repeat(17))), "{long}");
+    let full = alice.say(&format!("status {id}")).await;
+    assert!(
+        full.contains(&format!("{}END", "a".repeat(200))),
+        "status shows everything: {full}"
+    );
+
+    let slow = alice.say("sleep 2").await;
+    let edits: Vec<&str> = slow
+        .lines()
+        .filter(|l| l.starts_with("squall (edit "))
+        .collect();
+    assert!(!edits.is_empty(), "no progress edit in:\n{slow}");
+    assert!(edits[0].contains("is running ("), "{slow}");
+    assert!(slow.contains("testing.sleep succeeded"), "{slow}");
     server.stop().await
 }

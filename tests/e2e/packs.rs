@@ -121,3 +121,35 @@ fn cli_run_executes_a_script_action_from_relatively_named_packs() -> Result<()> 
     );
     Ok(())
 }
+
+#[test]
+fn cli_checks_permissions_and_matches_aliases() -> Result<()> {
+    let run = |args: &[&str]| {
+        std::process::Command::new(squall_binary()?)
+            .current_dir(repo_root())
+            .env("SQUALL_PACKS", "[\"packs\"]")
+            .args(args)
+            .output()
+            .map_err(anyhow::Error::from)
+    };
+    let allowed = run(&["rbac", "check", "console:local", "alias:examples.deploy"])?;
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stdout)
+    );
+    let denied = run(&["rbac", "check", "console:stranger", "alias:examples.deploy"])?;
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&denied.stdout).contains("`alias:examples.deploy`"));
+    let matched = run(&["alias", "match", "!deploy web to production"])?;
+    let view: serde_json::Value = serde_json::from_slice(&matched.stdout)?;
+    assert_eq!(view["action"], "examples.deploy");
+    assert_eq!(
+        view["parameters"],
+        serde_json::json!({"app": "web", "environment": "production"})
+    );
+    let unknown = run(&["alias", "match", "deplyo web"])?;
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("Did you mean"));
+    Ok(())
+}
