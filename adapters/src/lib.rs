@@ -4,3 +4,5 @@
 
 #[cfg(feature = "console")]
 pub mod console;
+#[cfg(feature = "matrix")]
+pub mod matrix;

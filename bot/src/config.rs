@@ -14,23 +14,7 @@ use serde::{Deserialize, Serialize};
 use squall_engine::runners::OutputLimits;
 use squall_engine::worker::WorkerConfig;
 
-/// A value that must never be printed: `Debug` and `Display` show
-/// `**redacted**`.
-#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(transparent)]
-pub struct Sensitive(pub String);
-
-impl std::fmt::Debug for Sensitive {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("**redacted**")
-    }
-}
-
-impl std::fmt::Display for Sensitive {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("**redacted**")
-    }
-}
+pub use squall_engine::sensitive::Sensitive;
 
 /// squall's configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -100,15 +100,9 @@ impl Dispatcher {
         let Some(command) = self.command_text(&message) else {
             return;
         };
-        let reply_to = ChannelRef {
-            channel: message.to.channel.clone(),
-            thread: message.to.thread.clone().or_else(|| {
-                adapter
-                    .capabilities()
-                    .threads
-                    .then(|| message.message_id.clone())
-            }),
-        };
+        // Replies go to the command's thread; whether a command starts a
+        // thread is the adapter's call (a platform convention).
+        let reply_to = message.to.clone();
         let reply = Reply {
             adapter: adapter.clone(),
             to: reply_to,
@@ -487,6 +481,9 @@ impl Dispatcher {
     ) {
         let me = self.clone();
         self.tasks.spawn(async move {
+            if let Err(err) = reply.adapter.typing(&reply.to, true).await {
+                tracing::debug!(error = %err, "typing notice failed");
+            }
             let started = Instant::now();
             let progress_every = Duration::from_secs(me.settings.progress_seconds.max(1));
             let mut next_progress = progress_every;
@@ -526,6 +523,9 @@ impl Dispatcher {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_millis(500));
             };
+            if let Err(err) = reply.adapter.typing(&reply.to, false).await {
+                tracing::debug!(error = %err, "typing notice failed");
+            }
             let message = me.result_message(&model, alias.as_ref(), me.settings.output_tail_chars);
             let disabled = alias
                 .as_ref()

@@ -134,6 +134,45 @@ impl OutgoingMessage {
     }
 }
 
+impl OutgoingMessage {
+    /// Markdown rendering for platforms that format (Matrix, Slack, Discord).
+    /// Text outside code blocks has `<`, `>` and `&` escaped, so output or
+    /// user input can never become HTML markup.
+    pub fn to_markdown(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(title) = &self.title {
+            parts.push(format!("**{}**", escape_markup(title)));
+        }
+        if !self.text.is_empty() {
+            parts.push(escape_markup(&self.text));
+        }
+        if !self.fields.is_empty() {
+            parts.push(
+                self.fields
+                    .iter()
+                    .map(|(k, v)| format!("- **{}**: {}", escape_markup(k), escape_markup(v)))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
+        }
+        for block in &self.code_blocks {
+            // A fence longer than any backtick run inside keeps the block closed.
+            let longest = block
+                .split(|c| c != '`')
+                .map(str::len)
+                .max()
+                .unwrap_or(0);
+            let fence = "`".repeat(longest.max(2) + 1);
+            parts.push(format!("{fence}\n{}\n{fence}", block.trim_end_matches('\n')));
+        }
+        parts.join("\n\n")
+    }
+}
+
+fn escape_markup(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
 /// A message the adapter sent, so it can be edited or reacted to later.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SentMessage {
@@ -185,4 +224,8 @@ pub trait ChatAdapter: Send + Sync {
     -> Result<(), AdapterError>;
     /// React to a message (only when `capabilities().reactions`).
     async fn react(&self, sent: &SentMessage, emoji: &str) -> Result<(), AdapterError>;
+    /// Show or stop a typing notice; platforms without one ignore it.
+    async fn typing(&self, _to: &ChannelRef, _on: bool) -> Result<(), AdapterError> {
+        Ok(())
+    }
 }

@@ -13,6 +13,7 @@ pub mod pack;
 pub mod params;
 pub mod rbac;
 pub mod runners;
+pub mod sensitive;
 pub mod store;
 pub mod template;
 pub mod triggers;
