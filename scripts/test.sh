@@ -10,6 +10,11 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/squall-target}"
 
 bash scripts/ensure-postgres.sh
 
+# A real Matrix homeserver for the Matrix tests (installed once into a cached
+# virtualenv, stopped again when the tests end).
+eval "$(bash scripts/testenv/synapse.sh up)"
+trap 'bash scripts/testenv/synapse.sh stop' EXIT
+
 # The e2e suite runs the real `squall` binary (crash tests, CLI tests).
 cargo build --locked -p squall
 cargo test --locked --workspace "$@"

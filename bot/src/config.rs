@@ -32,6 +32,8 @@ pub struct Config {
     pub worker: WorkerSection,
     pub api: ApiSection,
     pub chat: ChatSection,
+    /// Matrix connection; chat on Matrix is off without it.
+    pub matrix: Option<squall_adapters::matrix::MatrixConfig>,
 }
 
 /// Chat commands, whatever the platform.
@@ -99,6 +101,7 @@ impl Default for Config {
             worker: WorkerSection::default(),
             api: ApiSection::default(),
             chat: ChatSection::default(),
+            matrix: None,
         }
     }
 }
@@ -173,6 +176,10 @@ impl Config {
         if self.chat.prefix.trim().is_empty() {
             problems.push("chat.prefix: must not be empty".into());
         }
+        if let Some(matrix) = &self.matrix
+            && let Err(problem) = matrix.validate() {
+                problems.push(problem);
+            }
         if self.packs.is_empty() {
             problems.push("packs: name at least one pack directory".into());
         }

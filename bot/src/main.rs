@@ -229,14 +229,25 @@ fn validate_packs(cli: &Cli, dirs: &[std::path::PathBuf]) -> Result<ExitCode> {
 
 async fn serve(config: &Config, console_user: Option<String>) -> Result<ExitCode> {
     let server = server::start(config).await?;
-    if let Some(user) = console_user {
-        let engine = server.engine.clone();
-        let config = config.clone();
-        tokio::spawn(async move {
-            if let Err(err) = server::console_session(engine, &config, &user).await {
-                tracing::error!(error = %err, "the console stopped");
+    let chat_shutdown = tokio_util::sync::CancellationToken::new();
+    match console_user {
+        // The console session brings the configured adapters with it.
+        Some(user) => {
+            let engine = server.engine.clone();
+            let config = config.clone();
+            tokio::spawn(async move {
+                if let Err(err) = server::console_session(engine, &config, &user).await {
+                    tracing::error!(error = %err, "the console stopped");
+                }
+            });
+        }
+        None => {
+            let adapters = server::configured_adapters(config).map_err(|e| anyhow!(e))?;
+            if !adapters.is_empty() {
+                server::start_chat(server.engine.clone(), config, adapters, &chat_shutdown)
+                    .map_err(|e| anyhow!(e))?;
             }
-        });
+        }
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -245,6 +256,7 @@ async fn serve(config: &Config, console_user: Option<String>) -> Result<ExitCode
         _ = server.task => bail!("the HTTP server stopped unexpectedly"),
     }
     tracing::info!("shutting down");
+    chat_shutdown.cancel();
     server.engine.shutdown();
     Ok(ExitCode::SUCCESS)
 }

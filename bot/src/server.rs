@@ -6,8 +6,13 @@ use std::sync::Arc;
 
 use squall_engine::{Engine, EngineError, EngineOptions};
 
+use squall_adapters::console::ConsoleAdapter;
+use squall_engine::chat::ChatAdapter;
+use tokio_util::sync::CancellationToken;
+
 use crate::api::{AppState, router};
 use crate::config::Config;
+use crate::dispatcher::Dispatcher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -49,29 +54,72 @@ pub fn load_rbac(config: &Config) -> Result<squall_engine::rbac::Rbac, String> {
     })
 }
 
-/// A console chat session on this terminal until end of input (or forever
-/// beside a server). Returns when the console input ends and every command
-/// in progress has answered.
+/// Start chat: every adapter's events go to one dispatcher. Adapter
+/// connections retry on their own; one that gives up is logged.
+pub fn start_chat(
+    engine: Arc<Engine>,
+    config: &Config,
+    adapters: Vec<Arc<dyn ChatAdapter>>,
+    shutdown: &CancellationToken,
+) -> Result<Arc<Dispatcher>, String> {
+    let rbac = Arc::new(load_rbac(config).map_err(|e| format!("RBAC: {e}"))?);
+    let dispatcher = Dispatcher::new(engine, rbac, adapters.clone(), config.chat.clone());
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(dispatcher.clone().run(rx));
+    for adapter in adapters {
+        let tx = tx.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(err) = adapter.run(tx, shutdown).await {
+                tracing::error!(platform = adapter.platform(), error = %err, "chat adapter stopped");
+            }
+        });
+    }
+    Ok(dispatcher)
+}
+
+/// The chat adapters the configuration asks for (console aside).
+pub fn configured_adapters(config: &Config) -> Result<Vec<Arc<dyn ChatAdapter>>, String> {
+    let mut adapters: Vec<Arc<dyn ChatAdapter>> = Vec::new();
+    if let Some(matrix) = &config.matrix {
+        adapters.push(Arc::new(
+            squall_adapters::matrix::MatrixAdapter::new(matrix.clone())
+                .map_err(|e| e.to_string())?,
+        ));
+    }
+    Ok(adapters)
+}
+
+/// A console chat session on this terminal, beside the configured adapters.
+/// Returns when the console input ends and every command has answered.
 pub async fn console_session(
     engine: Arc<Engine>,
     config: &Config,
     user: &str,
 ) -> Result<(), String> {
-    use squall_adapters::console::ConsoleAdapter;
-    use squall_engine::chat::ChatAdapter;
-    let rbac = Arc::new(load_rbac(config).map_err(|e| format!("RBAC: {e}"))?);
     let console = Arc::new(ConsoleAdapter::new(
         user,
         Box::new(tokio::io::BufReader::new(tokio::io::stdin())),
         Box::new(tokio::io::stdout()),
     ));
-    let adapters: Vec<Arc<dyn ChatAdapter>> = vec![console.clone()];
-    let dispatcher =
-        crate::dispatcher::Dispatcher::new(engine, rbac, adapters, config.chat.clone());
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let rbac = Arc::new(load_rbac(config).map_err(|e| format!("RBAC: {e}"))?);
+    let mut adapters = configured_adapters(config)?;
+    adapters.push(console.clone());
+    let dispatcher = Dispatcher::new(engine, rbac, adapters.clone(), config.chat.clone());
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
     let running = tokio::spawn(dispatcher.clone().run(rx));
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let result = console.run(tx, shutdown).await;
+    let shutdown = CancellationToken::new();
+    for adapter in adapters.into_iter().filter(|a| a.platform() != "console") {
+        let tx = tx.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(err) = adapter.run(tx, shutdown).await {
+                tracing::error!(platform = adapter.platform(), error = %err, "chat adapter stopped");
+            }
+        });
+    }
+    let result = console.run(tx, shutdown.clone()).await;
+    shutdown.cancel();
     let _ = running.await;
     dispatcher.wait_idle().await;
     result.map_err(|e| e.to_string())

@@ -157,20 +157,21 @@ impl OutgoingMessage {
         }
         for block in &self.code_blocks {
             // A fence longer than any backtick run inside keeps the block closed.
-            let longest = block
-                .split(|c| c != '`')
-                .map(str::len)
-                .max()
-                .unwrap_or(0);
+            let longest = block.split(|c| c != '`').map(str::len).max().unwrap_or(0);
             let fence = "`".repeat(longest.max(2) + 1);
-            parts.push(format!("{fence}\n{}\n{fence}", block.trim_end_matches('\n')));
+            parts.push(format!(
+                "{fence}\n{}\n{fence}",
+                block.trim_end_matches('\n')
+            ));
         }
         parts.join("\n\n")
     }
 }
 
 fn escape_markup(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// A message the adapter sent, so it can be edited or reacted to later.

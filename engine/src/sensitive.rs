@@ -19,4 +19,3 @@ impl std::fmt::Display for Sensitive {
         f.write_str("**redacted**")
     }
 }
-

@@ -85,7 +85,7 @@ impl Session {
     async fn say(&mut self, line: &str) -> String {
         let immediate = self.send(line).await;
         self.dispatcher.wait_idle().await;
-        immediate + &self.collect()
+        immediate + self.collect().as_str()
     }
 
     /// Type a line and return once the immediate replies are out.

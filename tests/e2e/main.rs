@@ -1,8 +1,10 @@
 //! squall's end-to-end tests, one binary with a module per area.
+#![recursion_limit = "256"]
 
 mod chat;
 mod crash;
 mod executions;
+mod matrix;
 mod packs;
 mod server;
 mod store;

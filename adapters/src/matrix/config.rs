@@ -44,7 +44,10 @@ impl MatrixConfig {
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
         if !(self.homeserver.starts_with("http://") || self.homeserver.starts_with("https://")) {
-            problems.push(format!("matrix.homeserver: {:?} is not an http(s) URL", self.homeserver));
+            problems.push(format!(
+                "matrix.homeserver: {:?} is not an http(s) URL",
+                self.homeserver
+            ));
         }
         if self.user.trim().is_empty() {
             problems.push("matrix.user: required".to_owned());

@@ -5,13 +5,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use matrix_sdk::Client;
 use matrix_sdk::room::Room;
 use matrix_sdk::ruma::events::reaction::OriginalSyncReactionEvent;
 use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMemberEvent};
-use matrix_sdk::ruma::events::room::message::{MessageType, OriginalSyncRoomMessageEvent, Relation};
+use matrix_sdk::ruma::events::room::message::{
+    MessageType, OriginalSyncRoomMessageEvent, Relation,
+};
 use matrix_sdk::ruma::events::room::redaction::OriginalSyncRoomRedactionEvent;
 use matrix_sdk::ruma::{MilliSecondsSinceUnixEpoch, OwnedEventId};
-use matrix_sdk::Client;
 use tokio::sync::mpsc;
 
 use squall_engine::chat::{ChannelRef, ChatEvent, IncomingMessage, ReactionEvent};
@@ -44,69 +46,75 @@ pub fn register_handlers(
 ) {
     let threads = config.threads;
     let tx = events.clone();
-    client.add_event_handler(move |ev: OriginalSyncRoomMessageEvent, room: Room, client: Client| {
-        let tx = tx.clone();
-        async move {
-            let Some(own) = client.user_id() else { return };
-            if ev.sender == own || ev.origin_server_ts < started {
-                return;
+    client.add_event_handler(
+        move |ev: OriginalSyncRoomMessageEvent, room: Room, client: Client| {
+            let tx = tx.clone();
+            async move {
+                let Some(own) = client.user_id() else { return };
+                if ev.sender == own || ev.origin_server_ts < started {
+                    return;
+                }
+                // Text only: notices are what bots send, and squall must not
+                // answer other bots (or itself through a bridge).
+                let MessageType::Text(text) = &ev.content.msgtype else {
+                    return;
+                };
+                let thread = match &ev.content.relates_to {
+                    Some(Relation::Replacement(_)) => return,
+                    Some(Relation::Thread(thread)) => Some(thread.event_id.to_string()),
+                    _ if threads => Some(ev.event_id.to_string()),
+                    _ => None,
+                };
+                let (body, mentions_bot) = strip_mention(&text.body, own.as_str(), own.localpart());
+                let mentioned_in_metadata = ev
+                    .content
+                    .mentions
+                    .as_ref()
+                    .is_some_and(|m| m.user_ids.contains(own));
+                let direct = room.joined_members_count() <= 2;
+                let message = IncomingMessage {
+                    platform: PLATFORM.into(),
+                    to: ChannelRef {
+                        channel: room.room_id().to_string(),
+                        thread,
+                    },
+                    user: ev.sender.to_string(),
+                    text: body,
+                    message_id: ev.event_id.to_string(),
+                    direct,
+                    mentions_bot: mentions_bot || mentioned_in_metadata,
+                };
+                let _ = tx.send(ChatEvent::Message(message)).await;
             }
-            // Text only: notices are what bots send, and squall must not
-            // answer other bots (or itself through a bridge).
-            let MessageType::Text(text) = &ev.content.msgtype else { return };
-            let thread = match &ev.content.relates_to {
-                Some(Relation::Replacement(_)) => return,
-                Some(Relation::Thread(thread)) => Some(thread.event_id.to_string()),
-                _ if threads => Some(ev.event_id.to_string()),
-                _ => None,
-            };
-            let (body, mentions_bot) = strip_mention(&text.body, own.as_str(), own.localpart());
-            let mentioned_in_metadata = ev
-                .content
-                .mentions
-                .as_ref()
-                .is_some_and(|m| m.user_ids.contains(own));
-            let direct = room.joined_members_count() <= 2;
-            let message = IncomingMessage {
-                platform: PLATFORM.into(),
-                to: ChannelRef {
-                    channel: room.room_id().to_string(),
-                    thread,
-                },
-                user: ev.sender.to_string(),
-                text: body,
-                message_id: ev.event_id.to_string(),
-                direct,
-                mentions_bot: mentions_bot || mentioned_in_metadata,
-            };
-            let _ = tx.send(ChatEvent::Message(message)).await;
-        }
-    });
+        },
+    );
 
     let tx = events.clone();
     let log = reactions.clone();
-    client.add_event_handler(move |ev: OriginalSyncReactionEvent, room: Room, client: Client| {
-        let tx = tx.clone();
-        let log = log.clone();
-        async move {
-            if client.user_id() == Some(&ev.sender) || ev.origin_server_ts < started {
-                return;
-            }
-            let seen = SeenReaction {
-                room: room.room_id().to_string(),
-                user: ev.sender.to_string(),
-                message_id: ev.content.relates_to.event_id.to_string(),
-                emoji: ev.content.relates_to.key.clone(),
-            };
-            if let Ok(mut log) = log.lock() {
-                if log.seen.len() >= REACTION_LOG_MAX {
-                    log.seen.clear();
+    client.add_event_handler(
+        move |ev: OriginalSyncReactionEvent, room: Room, client: Client| {
+            let tx = tx.clone();
+            let log = log.clone();
+            async move {
+                if client.user_id() == Some(&ev.sender) || ev.origin_server_ts < started {
+                    return;
                 }
-                log.seen.insert(ev.event_id.clone(), seen.clone());
+                let seen = SeenReaction {
+                    room: room.room_id().to_string(),
+                    user: ev.sender.to_string(),
+                    message_id: ev.content.relates_to.event_id.to_string(),
+                    emoji: ev.content.relates_to.key.clone(),
+                };
+                if let Ok(mut log) = log.lock() {
+                    if log.seen.len() >= REACTION_LOG_MAX {
+                        log.seen.clear();
+                    }
+                    log.seen.insert(ev.event_id.clone(), seen.clone());
+                }
+                let _ = tx.send(reaction_event(seen, true)).await;
             }
-            let _ = tx.send(reaction_event(seen, true)).await;
-        }
-    });
+        },
+    );
 
     let tx = events.clone();
     let log = reactions;
@@ -117,7 +125,10 @@ pub fn register_handlers(
             let Some(redacted) = ev.redacts.clone().or_else(|| ev.content.redacts.clone()) else {
                 return;
             };
-            let removed = log.lock().ok().and_then(|mut log| log.seen.remove(&redacted));
+            let removed = log
+                .lock()
+                .ok()
+                .and_then(|mut log| log.seen.remove(&redacted));
             // Only the reactor withdrawing their own reaction counts as a removed vote.
             if let Some(seen) = removed.filter(|s| s.user == ev.sender.as_str()) {
                 let _ = tx.send(reaction_event(seen, false)).await;
@@ -190,8 +201,17 @@ mod tests {
 
     #[test]
     fn leading_mentions_are_stripped() {
-        assert_eq!(strip_mention("squall: help", "@squall:hs", "squall"), ("help".into(), true));
-        assert_eq!(strip_mention("@squall:hs help", "@squall:hs", "squall"), ("help".into(), true));
-        assert_eq!(strip_mention("!help", "@squall:hs", "squall"), ("!help".into(), false));
+        assert_eq!(
+            strip_mention("squall: help", "@squall:hs", "squall"),
+            ("help".into(), true)
+        );
+        assert_eq!(
+            strip_mention("@squall:hs help", "@squall:hs", "squall"),
+            ("help".into(), true)
+        );
+        assert_eq!(
+            strip_mention("!help", "@squall:hs", "squall"),
+            ("!help".into(), false)
+        );
     }
 }

@@ -35,10 +35,12 @@ pub struct MatrixAdapter {
 
 impl MatrixAdapter {
     pub fn new(config: MatrixConfig) -> Result<Self, AdapterError> {
-        config.validate().map_err(|reason| AdapterError::Permanent {
-            platform: PLATFORM.into(),
-            reason,
-        })?;
+        config
+            .validate()
+            .map_err(|reason| AdapterError::Permanent {
+                platform: PLATFORM.into(),
+                reason,
+            })?;
         Ok(Self {
             config,
             client: OnceCell::new(),
@@ -132,7 +134,10 @@ impl ChatAdapter for MatrixAdapter {
         // One sync before the handlers exist: what happened before squall
         // started is state, not commands.
         let token = loop {
-            match client.sync_once(SyncSettings::default().timeout(Duration::from_secs(0))).await {
+            match client
+                .sync_once(SyncSettings::default().timeout(Duration::from_secs(0)))
+                .await
+            {
                 Ok(response) => break response.next_batch,
                 Err(err) => {
                     tracing::warn!(error = %err, "initial Matrix sync failed; retrying");
@@ -178,11 +183,19 @@ impl ChatAdapter for MatrixAdapter {
         result.map_err(transient)
     }
 
-    async fn send(&self, to: &ChannelRef, message: &OutgoingMessage) -> Result<SentMessage, AdapterError> {
+    async fn send(
+        &self,
+        to: &ChannelRef,
+        message: &OutgoingMessage,
+    ) -> Result<SentMessage, AdapterError> {
         outbound::send(self.client()?, to, message).await
     }
 
-    async fn edit(&self, sent: &SentMessage, message: &OutgoingMessage) -> Result<(), AdapterError> {
+    async fn edit(
+        &self,
+        sent: &SentMessage,
+        message: &OutgoingMessage,
+    ) -> Result<(), AdapterError> {
         outbound::edit(self.client()?, sent, message).await
     }
 

@@ -118,7 +118,11 @@ fn content(message: &OutgoingMessage) -> RoomMessageEventContent {
     RoomMessageEventContent::notice_markdown(message.to_markdown())
 }
 
-pub async fn send(client: &Client, to: &ChannelRef, message: &OutgoingMessage) -> Result<SentMessage, AdapterError> {
+pub async fn send(
+    client: &Client,
+    to: &ChannelRef,
+    message: &OutgoingMessage,
+) -> Result<SentMessage, AdapterError> {
     let room = room(client, &to.channel)?;
     let mut content = content(message);
     if let Some(thread) = &to.thread {
@@ -132,7 +136,11 @@ pub async fn send(client: &Client, to: &ChannelRef, message: &OutgoingMessage) -
     })
 }
 
-pub async fn edit(client: &Client, sent: &SentMessage, message: &OutgoingMessage) -> Result<(), AdapterError> {
+pub async fn edit(
+    client: &Client,
+    sent: &SentMessage,
+    message: &OutgoingMessage,
+) -> Result<(), AdapterError> {
     let room = room(client, &sent.to.channel)?;
     let original = event_id(&sent.message_id)?;
     let content = content(message).make_replacement(ReplacementMetadata::new(original, None));
@@ -143,9 +151,12 @@ pub async fn edit(client: &Client, sent: &SentMessage, message: &OutgoingMessage
 pub async fn react(client: &Client, sent: &SentMessage, emoji: &str) -> Result<(), AdapterError> {
     let room = room(client, &sent.to.channel)?;
     let target = event_id(&sent.message_id)?;
-    room.send(ReactionEventContent::new(Annotation::new(target, emoji.to_owned())))
-        .await
-        .map_err(transient)?;
+    room.send(ReactionEventContent::new(Annotation::new(
+        target,
+        emoji.to_owned(),
+    )))
+    .await
+    .map_err(transient)?;
     Ok(())
 }
 

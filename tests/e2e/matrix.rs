@@ -1,0 +1,442 @@
+//! The Matrix adapter against a real Synapse, with a real human-side client
+//! (matrix-sdk logged in as alice): invite and join, help, an alias with a
+//! formatted result, threads, reactions and their removal, an encrypted room,
+//! and a homeserver restart mid-session.
+//!
+//! Needs Synapse: `eval "$(scripts/testenv/synapse.sh up)"` (scripts/test.sh
+//! does it).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::room::Room;
+use matrix_sdk::ruma::api::client::room::create_room::v3::{Request as CreateRoom, RoomPreset};
+use matrix_sdk::ruma::events::InitialStateEvent;
+use matrix_sdk::ruma::events::reaction::ReactionEventContent;
+use matrix_sdk::ruma::events::relation::{Annotation, Thread};
+use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
+use matrix_sdk::ruma::events::room::message::{
+    MessageType, OriginalSyncRoomMessageEvent, Relation, RoomMessageEventContent,
+};
+use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
+use matrix_sdk::{Client, RoomMemberships};
+use squall::config::ChatSection;
+use squall::dispatcher::Dispatcher;
+use squall_adapters::matrix::{MatrixAdapter, MatrixConfig};
+use squall_engine::chat::{ChatAdapter, ChatEvent, ReactionEvent};
+use squall_engine::rbac::Rbac;
+use squall_engine::sensitive::Sensitive;
+use squall_tests::{Backend, eventually, repo_root};
+use tokio_util::sync::CancellationToken;
+
+use crate::server::TestServer;
+
+struct MatrixEnv {
+    homeserver: String,
+    bot_user: String,
+    bot_password: String,
+    human_user: String,
+    human_password: String,
+    ctl: String,
+}
+
+fn matrix_env() -> Result<MatrixEnv> {
+    let var = |name: &str| {
+        std::env::var(name).with_context(|| {
+            format!(
+                "{name} is not set: the Matrix tests need a running Synapse. Start it with \
+                 `eval \"$(scripts/testenv/synapse.sh up)\"` (scripts/test.sh does this)"
+            )
+        })
+    };
+    let env = MatrixEnv {
+        homeserver: var("SQUALL_TEST_MATRIX_HOMESERVER")?,
+        bot_user: var("SQUALL_TEST_MATRIX_BOT_USER")?,
+        bot_password: var("SQUALL_TEST_MATRIX_BOT_PASSWORD")?,
+        human_user: var("SQUALL_TEST_MATRIX_HUMAN_USER")?,
+        human_password: var("SQUALL_TEST_MATRIX_HUMAN_PASSWORD")?,
+        ctl: var("SQUALL_TEST_MATRIX_CTL")?,
+    };
+    Ok(env)
+}
+
+/// What alice sees the bot say.
+#[derive(Debug, Clone)]
+struct Seen {
+    room: OwnedRoomId,
+    event_id: OwnedEventId,
+    body: String,
+    html: Option<String>,
+    thread_root: Option<OwnedEventId>,
+    is_edit: bool,
+}
+
+struct Human {
+    client: Client,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    _store: tempfile::TempDir,
+}
+
+impl Human {
+    async fn login(env: &MatrixEnv, bot: OwnedUserId) -> Result<Human> {
+        let store = tempfile::tempdir()?;
+        let client = Client::builder()
+            .homeserver_url(&env.homeserver)
+            .sqlite_store(store.path(), None)
+            .build()
+            .await?;
+        client
+            .matrix_auth()
+            .login_username(&env.human_user, &env.human_password)
+            .initial_device_display_name("squall tests (alice)")
+            .send()
+            .await?;
+        client
+            .sync_once(SyncSettings::default().timeout(Duration::from_secs(0)))
+            .await?;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        client.add_event_handler(move |ev: OriginalSyncRoomMessageEvent, room: Room| {
+            let sink = sink.clone();
+            let bot = bot.clone();
+            async move {
+                if ev.sender != bot {
+                    return;
+                }
+                let (body, html) = match &ev.content.msgtype {
+                    MessageType::Notice(n) => {
+                        (n.body.clone(), n.formatted.as_ref().map(|f| f.body.clone()))
+                    }
+                    MessageType::Text(t) => {
+                        (t.body.clone(), t.formatted.as_ref().map(|f| f.body.clone()))
+                    }
+                    _ => return,
+                };
+                let (thread_root, is_edit) = match &ev.content.relates_to {
+                    Some(Relation::Thread(t)) => (Some(t.event_id.clone()), false),
+                    Some(Relation::Replacement(_)) => (None, true),
+                    _ => (None, false),
+                };
+                if let Ok(mut seen) = sink.lock() {
+                    seen.push(Seen {
+                        room: room.room_id().to_owned(),
+                        event_id: ev.event_id.clone(),
+                        body,
+                        html,
+                        thread_root,
+                        is_edit,
+                    });
+                }
+            }
+        });
+        // Keep syncing, across homeserver restarts too.
+        let syncing = client.clone();
+        tokio::spawn(async move {
+            loop {
+                let _ = syncing
+                    .sync(SyncSettings::default().timeout(Duration::from_secs(10)))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Ok(Human {
+            client,
+            seen,
+            _store: store,
+        })
+    }
+
+    async fn room_with_bot(&self, bot: &OwnedUserId, encrypted: bool) -> Result<Room> {
+        let mut request = CreateRoom::new();
+        request.invite = vec![bot.clone()];
+        request.preset = Some(RoomPreset::PrivateChat);
+        if encrypted {
+            request.initial_state = vec![
+                InitialStateEvent::new(
+                    Default::default(),
+                    RoomEncryptionEventContent::with_recommended_defaults(),
+                )
+                .to_raw_any(),
+            ];
+        }
+        let room = self.client.create_room(request).await?;
+        let joined = room.clone();
+        let bot = bot.clone();
+        eventually(
+            Duration::from_secs(30),
+            "the bot to join after the invite",
+            || {
+                let room = joined.clone();
+                let bot = bot.clone();
+                async move {
+                    let members = room.members(RoomMemberships::JOIN).await?;
+                    Ok(members.iter().any(|m| m.user_id() == bot).then_some(()))
+                }
+            },
+        )
+        .await?;
+        Ok(room)
+    }
+
+    fn said(&self, room: &Room, contains: &str) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .map(|seen| {
+                seen.iter()
+                    .filter(|s| s.room == room.room_id() && s.body.contains(contains))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn wait_for(&self, room: &Room, contains: &str, what: &str) -> Result<Seen> {
+        eventually(Duration::from_secs(30), what, || {
+            let found = self.said(room, contains).into_iter().find(|s| !s.is_edit);
+            async move { Ok(found) }
+        })
+        .await
+    }
+
+    async fn send(&self, room: &Room, content: RoomMessageEventContent) -> Result<OwnedEventId> {
+        // After a homeserver restart the first sends can fail: retry.
+        let mut last = None;
+        for _ in 0..40 {
+            match room.send(content.clone()).await {
+                Ok(response) => return Ok(response.response.event_id),
+                Err(err) => last = Some(err),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        bail!("sending failed: {last:?}")
+    }
+}
+
+/// squall's chat side: the Matrix adapter feeding the dispatcher, with the
+/// reactions it delivered recorded on the way.
+struct Bot {
+    reactions: Arc<Mutex<Vec<ReactionEvent>>>,
+    shutdown: CancellationToken,
+    _store: tempfile::TempDir,
+}
+
+async fn start_bot(server: &TestServer, env: &MatrixEnv) -> Result<Bot> {
+    let store = tempfile::tempdir()?;
+    let adapter = Arc::new(MatrixAdapter::new(MatrixConfig {
+        homeserver: env.homeserver.clone(),
+        user: env.bot_user.clone(),
+        password: Some(Sensitive(env.bot_password.clone())),
+        access_token: None,
+        device_id: None,
+        store_dir: store.path().to_path_buf(),
+        store_passphrase: None,
+        rooms: Vec::new(),
+        threads: false,
+    })?);
+    let rbac = Rbac::load_dir(&repo_root().join("tests/fixtures/rbac"))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let adapters: Vec<Arc<dyn ChatAdapter>> = vec![adapter.clone()];
+    let dispatcher = Dispatcher::new(
+        server.engine.clone(),
+        Arc::new(rbac),
+        adapters,
+        ChatSection::default(),
+    );
+    let (adapter_tx, mut adapter_rx) = tokio::sync::mpsc::channel(256);
+    let (dispatch_tx, dispatch_rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(dispatcher.run(dispatch_rx));
+    let reactions = Arc::new(Mutex::new(Vec::new()));
+    let recorded = reactions.clone();
+    tokio::spawn(async move {
+        while let Some(event) = adapter_rx.recv().await {
+            if let ChatEvent::Reaction(reaction) = &event
+                && let Ok(mut r) = recorded.lock() {
+                    r.push(reaction.clone());
+                }
+            if dispatch_tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
+    let shutdown = CancellationToken::new();
+    let running = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(err) = adapter.run(adapter_tx, running).await {
+            eprintln!("matrix adapter stopped: {err}");
+        }
+    });
+    Ok(Bot {
+        reactions,
+        shutdown,
+        _store: store,
+    })
+}
+
+fn synapse_ctl(env: &MatrixEnv, verb: &str) -> Result<()> {
+    let status = std::process::Command::new("bash")
+        .arg(&env.ctl)
+        .arg(verb)
+        .status()?;
+    if !status.success() {
+        bail!("synapse.sh {verb} failed");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn matrix_round_trip_with_threads_reactions_encryption_and_a_restart() -> Result<()> {
+    let env = matrix_env()?;
+    let server = TestServer::start(Backend::Sqlite).await?;
+    let bot = start_bot(&server, &env).await?;
+    let bot_id: OwnedUserId = format!("@{}:localhost", env.bot_user).try_into()?;
+    let alice = Human::login(&env, bot_id.clone()).await?;
+
+    // Invite -> join; help; an alias with a formatted result.
+    let room = alice.room_with_bot(&bot_id, false).await?;
+    alice
+        .send(&room, RoomMessageEventContent::text_plain("!help"))
+        .await?;
+    let help = alice
+        .wait_for(&room, "Commands you can run", "the help answer")
+        .await?;
+    assert!(help.body.contains("!say"), "{}", help.body);
+    assert!(
+        help.html
+            .as_deref()
+            .unwrap_or("")
+            .contains("<strong>Commands you can run</strong>"),
+        "{help:?}"
+    );
+
+    alice
+        .send(
+            &room,
+            RoomMessageEventContent::text_plain("!say hello <b>matrix</b>"),
+        )
+        .await?;
+    let result = alice
+        .wait_for(&room, "testing.say succeeded", "the say result")
+        .await?;
+    let html = result.html.clone().unwrap_or_default();
+    assert!(
+        html.contains("<code>hello &lt;b&gt;matrix&lt;/b&gt;"),
+        "output is code, never markup: {html}"
+    );
+    assert_eq!(result.thread_root, None);
+
+    // A command in a thread is answered in that thread.
+    let root = alice
+        .send(&room, RoomMessageEventContent::text_plain("thread root"))
+        .await?;
+    let mut threaded = RoomMessageEventContent::text_plain("!say in a thread");
+    threaded.relates_to = Some(Relation::Thread(Thread::plain(root.clone(), root.clone())));
+    alice.send(&room, threaded).await?;
+    let answer = alice
+        .wait_for(&room, "in a thread", "the threaded result")
+        .await?;
+    assert_eq!(answer.thread_root.as_ref(), Some(&root), "{answer:?}");
+    let ack = alice
+        .said(&room, "Running testing.say")
+        .into_iter()
+        .last()
+        .context("an ack")?;
+    assert_eq!(ack.thread_root.as_ref(), Some(&root));
+
+    // A reaction reaches the dispatcher as a Reaction event; its redaction as a removal.
+    let reaction = room
+        .send(ReactionEventContent::new(Annotation::new(
+            result.event_id.clone(),
+            "👍".into(),
+        )))
+        .await?
+        .response
+        .event_id;
+    let target = result.event_id.to_string();
+    let seen = bot.reactions.clone();
+    eventually(
+        Duration::from_secs(20),
+        "the reaction at the dispatcher",
+        || {
+            let found = seen
+                .lock()
+                .map(|r| {
+                    r.iter().any(|e| {
+                        e.added
+                            && e.message_id == target
+                            && e.emoji == "👍"
+                            && e.user == "@alice:localhost"
+                    })
+                })
+                .unwrap_or(false);
+            async move { Ok(found.then_some(())) }
+        },
+    )
+    .await?;
+    room.redact(&reaction, None, None).await?;
+    let target = result.event_id.to_string();
+    eventually(
+        Duration::from_secs(20),
+        "the reaction's removal at the dispatcher",
+        || {
+            let found = seen
+                .lock()
+                .map(|r| r.iter().any(|e| !e.added && e.message_id == target))
+                .unwrap_or(false);
+            async move { Ok(found.then_some(())) }
+        },
+    )
+    .await?;
+
+    // The same round trip in an end-to-end encrypted room.
+    let secret_room = alice.room_with_bot(&bot_id, true).await?;
+    assert!(secret_room.latest_encryption_state().await?.is_encrypted());
+    alice
+        .send(
+            &secret_room,
+            RoomMessageEventContent::text_plain("!say encrypted hello"),
+        )
+        .await?;
+    let encrypted = alice
+        .wait_for(&secret_room, "encrypted hello", "the encrypted result")
+        .await?;
+    assert!(
+        encrypted.body.contains("testing.say succeeded"),
+        "{encrypted:?}"
+    );
+
+    // Stop the homeserver mid-session, start it again: a command sent after
+    // the restart is answered, and nothing is answered twice.
+    synapse_ctl(&env, "stop")?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    synapse_ctl(&env, "start")?;
+    alice
+        .send(
+            &room,
+            RoomMessageEventContent::text_plain("!say after the restart"),
+        )
+        .await?;
+    alice
+        .wait_for(&room, "after the restart\n", "the answer after the restart")
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let results = alice.said(&room, "testing.say succeeded");
+    let after: Vec<&Seen> = results
+        .iter()
+        .filter(|s| s.body.contains("after the restart"))
+        .collect();
+    assert_eq!(after.len(), 1, "answered once: {after:?}");
+    let before: Vec<&Seen> = results
+        .iter()
+        .filter(|s| s.body.contains("hello <b>matrix"))
+        .collect();
+    assert_eq!(
+        before.len(),
+        1,
+        "earlier commands were not answered again: {before:?}"
+    );
+
+    bot.shutdown.cancel();
+    server.stop().await
+}
