@@ -143,7 +143,11 @@ impl Config {
         }
         figment = figment.merge(
             Env::prefixed("SQUALL_")
-                .filter(|key| !CLI_ENV.contains(&key.as_str().to_ascii_lowercase().as_str()))
+                .filter(|key| {
+                    let key = key.as_str().to_ascii_lowercase();
+                    // SQUALL_TEST_* belongs to the test harness.
+                    !CLI_ENV.contains(&key.as_str()) && !key.starts_with("test_")
+                })
                 .split("__"),
         );
         let config: Config = figment.extract().map_err(|e| {
@@ -177,9 +181,10 @@ impl Config {
             problems.push("chat.prefix: must not be empty".into());
         }
         if let Some(matrix) = &self.matrix
-            && let Err(problem) = matrix.validate() {
-                problems.push(problem);
-            }
+            && let Err(problem) = matrix.validate()
+        {
+            problems.push(problem);
+        }
         if self.packs.is_empty() {
             problems.push("packs: name at least one pack directory".into());
         }

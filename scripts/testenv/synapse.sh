@@ -90,7 +90,12 @@ YAML
 
 start() {
   if healthy; then return; fi
-  (cd "$DIR" && nohup "$PY" -m synapse.app.homeserver -c homeserver.yaml > "$DIR/stdout.log" 2>&1 & echo $! > "$DIR/run.pid")
+  # A plain background command (no subshell around it), with every stream
+  # redirected: whoever captures this script's output must not wait on Synapse.
+  pushd "$DIR" >/dev/null
+  nohup "$PY" -m synapse.app.homeserver -c homeserver.yaml > "$DIR/stdout.log" 2>&1 < /dev/null &
+  echo $! > "$DIR/run.pid"
+  popd >/dev/null
   for _ in $(seq 1 300); do
     healthy && return
     sleep 0.1
@@ -134,6 +139,8 @@ print_env() {
   echo "export SQUALL_TEST_MATRIX_BOT_PASSWORD=$(cat "$DIR/users/squallbot.password")"
   echo "export SQUALL_TEST_MATRIX_HUMAN_USER=alice"
   echo "export SQUALL_TEST_MATRIX_HUMAN_PASSWORD=$(cat "$DIR/users/alice.password")"
+  echo "export SQUALL_TEST_MATRIX_ECHO_USER=echobot"
+  echo "export SQUALL_TEST_MATRIX_ECHO_PASSWORD=$(cat "$DIR/users/echobot.password")"
   echo "export SQUALL_TEST_MATRIX_CTL=$(cd "$(dirname "$0")" && pwd)/synapse.sh"
 }
 
@@ -144,6 +151,7 @@ case "${1:-up}" in
     start
     register squallbot "bot-$(cat "$DIR/secret" | cut -c1-12)"
     register alice "alice-$(cat "$DIR/secret" | cut -c13-24)"
+    register echobot "echo-$(cat "$DIR/secret" | cut -c25-36)"
     print_env ;;
   start) start ;;
   stop) stop ;;

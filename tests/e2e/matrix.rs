@@ -252,9 +252,10 @@ async fn start_bot(server: &TestServer, env: &MatrixEnv) -> Result<Bot> {
     tokio::spawn(async move {
         while let Some(event) = adapter_rx.recv().await {
             if let ChatEvent::Reaction(reaction) = &event
-                && let Ok(mut r) = recorded.lock() {
-                    r.push(reaction.clone());
-                }
+                && let Ok(mut r) = recorded.lock()
+            {
+                r.push(reaction.clone());
+            }
             if dispatch_tx.send(event).await.is_err() {
                 return;
             }

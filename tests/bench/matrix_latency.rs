@@ -1,0 +1,250 @@
+//! Matrix command -> reply latency: squall beside the floor.
+//!
+//! alice (a matrix-sdk client) sends 100 commands to squall in one room and
+//! 100 messages to a minimal echo client in another, alternating, one at a
+//! time; each latency runs from alice's send to the reply arriving in her
+//! sync. squall's reply is its acknowledgement of `!say <n>` (the execution
+//! is durable by then). The echo client replies from its sync handler at
+//! once: no bot can do better on the same homeserver.
+//!
+//! Run through `scripts/bench-matrix.sh` (Synapse with its database on tmpfs).
+
+// matrix-sdk's futures are deeply nested.
+#![recursion_limit = "256"]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::room::Room;
+use matrix_sdk::ruma::OwnedUserId;
+use matrix_sdk::ruma::api::client::room::create_room::v3::{Request as CreateRoom, RoomPreset};
+use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMemberEvent};
+use matrix_sdk::ruma::events::room::message::{
+    MessageType, OriginalSyncRoomMessageEvent, RoomMessageEventContent,
+};
+use matrix_sdk::{Client, RoomMemberships};
+use squall::config::{Config, Sensitive};
+use squall_adapters::matrix::MatrixConfig;
+use squall_tests::{eventually, pack_dirs, repo_root};
+use tokio::sync::mpsc;
+
+const ROUNDS: usize = 100;
+
+fn var(name: &str) -> Result<String> {
+    std::env::var(name).with_context(|| format!("{name} is not set: run scripts/bench-matrix.sh"))
+}
+
+async fn login(
+    homeserver: &str,
+    user: &str,
+    password: &str,
+    store: &std::path::Path,
+) -> Result<Client> {
+    let client = Client::builder()
+        .homeserver_url(homeserver)
+        .sqlite_store(store, None)
+        .build()
+        .await?;
+    client
+        .matrix_auth()
+        .login_username(user, password)
+        .send()
+        .await?;
+    client
+        .sync_once(SyncSettings::default().timeout(Duration::from_secs(0)))
+        .await?;
+    Ok(client)
+}
+
+fn keep_syncing(client: &Client) {
+    let client = client.clone();
+    tokio::spawn(async move {
+        loop {
+            let _ = client
+                .sync(SyncSettings::default().timeout(Duration::from_secs(30)))
+                .await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+async fn room_with(alice: &Client, other: &OwnedUserId) -> Result<Room> {
+    let mut request = CreateRoom::new();
+    request.invite = vec![other.clone()];
+    request.preset = Some(RoomPreset::PrivateChat);
+    let room = alice.create_room(request).await?;
+    let joined = room.clone();
+    let other = other.clone();
+    eventually(Duration::from_secs(60), "the invitee to join", || {
+        let room = joined.clone();
+        let other = other.clone();
+        async move {
+            let members = room.members(RoomMemberships::JOIN).await?;
+            Ok(members.iter().any(|m| m.user_id() == other).then_some(()))
+        }
+    })
+    .await?;
+    Ok(room)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    squall_engine::install_crypto_provider();
+    let homeserver = var("SQUALL_TEST_MATRIX_HOMESERVER")?;
+    let server_name = "localhost";
+    let dir = tempfile::tempdir()?;
+
+    // squall, all-in-one, with the Matrix adapter.
+    let bot_user = var("SQUALL_TEST_MATRIX_BOT_USER")?;
+    let mut config = Config {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().join("data"),
+        database_url: Some(Sensitive(format!(
+            "sqlite://{}",
+            dir.path().join("squall.db").display()
+        ))),
+        packs: pack_dirs(),
+        ..Config::default()
+    };
+    config.chat.rbac_dir = repo_root().join("tests/fixtures/rbac");
+    config.chat.rate_limit_per_minute = 0;
+    config.matrix = Some(MatrixConfig {
+        homeserver: homeserver.clone(),
+        user: bot_user.clone(),
+        password: Some(Sensitive(var("SQUALL_TEST_MATRIX_BOT_PASSWORD")?)),
+        access_token: None,
+        device_id: None,
+        store_dir: dir.path().join("matrix"),
+        store_passphrase: None,
+        rooms: Vec::new(),
+        threads: false,
+    });
+    let server = squall::server::start(&config).await?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let adapters = squall::server::configured_adapters(&config).map_err(anyhow::Error::msg)?;
+    squall::server::start_chat(server.engine.clone(), &config, adapters, &shutdown)
+        .map_err(anyhow::Error::msg)?;
+
+    // The floor: a client that echoes every text message the moment its sync delivers it.
+    let echo_user = var("SQUALL_TEST_MATRIX_ECHO_USER")?;
+    let echo = login(
+        &homeserver,
+        &echo_user,
+        &var("SQUALL_TEST_MATRIX_ECHO_PASSWORD")?,
+        &dir.path().join("echo"),
+    )
+    .await?;
+    echo.add_event_handler(
+        |ev: StrippedRoomMemberEvent, room: Room, client: Client| async move {
+            if client.user_id() == Some(&ev.state_key)
+                && ev.content.membership == MembershipState::Invite
+            {
+                let _ = room.join().await;
+            }
+        },
+    );
+    echo.add_event_handler(
+        |ev: OriginalSyncRoomMessageEvent, room: Room, client: Client| async move {
+            if client.user_id() == Some(&ev.sender) {
+                return;
+            }
+            if let MessageType::Text(text) = &ev.content.msgtype {
+                let _ = room
+                    .send(RoomMessageEventContent::notice_plain(format!(
+                        "echo {}",
+                        text.body
+                    )))
+                    .await;
+            }
+        },
+    );
+    keep_syncing(&echo);
+
+    // alice, timing replies as her sync delivers them.
+    let alice = login(
+        &homeserver,
+        &var("SQUALL_TEST_MATRIX_HUMAN_USER")?,
+        &var("SQUALL_TEST_MATRIX_HUMAN_PASSWORD")?,
+        &dir.path().join("alice"),
+    )
+    .await?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<(String, Instant)>();
+    let me = alice.user_id().context("alice's id")?.to_owned();
+    let tx = Arc::new(tx);
+    alice.add_event_handler(move |ev: OriginalSyncRoomMessageEvent, room: Room| {
+        let tx = tx.clone();
+        let me = me.clone();
+        async move {
+            if ev.sender != me {
+                let _ = tx.send((room.room_id().to_string(), Instant::now()));
+            }
+        }
+    });
+    keep_syncing(&alice);
+
+    let squall_id: OwnedUserId = format!("@{bot_user}:{server_name}").try_into()?;
+    let echo_id: OwnedUserId = format!("@{echo_user}:{server_name}").try_into()?;
+    let squall_room = room_with(&alice, &squall_id).await?;
+    let echo_room = room_with(&alice, &echo_id).await?;
+
+    let mut squall_times = Vec::with_capacity(ROUNDS);
+    let mut echo_times = Vec::with_capacity(ROUNDS);
+    // A few unmeasured rounds first (connections, caches).
+    for round in 0..ROUNDS + 5 {
+        for (room, text, times) in [
+            (&squall_room, format!("!say n{round}"), &mut squall_times),
+            (&echo_room, format!("n{round}"), &mut echo_times),
+        ] {
+            let started = Instant::now();
+            room.send(RoomMessageEventContent::text_plain(text)).await?;
+            let arrived = loop {
+                let Some((room_id, at)) =
+                    tokio::time::timeout(Duration::from_secs(30), rx.recv()).await?
+                else {
+                    bail!("alice's sync stopped");
+                };
+                if room_id == room.room_id().as_str() {
+                    break at;
+                }
+            };
+            if round >= 5 {
+                times.push(arrived - started);
+            }
+            // squall also posts the result; let it arrive before the next round.
+            if room.room_id() == squall_room.room_id() {
+                let _ = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await;
+            }
+        }
+    }
+    squall_times.sort();
+    echo_times.sort();
+    let (sq50, sq95) = (
+        percentile(&squall_times, 0.5),
+        percentile(&squall_times, 0.95),
+    );
+    let (ec50, ec95) = (percentile(&echo_times, 0.5), percentile(&echo_times, 0.95));
+    println!("command -> reply over {ROUNDS} commands, alternating, same homeserver, same run:");
+    println!(
+        "  echo floor: median {:>7.1} ms   p95 {:>7.1} ms",
+        ec50.as_secs_f64() * 1e3,
+        ec95.as_secs_f64() * 1e3
+    );
+    println!(
+        "  squall:     median {:>7.1} ms   p95 {:>7.1} ms",
+        sq50.as_secs_f64() * 1e3,
+        sq95.as_secs_f64() * 1e3
+    );
+    println!(
+        "  squall median / floor median = {:.2}",
+        sq50.as_secs_f64() / ec50.as_secs_f64()
+    );
+    shutdown.cancel();
+    Ok(())
+}
