@@ -155,32 +155,31 @@ impl ChatAdapter for MatrixAdapter {
             started,
             self.reactions.clone(),
         );
-        let settings = SyncSettings::default()
-            .token(token)
-            .timeout(Duration::from_secs(30));
-        let backoff = tokio::sync::Mutex::new(backoff);
-        let result = client
-            .sync_with_result_callback(settings, |result| {
-                let shutdown = shutdown.clone();
-                let backoff = &backoff;
-                async move {
-                    if shutdown.is_cancelled() {
-                        return Ok(matrix_sdk::LoopCtrl::Break);
-                    }
-                    match result {
-                        Ok(_) => backoff.lock().await.reset(),
-                        Err(err) => {
-                            tracing::warn!(error = %err, "Matrix sync failed; retrying from the last sync token");
-                            if !backoff.lock().await.wait(&shutdown).await {
-                                return Ok(matrix_sdk::LoopCtrl::Break);
-                            }
-                        }
-                    }
-                    Ok(matrix_sdk::LoopCtrl::Continue)
+        // Our own loop over sync_once: matrix-sdk's sync loop sleeps a second
+        // after any sync that returned quickly, which in a busy room delays
+        // every command by up to that second.
+        let mut token = token;
+        loop {
+            let settings = SyncSettings::default()
+                .token(token.clone())
+                .timeout(Duration::from_secs(30));
+            let synced = tokio::select! {
+                synced = client.sync_once(settings) => synced,
+                () = shutdown.cancelled() => return Ok(()),
+            };
+            match synced {
+                Ok(response) => {
+                    token = response.next_batch;
+                    backoff.reset();
                 }
-            })
-            .await;
-        result.map_err(transient)
+                Err(err) => {
+                    tracing::warn!(error = %err, "Matrix sync failed; retrying from the last sync token");
+                    if !backoff.wait(&shutdown).await {
+                        return Ok(());
+                    }
+                }
+            }
+        }
     }
 
     async fn send(
