@@ -66,8 +66,17 @@ pub fn start_chat(
     let dispatcher = Dispatcher::new(engine, rbac, adapters.clone(), config.chat.clone());
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     tokio::spawn(dispatcher.clone().run(rx));
+    spawn_adapters(adapters, &tx, shutdown);
+    Ok(dispatcher)
+}
+
+fn spawn_adapters(
+    adapters: Vec<Arc<dyn ChatAdapter>>,
+    events: &tokio::sync::mpsc::Sender<squall_engine::chat::ChatEvent>,
+    shutdown: &CancellationToken,
+) {
     for adapter in adapters {
-        let tx = tx.clone();
+        let tx = events.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             if let Err(err) = adapter.run(tx, shutdown).await {
@@ -75,7 +84,6 @@ pub fn start_chat(
             }
         });
     }
-    Ok(dispatcher)
 }
 
 /// The chat adapters the configuration asks for (console aside).
@@ -109,15 +117,12 @@ pub async fn console_session(
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     let running = tokio::spawn(dispatcher.clone().run(rx));
     let shutdown = CancellationToken::new();
-    for adapter in adapters.into_iter().filter(|a| a.platform() != "console") {
-        let tx = tx.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(err) = adapter.run(tx, shutdown).await {
-                tracing::error!(platform = adapter.platform(), error = %err, "chat adapter stopped");
-            }
-        });
-    }
+    // The console runs here, in the foreground: its end of input ends the session.
+    let others = adapters
+        .into_iter()
+        .filter(|a| a.platform() != "console")
+        .collect();
+    spawn_adapters(others, &tx, &shutdown);
     let result = console.run(tx, shutdown.clone()).await;
     shutdown.cancel();
     let _ = running.await;
