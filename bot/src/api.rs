@@ -494,6 +494,10 @@ struct CreateExecution {
     action: String,
     #[serde(default)]
     parameters: Map<String, Value>,
+    /// The values are text (`name=value` from a CLI or script): cast them to
+    /// the declared types instead of requiring JSON types.
+    #[serde(default)]
+    parameters_are_text: bool,
 }
 
 async fn create_execution(
@@ -520,7 +524,11 @@ async fn create_execution(
         .request_execution(
             &request.action,
             &request.parameters,
-            Casting::Strict,
+            if request.parameters_are_text {
+                Casting::FromText
+            } else {
+                Casting::Strict
+            },
             context,
         )
         .await?;

@@ -274,9 +274,13 @@ async fn run_action(config: &Config, remote: Option<Remote>, args: RunArgs) -> R
     let timeout = Duration::from_secs(args.timeout);
     let view = match remote {
         Some(remote) => {
-            // The API is strict about types; cast text here using the action's schema.
+            // `name=value` arguments are text: the server casts them with the
+            // action's parameter types, as it does for chat commands.
             let created = remote
-                .post("/api/v1/executions", &json!({"action": args.action, "parameters": cast_for_remote(&remote, &args.action, params).await?}))
+                .post(
+                    "/api/v1/executions",
+                    &json!({"action": args.action, "parameters": params, "parameters_are_text": true}),
+                )
                 .await?;
             let id = created["id"]
                 .as_str()
@@ -301,44 +305,6 @@ async fn run_action(config: &Config, remote: Option<Remote>, args: RunArgs) -> R
     };
     print_json_or(args.json, &view, || output::execution_detail(&view));
     Ok(status_exit(&view))
-}
-
-/// Text values cast with the action's parameter types, as the server would
-/// for chat or templates.
-async fn cast_for_remote(
-    remote: &Remote,
-    action: &str,
-    params: serde_json::Map<String, Value>,
-) -> Result<Value> {
-    let actions = remote.get("/api/v1/actions").await?;
-    let specs = actions
-        .as_array()
-        .and_then(|list| list.iter().find(|a| a["ref"] == action))
-        .map(|a| a["parameters"].clone())
-        .unwrap_or(Value::Null);
-    let mut out = serde_json::Map::new();
-    for (name, value) in params {
-        let ty = specs[&name]["schema"]["type"].as_str().unwrap_or("string");
-        let text = value.as_str().unwrap_or_default();
-        let cast = match ty {
-            "integer" | "number" | "boolean" | "array" | "object" => {
-                serde_json::from_str::<Value>(text)
-                    .ok()
-                    .filter(|v| !v.is_string())
-            }
-            _ => None,
-        };
-        let cast = match (ty, cast) {
-            ("array", None) => Some(Value::Array(
-                text.split(',')
-                    .map(|s| Value::String(s.trim().into()))
-                    .collect(),
-            )),
-            (_, c) => c,
-        };
-        out.insert(name, cast.unwrap_or(value));
-    }
-    Ok(Value::Object(out))
 }
 
 async fn execution(

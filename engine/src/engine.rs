@@ -238,8 +238,4 @@ impl Engine {
     pub fn shutdown(&self) {
         self.shutdown.cancel();
     }
-
-    pub fn worker(&self) -> Option<&Arc<Worker>> {
-        self.worker.as_ref()
-    }
 }

@@ -145,3 +145,29 @@ async fn list_filters_and_bad_filters() -> Result<()> {
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
     server.stop().await
 }
+
+#[tokio::test]
+async fn text_parameters_are_cast_only_when_asked() -> Result<()> {
+    let server = TestServer::start(Backend::Sqlite).await?;
+    let body =
+        r#"{"action": "testing.typed", "parameters": {"count": "3"}, "parameters_are_text": true}"#;
+    let (status, created) = server.post("/api/v1/executions", body).await?;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["parameters"]["count"], 3);
+    let (status, _) = server
+        .post(
+            "/api/v1/executions",
+            r#"{"action": "testing.typed", "parameters": {"count": "3"}}"#,
+        )
+        .await?;
+    assert_eq!(status, 400, "JSON callers must send JSON types");
+    let (status, body) = server
+        .post("/api/v1/executions", r#"{"action": "testing.typed", "parameters": {"count": "x"}, "parameters_are_text": true}"#)
+        .await?;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["detail"],
+        "parameter 'count': expected integer (got \"x\")"
+    );
+    server.stop().await
+}
