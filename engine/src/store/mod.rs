@@ -310,15 +310,6 @@ impl Store {
     pub async fn count_api_keys(&self) -> Result<u64, StoreError> {
         self.count("SELECT COUNT(*) AS n FROM api_keys").await
     }
-
-    /// Append to the audit log outside of a batch (CLI and API actions).
-    pub async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
-        self.write_batch(&WriteBatch {
-            audit: vec![entry],
-            ..WriteBatch::default()
-        })
-        .await
-    }
 }
 
 /// API keys are random 192-bit tokens, so a plain SHA-256 is enough to make a
