@@ -16,6 +16,69 @@ use crate::params::{Casting, ParamError, ParamSet};
 use crate::runners::{Runner, RunnerRegistry};
 use crate::template::Templates;
 use crate::triggers;
+use crate::workflow::spec::{self, WorkflowSpec};
+
+/// Parse the definition of every workflow action and check that its tasks
+/// call actions that exist.
+fn build_workflows(
+    packs: &[Pack],
+    actions: &HashMap<String, ActionEntry>,
+    errors: &mut Vec<PackError>,
+) -> HashMap<String, Arc<WorkflowSpec>> {
+    let templates = Templates::new();
+    let mut out = HashMap::new();
+    for pack in packs {
+        for action in &pack.actions {
+            if !crate::workflow::is_workflow_runner(&action.runner_type) {
+                continue;
+            }
+            let Some(entry) = &action.entry_point else {
+                continue;
+            };
+            let same = |file: &std::path::Path| {
+                file == entry
+                    || (file.canonicalize().ok().is_some()
+                        && file.canonicalize().ok() == entry.canonicalize().ok())
+            };
+            let Some(file) = pack.workflows.iter().find(|w| same(&w.file)) else {
+                errors.push(PackError {
+                    file: action.file.clone(),
+                    field: "entry_point".into(),
+                    reason: format!(
+                        "{} is not a workflow definition under actions/workflows/",
+                        entry.display()
+                    ),
+                    line: None,
+                });
+                continue;
+            };
+            let mut problems = Vec::new();
+            match spec::parse(&file.definition, &templates) {
+                Ok(parsed) => {
+                    for (field, called) in parsed.actions() {
+                        if !actions.contains_key(called) {
+                            problems.push(spec::SpecError {
+                                field,
+                                reason: format!("unknown action {called:?}"),
+                            });
+                        }
+                    }
+                    if problems.is_empty() {
+                        out.insert(action.reference(), Arc::new(parsed));
+                    }
+                }
+                Err(errs) => problems = errs,
+            }
+            errors.extend(problems.into_iter().map(|e| PackError {
+                file: file.file.clone(),
+                field: e.field,
+                reason: e.reason,
+                line: None,
+            }));
+        }
+    }
+    out
+}
 
 /// An action ready to run.
 pub struct ActionEntry {
@@ -57,6 +120,8 @@ pub struct Catalog {
     /// Every enabled alias, compiled for matching chat commands.
     pub aliases: AliasIndex,
     alias_defs: HashMap<String, Alias>,
+    /// Workflow actions' parsed definitions, by action reference.
+    workflows: HashMap<String, Arc<WorkflowSpec>>,
 }
 
 impl Catalog {
@@ -117,6 +182,7 @@ impl Catalog {
             }
         }
         let (aliases, alias_defs) = build_alias_index(&packs, &actions, &mut errors);
+        let workflows = build_workflows(&packs, &actions, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -155,7 +221,13 @@ impl Catalog {
             rules,
             aliases,
             alias_defs,
+            workflows,
         })
+    }
+
+    /// The definition behind a workflow action.
+    pub fn workflow(&self, reference: &str) -> Option<&Arc<WorkflowSpec>> {
+        self.workflows.get(reference)
     }
 
     /// The alias definition behind a match (ack/result formats, action).
@@ -218,7 +290,9 @@ impl Catalog {
             action: action_ref.to_owned(),
             runner: entry.action.runner_type.clone(),
             parameters,
-            idempotent: entry.action.idempotent,
+            // The conductor resumes a workflow from its stored task states, so
+            // running it again after a crash never repeats a finished task.
+            idempotent: entry.action.idempotent || self.workflows.contains_key(action_ref),
         })
     }
 

@@ -15,7 +15,7 @@ use crate::execution::{ExecutionContext, ExecutionStatus, new_id, now_ms};
 use crate::intake::{Intake, IntakeError, new_execution};
 use crate::pack::{LoadOptions, PackError, load_pack_roots};
 use crate::params::{Casting, ParamError};
-use crate::runners::RunnerRegistry;
+use crate::runners::{RunHost, RunnerRegistry};
 use crate::store::{AuditEntry, Store, StoreError, execution};
 use crate::template::Templates;
 use crate::worker::{Worker, WorkerConfig};
@@ -33,8 +33,39 @@ pub enum EngineError {
     Intake(#[from] IntakeError),
     #[error("no execution {0}")]
     NoExecution(String),
+    #[error("execution {0} is not a workflow")]
+    NotAWorkflow(String),
     #[error("execution {id} did not finish within {waited:?}")]
     WaitTimeout { id: String, waited: Duration },
+}
+
+/// What a pause or resume did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlOutcome {
+    /// Done; the workflow's new status.
+    Done(String),
+    /// Not possible in the workflow's current status.
+    NotApplicable(String),
+}
+
+/// Expire inquiries whose ttl passed, promptly (every 250 ms), and wake the
+/// workflows waiting on them.
+async fn expire_inquiries(host: Arc<RunHost>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            () = shutdown.cancelled() => return,
+        }
+        match host.store.expire_inquiries(now_ms()).await {
+            Ok(expired) if !expired.is_empty() => {
+                tracing::info!(count = expired.len(), "inquiries expired");
+                host.work_available.notify_one();
+                host.finished.notify_waiters();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "expiring inquiries failed"),
+        }
+    }
 }
 
 /// How to start an engine.
@@ -52,6 +83,7 @@ pub struct EngineOptions {
 /// A running engine.
 pub struct Engine {
     pub node_id: String,
+    pub host: Arc<RunHost>,
     pub store: Store,
     pub catalog: CatalogHandle,
     pub templates: Arc<Templates>,
@@ -98,31 +130,36 @@ impl Engine {
         let catalog = CatalogHandle::new(catalog);
         let templates = Arc::new(Templates::new());
         let work_available = Arc::new(Notify::new());
+        let finished = Arc::new(Notify::new());
         let (intake, _task) = Intake::start(
             store.clone(),
             catalog.clone(),
             templates.clone(),
             work_available.clone(),
+            finished.clone(),
         );
+        let host = Arc::new(RunHost {
+            node_id: node_id.clone(),
+            store: store.clone(),
+            catalog: catalog.clone(),
+            work_available: work_available.clone(),
+            finished,
+            inquiries: Arc::new(Notify::new()),
+        });
         let shutdown = CancellationToken::new();
         let make_worker = |config: WorkerConfig| {
-            Worker::new(
-                node_id.clone(),
-                store.clone(),
-                catalog.clone(),
-                templates.clone(),
-                intake.clone(),
-                config,
-            )
+            Worker::new(host.clone(), templates.clone(), intake.clone(), config)
         };
         let worker = options.worker.map(|config| {
             let worker = make_worker(config);
             worker.start(work_available.clone(), shutdown.clone());
+            tokio::spawn(expire_inquiries(host.clone(), shutdown.clone()));
             worker
         });
         let inline_worker = make_worker(WorkerConfig::default());
         Ok(Engine {
             node_id,
+            host,
             store,
             catalog,
             templates,
@@ -205,31 +242,118 @@ impl Engine {
         }
     }
 
-    /// Cancel an execution (and kill its process when it runs here).
+    /// Cancel an execution (and kill its process when it runs here). A
+    /// workflow's tasks are canceled with it: by its conductor when it runs,
+    /// here when it was parked (waiting on an approval, or paused).
     pub async fn cancel(&self, id: &str) -> Result<crate::store::CancelOutcome, EngineError> {
         let outcome = self.store.request_cancel(id).await?;
-        if outcome == crate::store::CancelOutcome::Canceling
-            && let Some(worker) = &self.worker
-        {
-            worker.cancel_local(id);
+        match outcome {
+            crate::store::CancelOutcome::Canceling => {
+                if let Some(worker) = &self.worker {
+                    worker.cancel_local(id);
+                }
+            }
+            crate::store::CancelOutcome::Canceled => {
+                let mut stack = vec![id.to_owned()];
+                while let Some(parent) = stack.pop() {
+                    for child in self.store.active_children(&parent).await? {
+                        let child_outcome = self.store.request_cancel(&child).await?;
+                        if child_outcome == crate::store::CancelOutcome::Canceling
+                            && let Some(worker) = &self.worker
+                        {
+                            worker.cancel_local(&child);
+                        }
+                        stack.push(child);
+                    }
+                }
+            }
+            _ => {}
         }
         Ok(outcome)
     }
 
+    /// Pause a workflow: running tasks finish, no new task starts.
+    pub async fn pause(&self, id: &str) -> Result<ControlOutcome, EngineError> {
+        let model = self.workflow_model(id).await?;
+        if self
+            .store
+            .move_status(id, &["running", "requested"], "pausing")
+            .await?
+        {
+            // A workflow that had not started yet pauses at once.
+            self.store.move_status(id, &["pausing"], "pausing").await?;
+            if model.status == "requested" {
+                self.store.move_status(id, &["pausing"], "paused").await?;
+                return Ok(ControlOutcome::Done("paused".into()));
+            }
+            return Ok(ControlOutcome::Done("pausing".into()));
+        }
+        Ok(ControlOutcome::NotApplicable(model.status))
+    }
+
+    /// Resume a paused workflow where it stopped.
+    pub async fn resume(&self, id: &str) -> Result<ControlOutcome, EngineError> {
+        let model = self.workflow_model(id).await?;
+        if self.store.move_status(id, &["paused"], "requested").await? {
+            self.host.work_available.notify_one();
+            return Ok(ControlOutcome::Done("requested".into()));
+        }
+        if self.store.move_status(id, &["pausing"], "running").await? {
+            return Ok(ControlOutcome::Done("running".into()));
+        }
+        Ok(ControlOutcome::NotApplicable(model.status))
+    }
+
+    async fn workflow_model(&self, id: &str) -> Result<execution::Model, EngineError> {
+        let Some(model) = self.store.get_execution(id).await? else {
+            return Err(EngineError::NoExecution(id.to_owned()));
+        };
+        if !crate::workflow::is_workflow_runner(&model.runner) {
+            return Err(EngineError::NotAWorkflow(id.to_owned()));
+        }
+        Ok(model)
+    }
+
     /// Run an execution again with the same parameters.
-    pub async fn rerun(
+    pub async fn rerun(&self, id: &str, context: ExecutionContext) -> Result<String, EngineError> {
+        self.rerun_with(id, context, false).await
+    }
+
+    /// Run an execution again. With `failed_only`, a workflow keeps the tasks
+    /// that succeeded (and what they published) and runs the failed ones again.
+    pub async fn rerun_with(
         &self,
         id: &str,
         mut context: ExecutionContext,
+        failed_only: bool,
     ) -> Result<String, EngineError> {
         let Some(model) = self.store.get_execution(id).await? else {
             return Err(EngineError::NoExecution(id.to_owned()));
         };
+        if failed_only && !crate::workflow::is_workflow_runner(&model.runner) {
+            return Err(EngineError::NotAWorkflow(id.to_owned()));
+        }
         let params: Map<String, Value> =
             serde_json::from_str(&model.parameters).unwrap_or_default();
         context.rerun_of = Some(id.to_owned());
+        context.rerun_failed = failed_only;
         self.request_execution(&model.action, &params, Casting::Strict, context)
             .await
+    }
+
+    /// Vote on an inquiry.
+    pub async fn vote(
+        &self,
+        inquiry_id: &str,
+        voter: &crate::inquiry::Voter,
+        vote: crate::inquiry::Vote,
+    ) -> Result<crate::inquiry::VoteOutcome, EngineError> {
+        let outcome = crate::inquiry::vote(&self.store, inquiry_id, voter, vote).await?;
+        if matches!(outcome, crate::inquiry::VoteOutcome::Decided(_)) {
+            self.host.work_available.notify_one();
+            self.host.finished.notify_waiters();
+        }
+        Ok(outcome)
     }
 
     /// Stop claiming new work.

@@ -17,12 +17,13 @@ pub enum ExecutionStatus {
     Canceling,
     Canceled,
     Pending,
+    Pausing,
     Paused,
     Abandoned,
 }
 
 impl ExecutionStatus {
-    pub const ALL: [ExecutionStatus; 11] = [
+    pub const ALL: [ExecutionStatus; 12] = [
         Self::Requested,
         Self::Scheduled,
         Self::Running,
@@ -32,6 +33,7 @@ impl ExecutionStatus {
         Self::Canceling,
         Self::Canceled,
         Self::Pending,
+        Self::Pausing,
         Self::Paused,
         Self::Abandoned,
     ];
@@ -47,6 +49,7 @@ impl ExecutionStatus {
             Self::Canceling => "canceling",
             Self::Canceled => "canceled",
             Self::Pending => "pending",
+            Self::Pausing => "pausing",
             Self::Paused => "paused",
             Self::Abandoned => "abandoned",
         }
@@ -91,6 +94,27 @@ pub struct ExecutionContext {
     /// The execution this one re-runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerun_of: Option<String>,
+    /// A workflow re-run that keeps the tasks that succeeded and runs the
+    /// failed ones again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rerun_failed: bool,
+    /// Set on the executions a workflow task starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<WorkflowRef>,
+}
+
+/// Where an execution sits inside a workflow.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowRef {
+    /// The workflow execution that started it.
+    pub id: String,
+    /// The outermost workflow (the one a person or rule started).
+    pub root: String,
+    pub task: String,
+    /// The task row (`workflow_tasks.id`).
+    pub task_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<usize>,
 }
 
 /// A new time-ordered identifier (ULID): ids sort by creation time, which keeps

@@ -78,9 +78,17 @@ impl Intake {
         catalog: CatalogHandle,
         templates: Arc<Templates>,
         work_available: Arc<Notify>,
+        finished: Arc<Notify>,
     ) -> (Intake, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let task = tokio::spawn(run_loop(rx, store, catalog, templates, work_available));
+        let task = tokio::spawn(run_loop(
+            rx,
+            store,
+            catalog,
+            templates,
+            work_available,
+            finished,
+        ));
         (Intake { tx }, task)
     }
 
@@ -160,6 +168,7 @@ async fn run_loop(
     catalog: CatalogHandle,
     templates: Arc<Templates>,
     work_available: Arc<Notify>,
+    finished: Arc<Notify>,
 ) {
     let mut items = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut items, MAX_BATCH).await > 0 {
@@ -208,6 +217,7 @@ async fn run_loop(
             }
         }
         let created_work = !batch.executions.is_empty();
+        let completed = !batch.completions.is_empty();
         let started = std::time::Instant::now();
         let result = store.write_batch(&batch).await.map_err(store_error);
         let took = started.elapsed();
@@ -235,6 +245,10 @@ async fn run_loop(
         }
         if created_work && result.is_ok() {
             work_available.notify_one();
+        }
+        if completed && result.is_ok() {
+            // Workflow conductors waiting on these runs look now, not at their next poll.
+            finished.notify_waiters();
         }
     }
 }
@@ -338,5 +352,6 @@ pub fn new_execution(
         context: serde_json::to_value(context).unwrap_or_else(|_| json!({})),
         parent_id,
         idempotent: planned.idempotent,
+        outcome: None,
     }
 }

@@ -8,6 +8,7 @@ pub mod criteria;
 pub mod describe;
 pub mod engine;
 pub mod execution;
+pub mod inquiry;
 pub mod intake;
 pub mod pack;
 pub mod params;
@@ -18,6 +19,7 @@ pub mod store;
 pub mod template;
 pub mod triggers;
 pub mod worker;
+pub mod workflow;
 
 pub use engine::{Engine, EngineError, EngineOptions, load_catalog};
 pub use squall_aliases;

@@ -99,6 +99,9 @@ impl Templates {
         }
         templates.register_helper("regex_match", Box::new(RegexHelper::new(true)));
         templates.register_helper("regex_search", Box::new(RegexHelper::new(false)));
+        for name in ["succeeded", "failed", "completed", "task_status"] {
+            templates.register_helper(name, Box::new(WorkflowHelper { name }));
+        }
         templates
     }
 
@@ -697,6 +700,28 @@ type ValueFn = fn(&Helper<'_>) -> Result<Value, String>;
 
 /// A helper computing a JSON value, so it composes in subexpressions:
 /// `{{#if (contains trigger.body.tags "prod")}}`.
+/// `add a b`, `sub a b`: integers stay integers; numeric strings count.
+fn arithmetic(h: &Helper<'_>, op: fn(f64, f64) -> f64) -> Result<Value, String> {
+    let num = |v: &Value| -> Result<f64, String> {
+        match v {
+            Value::Number(n) => n.as_f64().ok_or_else(|| format!("{n} is not a number")),
+            Value::String(s) => s
+                .trim()
+                .parse()
+                .map_err(|_| format!("{s:?} is not a number")),
+            Value::Null => Ok(0.0),
+            other => Err(format!("{other} is not a number")),
+        }
+    };
+    let (a, b) = (num(arg(h, 0))?, num(arg(h, 1))?);
+    let out = op(a, b);
+    if out.fract() == 0.0 && out.abs() < 9e15 {
+        Ok(Value::from(out as i64))
+    } else {
+        Ok(serde_json::Number::from_f64(out).map_or(Value::Null, Value::Number))
+    }
+}
+
 struct ValueHelper {
     name: &'static str,
     f: ValueFn,
@@ -713,6 +738,47 @@ impl HelperDef for ValueHelper {
         (self.f)(h)
             .map(ScopedJson::Derived)
             .map_err(|reason| helper_error(self.name, reason))
+    }
+}
+
+/// Workflow status helpers. They read what the workflow conductor puts in the
+/// render data: `__status` (the status of the task being evaluated) and
+/// `__tasks` (the latest status of every task by name).
+struct WorkflowHelper {
+    name: &'static str,
+}
+
+/// Data key with the status of the task a transition is evaluated for.
+pub const TASK_STATUS_KEY: &str = "__status";
+/// Data key with the latest status of every task of the workflow.
+pub const TASK_STATUSES_KEY: &str = "__tasks";
+
+impl HelperDef for WorkflowHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        ctx: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let data = ctx.data();
+        let status = data.get(TASK_STATUS_KEY).and_then(Value::as_str);
+        let value = match self.name {
+            "succeeded" => Value::Bool(status == Some("succeeded")),
+            "failed" => Value::Bool(matches!(
+                status,
+                Some("failed" | "timeout" | "abandoned" | "canceled")
+            )),
+            "completed" => Value::Bool(status.is_some()),
+            _ => {
+                let name = value_to_text(arg(h, 0));
+                data.get(TASK_STATUSES_KEY)
+                    .and_then(|t| t.get(name.as_ref()))
+                    .cloned()
+                    .unwrap_or(Value::Null)
+            }
+        };
+        Ok(ScopedJson::Derived(value))
     }
 }
 
@@ -804,6 +870,8 @@ impl HelperDef for RegexHelper {
 }
 
 const VALUE_HELPERS: &[(&str, ValueFn)] = &[
+    ("add", |h| arithmetic(h, |a, b| a + b)),
+    ("sub", |h| arithmetic(h, |a, b| a - b)),
     ("contains", helper_contains),
     ("default", helper_default),
     ("json", helper_json),

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::CatalogHandle;
 use crate::execution::{ExecutionStatus, now_ms};
 use crate::intake::Intake;
-use crate::runners::{OutputLimits, RunContext, RunOutcome};
+use crate::runners::{OutputLimits, RunContext, RunHost, RunOutcome};
 use crate::store::{Completion, Store, execution};
 use crate::template::Templates;
 
@@ -47,25 +47,25 @@ pub struct Worker {
     catalog: CatalogHandle,
     templates: Arc<Templates>,
     intake: Intake,
+    host: Arc<RunHost>,
     config: WorkerConfig,
     running: Mutex<HashMap<String, CancellationToken>>,
 }
 
 impl Worker {
     pub fn new(
-        node_id: String,
-        store: Store,
-        catalog: CatalogHandle,
+        host: Arc<RunHost>,
         templates: Arc<Templates>,
         intake: Intake,
         config: WorkerConfig,
     ) -> Arc<Worker> {
         Arc::new(Worker {
-            node_id,
-            store,
-            catalog,
+            node_id: host.node_id.clone(),
+            store: host.store.clone(),
+            catalog: host.catalog.clone(),
             templates,
             intake,
+            host,
             config,
             running: Mutex::new(HashMap::new()),
         })
@@ -127,6 +127,10 @@ impl Worker {
             }
             let mut first = Some(first);
             for model in claimed {
+                // A workflow's conductor mostly waits on its tasks, which need
+                // slots of their own: it must not hold one, or a pool full of
+                // workflows would wait forever on tasks that cannot start.
+                let orchestrates = crate::workflow::is_workflow_runner(&model.runner);
                 let permit = match first.take() {
                     Some(p) => p,
                     None => match slots.clone().try_acquire_owned() {
@@ -137,6 +141,12 @@ impl Worker {
                             Err(_) => return,
                         },
                     },
+                };
+                let permit = if orchestrates {
+                    drop(permit);
+                    None
+                } else {
+                    Some(permit)
                 };
                 let worker = self.clone();
                 tokio::spawn(async move {
@@ -220,6 +230,14 @@ impl Worker {
     }
 
     async fn record(&self, (model, outcome): (execution::Model, RunOutcome)) {
+        if matches!(
+            outcome.status,
+            ExecutionStatus::Pending | ExecutionStatus::Paused
+        ) {
+            // The run parked itself (waiting on people, or paused) and stored
+            // that status; a later decision or resume puts it back in the queue.
+            return;
+        }
         let catalog = self.catalog.current();
         let event = catalog.has_rules_for(crate::triggers::EXECUTION).then(|| {
             let params: Value = serde_json::from_str(&model.parameters).unwrap_or(Value::Null);
@@ -262,6 +280,7 @@ impl Worker {
             templates: self.templates.clone(),
             limits: self.config.limits,
             cancel,
+            host: self.host.clone(),
         };
         // A runner that panics must still leave a record, not a stuck execution.
         let runner = entry.runner.clone();

@@ -9,3 +9,4 @@ mod packs;
 mod server;
 mod store;
 mod webhooks;
+mod workflows;

@@ -39,6 +39,7 @@ fn new_execution(idempotent: bool) -> NewExecution {
         context: json!({"source": "test"}),
         parent_id: None,
         idempotent,
+        outcome: None,
     }
 }
 

@@ -14,8 +14,12 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+use tokio::sync::Notify;
+
+use crate::catalog::CatalogHandle;
 use crate::execution::ExecutionStatus;
 use crate::pack::{Action, ParamSpec};
+use crate::store::Store;
 use crate::template::Templates;
 
 pub use process::OutputLimits;
@@ -31,6 +35,22 @@ pub struct RunContext {
     pub limits: OutputLimits,
     /// Cancelled when the execution is cancelled; runners kill what they started.
     pub cancel: CancellationToken,
+    /// The engine services, for runners that orchestrate (workflows, inquiries).
+    pub host: Arc<RunHost>,
+}
+
+/// What orchestrating runners need beyond their parameters.
+pub struct RunHost {
+    /// The node (lease owner) running the execution.
+    pub node_id: String,
+    pub store: Store,
+    pub catalog: CatalogHandle,
+    /// Wakes idle workers after new executions were stored.
+    pub work_available: Arc<Notify>,
+    /// Notified after runs finished (their completions are stored).
+    pub finished: Arc<Notify>,
+    /// Notified when an approval request was created.
+    pub inquiries: Arc<Notify>,
 }
 
 impl RunContext {
@@ -116,6 +136,9 @@ impl RunnerRegistry {
             Arc::new(http::HttpRequest::new()),
             Arc::new(noop::Noop),
             Arc::new(echo::Echo),
+            Arc::new(crate::workflow::WorkflowRunner::ORQUESTA),
+            Arc::new(crate::workflow::WorkflowRunner::WORKFLOW),
+            Arc::new(crate::workflow::inquirer::Inquirer),
         ];
         let runners = list.into_iter().map(|r| (r.name(), r)).collect();
         Self { runners }
@@ -123,6 +146,12 @@ impl RunnerRegistry {
 
     pub fn get(&self, name: &str) -> Option<Arc<dyn Runner>> {
         self.runners.get(name).cloned()
+    }
+
+    /// Runners that finish at once in-process without side effects: workflow
+    /// tasks run them inline instead of through the queue.
+    pub fn is_inline(name: &str) -> bool {
+        matches!(name, "noop" | "echo")
     }
 
     pub fn names(&self) -> Vec<&'static str> {
@@ -155,9 +184,12 @@ mod tests {
             vec![
                 "echo",
                 "http-request",
+                "inquirer",
                 "local-shell-cmd",
                 "local-shell-script",
-                "noop"
+                "noop",
+                "orquesta",
+                "workflow"
             ]
         );
     }

@@ -121,3 +121,88 @@ pub mod audit {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod workflow_task {
+    use sea_orm::entity::prelude::*;
+    use serde::Serialize;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize)]
+    #[sea_orm(table_name = "workflow_tasks")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub workflow_id: String,
+        pub name: String,
+        pub status: String,
+        pub attempt: i32,
+        pub execution_id: Option<String>,
+        pub items_total: Option<i32>,
+        pub inbound: i32,
+        pub not_before: Option<i64>,
+        pub result: Option<String>,
+        pub publish: Option<String>,
+        pub error: Option<String>,
+        pub seq: Option<i64>,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod inquiry {
+    use sea_orm::entity::prelude::*;
+    use serde::Serialize;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize)]
+    #[sea_orm(table_name = "inquiries")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub execution_id: String,
+        pub workflow_id: Option<String>,
+        pub status: String,
+        pub params: String,
+        pub requester: Option<String>,
+        pub target: Option<String>,
+        pub prompt_ref: Option<String>,
+        pub prompt_key: Option<String>,
+        pub prompt_state: String,
+        pub response: Option<String>,
+        pub decided_by: Option<String>,
+        pub decided_at: Option<i64>,
+        pub expires_at: Option<i64>,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod inquiry_vote {
+    use sea_orm::entity::prelude::*;
+    use serde::Serialize;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize)]
+    #[sea_orm(table_name = "inquiry_votes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub inquiry_id: String,
+        pub voter: String,
+        pub approve: bool,
+        pub response: String,
+        pub at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -21,6 +21,9 @@ pub struct NewExecution {
     pub context: serde_json::Value,
     pub parent_id: Option<String>,
     pub idempotent: bool,
+    /// Already finished (workflow tasks whose action ran in-process): stored
+    /// with this status and result instead of `requested`.
+    pub outcome: Option<(ExecutionStatus, serde_json::Value)>,
 }
 
 /// The end of one run, written by the intake on behalf of a worker.
@@ -63,9 +66,14 @@ pub(super) async fn insert_executions(
             id: Set(e.id.clone()),
             action: Set(e.action.clone()),
             runner: Set(e.runner.clone()),
-            status: Set(ExecutionStatus::Requested.as_str().into()),
+            status: Set(e
+                .outcome
+                .as_ref()
+                .map_or(ExecutionStatus::Requested, |o| o.0)
+                .as_str()
+                .into()),
             parameters: Set(e.parameters.to_string()),
-            result: Set(None),
+            result: Set(e.outcome.as_ref().map(|o| o.1.to_string())),
             stdout: Set(None),
             stderr: Set(None),
             exit_code: Set(None),
@@ -77,8 +85,8 @@ pub(super) async fn insert_executions(
             lease_owner: Set(None),
             lease_expires_at: Set(None),
             created_at: Set(now),
-            started_at: Set(None),
-            finished_at: Set(None),
+            started_at: Set(e.outcome.as_ref().map(|_| now)),
+            finished_at: Set(e.outcome.as_ref().map(|_| now)),
             updated_at: Set(now),
         });
         execution::Entity::insert_many(rows)
@@ -108,7 +116,7 @@ pub(super) async fn apply_completions(
                  stderr = v.column6, exit_code = v.column7, error = v.column8, finished_at = ?, \
                  updated_at = ?, lease_owner = NULL, lease_expires_at = NULL \
                  FROM (VALUES {rows}) AS v WHERE executions.id = v.column1 \
-                 AND executions.lease_owner = v.column2 AND executions.status IN ('running', 'canceling')"
+                 AND executions.lease_owner = v.column2 AND executions.status IN ('running', 'canceling', 'pausing')"
             ),
         );
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 8 + 2);
@@ -223,7 +231,7 @@ impl Store {
         let sql = placeholders(
             self.backend(),
             "UPDATE executions SET lease_expires_at = ? WHERE lease_owner = ? \
-             AND status IN ('running', 'canceling')",
+             AND status IN ('running', 'canceling', 'pausing')",
         );
         let _turn = self.write_turn().await;
         let res = self
@@ -249,9 +257,9 @@ impl Store {
         let backend = self.backend();
         let now = now_ms();
         let orphan = if all_running {
-            "status IN ('running', 'canceling') AND (lease_owner IS NULL OR lease_owner <> ?)"
+            "status IN ('running', 'canceling', 'pausing') AND (lease_owner IS NULL OR lease_owner <> ?)"
         } else {
-            "status IN ('running', 'canceling') AND lease_expires_at < ? AND (lease_owner IS NULL OR lease_owner <> ?)"
+            "status IN ('running', 'canceling', 'pausing') AND lease_expires_at < ? AND (lease_owner IS NULL OR lease_owner <> ?)"
         };
         let mut cond_values: Vec<Value> = Vec::new();
         if !all_running {
@@ -264,7 +272,7 @@ impl Store {
             &format!(
                 "UPDATE executions SET status = 'requested', attempt = attempt + 1, \
                  lease_owner = NULL, lease_expires_at = NULL, started_at = NULL, updated_at = ? \
-                 WHERE idempotent = ? AND status = 'running' AND {orphan}"
+                 WHERE idempotent = ? AND status IN ('running', 'pausing') AND {orphan}"
             ),
         );
         let mut values: Vec<Value> = vec![now.into(), true.into()];
@@ -389,6 +397,18 @@ impl Store {
             .await?
             .rows_affected();
         if queued > 0 {
+            // A pending approval request ends with its execution.
+            self.db
+                .execute_raw(Statement::from_sql_and_values(
+                    backend,
+                    placeholders(
+                        backend,
+                        "UPDATE inquiries SET status = 'canceled', updated_at = ? \
+                         WHERE execution_id = ? AND status = 'pending'",
+                    ),
+                    [now.into(), id.into()],
+                ))
+                .await?;
             return Ok(CancelOutcome::Canceled);
         }
         let running = self
@@ -397,7 +417,7 @@ impl Store {
                 backend,
                 placeholders(
                     backend,
-                    "UPDATE executions SET status = 'canceling', updated_at = ? WHERE id = ? AND status = 'running'",
+                    "UPDATE executions SET status = 'canceling', updated_at = ? WHERE id = ? AND status IN ('running', 'pausing')",
                 ),
                 [now.into(), id.into()],
             ))

@@ -4,6 +4,8 @@
 
 mod entities;
 mod executions;
+mod inquiries;
+mod workflows;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +19,13 @@ use sha2::{Digest, Sha256};
 
 use squall_migrations::{Migrator, MigratorTrait};
 
-pub use entities::{api_key, audit, execution, rule_enforcement, trigger_instance};
+pub use entities::{
+    api_key, audit, execution, inquiry, inquiry_vote, rule_enforcement, trigger_instance,
+    workflow_task,
+};
 pub use executions::{CancelOutcome, Completion, ExecutionFilter, NewExecution, RecoveryReport};
+pub use inquiries::{Decision, NewInquiry, VoteRecord, VoteResult};
+pub use workflows::{ACTIVE_STATUSES, ChildState};
 
 use crate::execution::{new_id, now_ms};
 
@@ -219,6 +226,24 @@ impl Store {
         }
         txn.commit().await?;
         Ok(())
+    }
+
+    /// Append audit rows on their own (refused votes, control requests).
+    pub async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        self.write_batch(&WriteBatch {
+            audit: entries.to_vec(),
+            ..WriteBatch::default()
+        })
+        .await
+    }
+
+    /// Audit rows about one subject, oldest first.
+    pub async fn audit_for(&self, subject: &str) -> Result<Vec<audit::Model>, StoreError> {
+        Ok(audit::Entity::find()
+            .filter(audit::Column::Subject.eq(subject))
+            .order_by_asc(audit::Column::Id)
+            .all(&self.db)
+            .await?)
     }
 
     pub async fn get_trigger_instance(
