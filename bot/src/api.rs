@@ -130,6 +130,9 @@ impl From<EngineError> for ApiError {
             EngineError::NoExecution(_) => {
                 Self::new(StatusCode::NOT_FOUND, "not_found", err.to_string())
             }
+            EngineError::NotAWorkflow(_) => {
+                Self::new(StatusCode::CONFLICT, "not_a_workflow", err.to_string())
+            }
             other => Self::internal(other),
         }
     }
@@ -152,6 +155,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/webhooks/{*name}", post(webhook))
         .route("/executions", get(list_executions).post(create_execution))
         .route("/executions/{id}", get(get_execution))
+        .route("/executions/{id}/cancel", post(cancel_execution))
+        .route("/executions/{id}/pause", post(pause_execution))
+        .route("/executions/{id}/resume", post(resume_execution))
+        .route("/executions/{id}/rerun", post(rerun_execution))
+        .route("/inquiries", get(list_inquiries))
+        .route("/inquiries/{id}", get(get_inquiry))
+        .route("/inquiries/{id}/respond", post(respond_inquiry))
         .route("/rules", get(list_rules))
         .route("/actions", get(list_actions))
         .layer(middleware::from_fn_with_state(
@@ -587,4 +597,267 @@ async fn list_actions(State(state): State<Arc<AppState>>) -> Json<Value> {
         }
     }
     Json(Value::Array(actions))
+}
+
+async fn cancel_execution(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    use squall_engine::store::CancelOutcome;
+    let outcome = state.engine.cancel(&id).await?;
+    let (status, detail) = match outcome {
+        CancelOutcome::Canceled => ("canceled", "canceled before it started".to_owned()),
+        CancelOutcome::Canceling => ("canceling", "its processes are being stopped".to_owned()),
+        CancelOutcome::AlreadyFinished(s) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_finished",
+                format!("execution {id} already finished ({s})"),
+            ));
+        }
+        CancelOutcome::NotFound => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no execution {id}"),
+            ));
+        }
+    };
+    audit_control(&state, &caller, "execution.cancel", &id).await;
+    Ok(Json(json!({"id": id, "status": status, "detail": detail})))
+}
+
+async fn audit_control(state: &AppState, caller: &Caller, kind: &str, id: &str) {
+    let entry = squall_engine::store::AuditEntry {
+        actor: caller.0.clone(),
+        kind: kind.into(),
+        subject: id.into(),
+        detail: json!({"source": "api"}),
+    };
+    if let Err(e) = state.engine.store.append_audit(&[entry]).await {
+        tracing::warn!(error = %e, "writing an audit row failed");
+    }
+}
+
+fn control_reply(
+    id: &str,
+    verb: &str,
+    outcome: squall_engine::engine::ControlOutcome,
+) -> Result<Json<Value>, ApiError> {
+    match outcome {
+        squall_engine::engine::ControlOutcome::Done(status) => {
+            Ok(Json(json!({"id": id, "status": status})))
+        }
+        squall_engine::engine::ControlOutcome::NotApplicable(status) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("cannot {verb} workflow {id} while it is {status}"),
+        )),
+    }
+}
+
+async fn pause_execution(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let outcome = state.engine.pause(&id).await?;
+    audit_control(&state, &caller, "execution.pause", &id).await;
+    control_reply(&id, "pause", outcome)
+}
+
+async fn resume_execution(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let outcome = state.engine.resume(&id).await?;
+    audit_control(&state, &caller, "execution.resume", &id).await;
+    control_reply(&id, "resume", outcome)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RerunRequest {
+    /// Workflows only: keep the tasks that succeeded, run the failed ones again.
+    #[serde(default)]
+    failed_only: bool,
+}
+
+async fn rerun_execution(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: RerunRequest = if body.is_empty() {
+        RerunRequest::default()
+    } else {
+        serde_json::from_value(parse_body(&headers, &body)?).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("expected {{\"failed_only\": true|false}}: {e}"),
+            )
+        })?
+    };
+    let context = ExecutionContext {
+        source: "api".into(),
+        user: Some(caller.0),
+        ..ExecutionContext::default()
+    };
+    let new_id = state
+        .engine
+        .rerun_with(&id, context, request.failed_only)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": new_id, "rerun_of": id})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct InquiryQuery {
+    status: Option<String>,
+    limit: Option<u64>,
+}
+
+fn inquiry_view(inq: &squall_engine::store::inquiry::Model) -> Value {
+    let params = squall_engine::inquiry::params(inq);
+    let json_of = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+            .unwrap_or(Value::Null)
+    };
+    json!({
+        "id": inq.id,
+        "status": inq.status,
+        "execution": inq.execution_id,
+        "workflow": inq.workflow_id,
+        "requester": inq.requester,
+        "schema": params.get("schema"),
+        "users": params.get("users"),
+        "roles": params.get("roles"),
+        "approvers_required": squall_engine::inquiry::required(&params),
+        "allow_self_approval": params.get("allow_self_approval"),
+        "message": params.get("message"),
+        "response": json_of(&inq.response),
+        "decided_by": json_of(&inq.decided_by),
+        "decided_at": inq.decided_at.map(squall_engine::execution::ms_to_rfc3339),
+        "expires_at": inq.expires_at.map(squall_engine::execution::ms_to_rfc3339),
+        "created_at": squall_engine::execution::ms_to_rfc3339(inq.created_at),
+    })
+}
+
+async fn list_inquiries(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<InquiryQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let status = query.status.as_deref().unwrap_or("pending");
+    let status = (status != "all").then_some(status);
+    let list = state
+        .engine
+        .store
+        .list_inquiries(status, query.limit.unwrap_or(50).clamp(1, 1000))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(Value::Array(list.iter().map(inquiry_view).collect())))
+}
+
+async fn get_inquiry(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let inq = state
+        .engine
+        .store
+        .get_inquiry(&id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no inquiry {id}"),
+            )
+        })?;
+    let votes = state
+        .engine
+        .store
+        .inquiry_votes(&id)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut view = inquiry_view(&inq);
+    view["votes"] = votes
+        .iter()
+        .map(|v| json!({"voter": v.voter, "approve": v.approve, "at": squall_engine::execution::ms_to_rfc3339(v.at)}))
+        .collect();
+    Ok(Json(view))
+}
+
+/// Respond to an inquiry: the body is the response (for the default schema
+/// `{"approved": true}` or `{"approved": false, "reason": "..."}`). The API
+/// key acts as an admin.
+async fn respond_inquiry(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    use squall_engine::inquiry::{Vote, VoteOutcome, Voter};
+    let response = parse_body(&headers, &body)?;
+    if !response.is_object() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the response must be a JSON object, e.g. {\"approved\": true}",
+        ));
+    }
+    let voter = Voter {
+        identity: caller.0.clone(),
+        roles: vec!["admin".into()],
+        may_respond: true,
+    };
+    let outcome = state
+        .engine
+        .vote(&id, &voter, Vote::Approve(Some(response)))
+        .await?;
+    state.engine.host.inquiries.notify_waiters();
+    match outcome {
+        VoteOutcome::NotFound => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no inquiry {id}"),
+        )),
+        VoteOutcome::Closed(status) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "closed",
+            format!("inquiry {id} is already {status}"),
+        )),
+        VoteOutcome::Refused(reason) => {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", reason))
+        }
+        VoteOutcome::Invalid(reason) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_response",
+            reason,
+        )),
+        VoteOutcome::Recorded {
+            approvals,
+            required,
+        }
+        | VoteOutcome::Withdrawn {
+            approvals,
+            required,
+        } => Ok(Json(
+            json!({"id": id, "status": "pending", "approvals": approvals, "required": required}),
+        )),
+        VoteOutcome::Decided(d) => Ok(Json(
+            json!({"id": id, "status": d.status, "decided_by": d.decided_by}),
+        )),
+    }
 }

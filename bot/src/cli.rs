@@ -48,6 +48,9 @@ pub enum Command {
     /// Inspect executions.
     #[command(subcommand)]
     Execution(ExecutionCommand),
+    /// Approval requests (inquiries) of workflows.
+    #[command(subcommand)]
+    Inquiry(InquiryCommand),
     /// Inspect rules.
     #[command(subcommand)]
     Rule(RuleCommand),
@@ -112,6 +115,42 @@ pub enum ExecutionCommand {
         id: String,
         #[arg(long)]
         json: bool,
+    },
+    /// Cancel an execution; a workflow's running tasks are stopped with it.
+    Cancel { id: String },
+    /// Pause a workflow: running tasks finish, no new task starts.
+    Pause { id: String },
+    /// Resume a paused workflow.
+    Resume { id: String },
+    /// Run an execution again with the same parameters.
+    Rerun {
+        id: String,
+        /// Workflows: keep the tasks that succeeded, run the failed ones again.
+        #[arg(long)]
+        failed: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InquiryCommand {
+    /// List approval requests (pending ones unless --all).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one approval request with its votes.
+    Get {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Answer an approval request: `squall inquiry respond ID '{"approved": true}'`.
+    Respond {
+        id: String,
+        /// The response as JSON, matching the request's schema.
+        response: String,
     },
 }
 

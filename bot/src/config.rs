@@ -52,6 +52,9 @@ pub struct ChatSection {
     pub output_tail_chars: usize,
     /// Seconds between progress edits of the ack while an execution runs.
     pub progress_seconds: u64,
+    /// Named channels (`ops = "matrix:!room:server"`) for approval prompts
+    /// and `chatops.post_message`.
+    pub channels: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ChatSection {
@@ -63,6 +66,7 @@ impl Default for ChatSection {
             rbac_dir: PathBuf::from("rbac"),
             output_tail_chars: 1500,
             progress_seconds: 5,
+            channels: std::collections::BTreeMap::new(),
         }
     }
 }

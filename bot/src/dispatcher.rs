@@ -23,6 +23,8 @@ use squall_engine::{EngineError, pack::Alias};
 
 use crate::config::ChatSection;
 
+mod approvals;
+
 /// Per-user command log for rate limiting.
 #[derive(Default)]
 struct UserWindow {
@@ -39,6 +41,9 @@ pub struct Dispatcher {
     settings: ChatSection,
     windows: Mutex<HashMap<String, UserWindow>>,
     tasks: TaskTracker,
+    /// Tells this dispatcher's prompts from another process's (console
+    /// prompts live in one process's terminal).
+    instance: String,
 }
 
 impl Dispatcher {
@@ -55,15 +60,24 @@ impl Dispatcher {
             settings,
             windows: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
+            instance: squall_engine::execution::new_id(),
         })
     }
 
     /// Handle events until the channel closes.
     pub async fn run(self: Arc<Self>, mut events: mpsc::Receiver<ChatEvent>) {
+        let prompts = self.spawn_prompts();
         while let Some(event) = events.recv().await {
             let me = self.clone();
             self.tasks.spawn(async move { me.handle(event).await });
         }
+        prompts.abort();
+    }
+
+    /// Post approval prompts and their decisions (`run` does this; a caller
+    /// driving `handle` directly starts it here).
+    pub fn spawn_prompts(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.clone().prompt_loop())
     }
 
     /// Wait until every command in progress has posted its result.
@@ -78,9 +92,9 @@ impl Dispatcher {
     pub async fn handle(self: &Arc<Self>, event: ChatEvent) {
         match event {
             ChatEvent::Message(message) => self.handle_message(message).await,
-            // Reactions and buttons answer approvals (inquiries), which the
-            // workflow engine introduces; until then they carry no command.
-            ChatEvent::Reaction(_) | ChatEvent::Interaction(_) => {}
+            // Reactions and buttons answer approval prompts.
+            ChatEvent::Reaction(reaction) => self.handle_reaction(reaction).await,
+            ChatEvent::Interaction(interaction) => self.handle_interaction(interaction).await,
         }
     }
 
@@ -139,6 +153,9 @@ impl Dispatcher {
             "cancel" => self.cancel(&reply, &principal, rest).await,
             "retry" => self.retry(&reply, &principal, rest, &message).await,
             "executions" => self.executions(&reply, &principal, rest).await,
+            "approve" => self.vote_command(&reply, &principal, true, rest).await,
+            "deny" => self.vote_command(&reply, &principal, false, rest).await,
+            "inquiries" => self.list_inquiries(&reply).await,
             _ => self.run_alias(reply, &principal, command, &message).await,
         }
     }
@@ -224,7 +241,7 @@ impl Dispatcher {
         }
         let p = &self.settings.prefix;
         text.push_str(&format!(
-            "built-in: {p}help [filter], {p}status <id>, {p}cancel <id>, {p}retry <id>, {p}executions [n], {p}whoami"
+            "built-in: {p}help [filter], {p}status <id>, {p}cancel <id>, {p}retry <id>, {p}executions [n], {p}approve <id>, {p}deny <id> [reason], {p}inquiries, {p}whoami"
         ));
         reply
             .say(OutgoingMessage {

@@ -11,6 +11,8 @@ use squall::cli::{
     AliasCommand, ApikeyCommand, Cli, Command, ExecutionCommand, PackCommand, RbacCommand,
     RuleCommand, RunArgs, parse_assignments,
 };
+
+mod control;
 use squall::config::Config;
 use squall::{output, server};
 use squall_engine::describe::{execution_detail, execution_view};
@@ -74,6 +76,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run(args) => run_action(&config, remote, args).await,
         Command::Execution(cmd) => execution(&config, remote, cmd).await,
+        Command::Inquiry(cmd) => control::inquiry(&config, remote, cmd).await,
         Command::Rule(RuleCommand::List { json }) => {
             let rules = match remote {
                 Some(r) => r.get("/api/v1/rules").await?,
@@ -374,6 +377,7 @@ async fn execution(
             print_json_or(json, &view, || output::execution_detail(&view));
             Ok(ExitCode::SUCCESS)
         }
+        other => control::execution_control(config, remote, other).await,
     }
 }
 

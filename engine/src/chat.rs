@@ -225,6 +225,10 @@ pub trait ChatAdapter: Send + Sync {
     -> Result<(), AdapterError>;
     /// React to a message (only when `capabilities().reactions`).
     async fn react(&self, sent: &SentMessage, emoji: &str) -> Result<(), AdapterError>;
+    /// The bot's own user id on the platform (its reactions are not votes).
+    fn bot_user(&self) -> Option<String> {
+        None
+    }
     /// Show or stop a typing notice; platforms without one ignore it.
     async fn typing(&self, _to: &ChannelRef, _on: bool) -> Result<(), AdapterError> {
         Ok(())

@@ -183,7 +183,7 @@ fn vote_name(vote: &Vote) -> &'static str {
 fn refusal(inq: &inquiry::Model, params: &Value, voter: &Voter, vote: &Vote) -> Option<String> {
     if !voter.may_respond {
         return Some(format!(
-            "{} lacks the inquiry:respond permission",
+            "{} lacks the inquiry:respond permission.",
             voter.identity
         ));
     }
@@ -192,7 +192,7 @@ fn refusal(inq: &inquiry::Model, params: &Value, voter: &Voter, vote: &Vote) -> 
     let listed = users.contains(&voter.identity) || voter.roles.iter().any(|r| roles.contains(r));
     if (!users.is_empty() || !roles.is_empty()) && !listed {
         return Some(format!(
-            "only {} may answer this request",
+            "only {} may answer this request.",
             who_may_answer(params)
         ));
     }
@@ -203,7 +203,7 @@ fn refusal(inq: &inquiry::Model, params: &Value, voter: &Voter, vote: &Vote) -> 
     let approving = matches!(vote, Vote::Approve(r) if r.as_ref().and_then(|r| r.get("approved")) != Some(&Value::Bool(false)));
     if approving && !self_approval && inq.requester.as_deref() == Some(voter.identity.as_str()) {
         return Some(format!(
-            "{} started this execution and cannot approve it; someone else must",
+            "{} started this execution and cannot approve it; someone else must.",
             voter.identity
         ));
     }

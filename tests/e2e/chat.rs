@@ -295,3 +295,112 @@ async fn long_output_is_cut_with_a_hint_and_slow_runs_edit_their_ack() -> Result
     assert!(slow.contains("testing.sleep succeeded"), "{slow}");
     server.stop().await
 }
+
+/// Wait until `session` has printed something matching `pattern`; returns
+/// everything printed so far.
+async fn wait_output(session: &mut Session, seen: &mut String, pattern: &str) -> Result<String> {
+    let re = regex::Regex::new(pattern)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        seen.push_str(&session.collect());
+        if let Some(m) = re.find(seen) {
+            return Ok(m.as_str().to_owned());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("no {pattern:?} in the console output:\n{seen}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn approvals_in_the_console_resume_or_stop_a_workflow() -> Result<()> {
+    let server = server().await?;
+    let mut alice = Session::new(&server, "alice", ChatSection::default())?;
+    let prompts = alice.dispatcher.spawn_prompts();
+    let mut carol = Session::new(&server, "carol", ChatSection::default())?;
+    let mut seen = String::new();
+
+    alice.send("release web to production").await;
+    let prompt = wait_output(&mut alice, &mut seen, r"approve [0-9A-Z]{26}").await?;
+    let inquiry = prompt.trim_start_matches("approve ").to_owned();
+    assert!(
+        seen.contains("Approval needed: examples.release (task approve)"),
+        "{seen}"
+    );
+    assert!(seen.contains("Deploy web to production?"), "{seen}");
+    assert!(
+        seen.contains("console:alice cannot approve their own request"),
+        "{seen}"
+    );
+
+    // The requester's own approval is refused, with a notice.
+    let refused = alice.send(&format!("approve {inquiry}")).await;
+    assert!(
+        refused.contains("was refused: console:alice started this execution and cannot approve it"),
+        "{refused}"
+    );
+    // A guest may not answer at all.
+    let mut bob = Session::new(&server, "bob", ChatSection::default())?;
+    let refused = bob.send(&format!("approve {inquiry}")).await;
+    assert!(
+        refused.contains("lacks the inquiry:respond permission"),
+        "{refused}"
+    );
+
+    // Someone else approves (by a short prefix of the id): the prompt shows
+    // the decision and the workflow deploys.
+    let approved = carol.send(&format!("approve {}", &inquiry[..10])).await;
+    assert!(
+        approved.contains("is approved by console:carol"),
+        "{approved}"
+    );
+    wait_output(
+        &mut alice,
+        &mut seen,
+        r"Approved by console:carol at \d{4}-",
+    )
+    .await?;
+    wait_output(&mut alice, &mut seen, r"examples\.release succeeded").await?;
+    let workflow = server
+        .engine
+        .store
+        .get_inquiry(&inquiry)
+        .await?
+        .and_then(|i| i.workflow_id)
+        .unwrap_or_default();
+    let children = server.engine.store.children_of(&workflow).await?;
+    let ran: Vec<&str> = children.iter().map(|c| c.action.as_str()).collect();
+    assert_eq!(
+        ran,
+        vec!["core.local", "core.ask", "examples.deploy", "core.local"]
+    );
+
+    // A denial stops the next release before it deploys.
+    seen.clear();
+    alice.send("release api").await;
+    let prompt = wait_output(&mut alice, &mut seen, r"approve [0-9A-Z]{26}").await?;
+    let inquiry = prompt.trim_start_matches("approve ").to_owned();
+    let denied = carol
+        .send(&format!("deny {inquiry} not during the freeze"))
+        .await;
+    assert!(denied.contains("is denied by console:carol"), "{denied}");
+    wait_output(
+        &mut alice,
+        &mut seen,
+        r"Denied by console:carol at .*Reason: not during the freeze",
+    )
+    .await?;
+    wait_output(&mut alice, &mut seen, r"examples\.release failed").await?;
+    let workflow = server
+        .engine
+        .store
+        .get_inquiry(&inquiry)
+        .await?
+        .and_then(|i| i.workflow_id)
+        .unwrap_or_default();
+    let children = server.engine.store.children_of(&workflow).await?;
+    assert!(!children.iter().any(|c| c.action == "examples.deploy"));
+    prompts.abort();
+    server.stop().await
+}
