@@ -33,12 +33,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::server::TestServer;
 
+/// The Matrix tests share one bot account (and one test restarts the
+/// homeserver): they take turns.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct MatrixEnv {
     homeserver: String,
     bot_user: String,
     bot_password: String,
     human_user: String,
     human_password: String,
+    second_user: String,
+    second_password: String,
     ctl: String,
 }
 
@@ -57,6 +63,8 @@ fn matrix_env() -> Result<MatrixEnv> {
         bot_password: var("SQUALL_TEST_MATRIX_BOT_PASSWORD")?,
         human_user: var("SQUALL_TEST_MATRIX_HUMAN_USER")?,
         human_password: var("SQUALL_TEST_MATRIX_HUMAN_PASSWORD")?,
+        second_user: var("SQUALL_TEST_MATRIX_ECHO_USER")?,
+        second_password: var("SQUALL_TEST_MATRIX_ECHO_PASSWORD")?,
         ctl: var("SQUALL_TEST_MATRIX_CTL")?,
     };
     Ok(env)
@@ -81,6 +89,15 @@ struct Human {
 
 impl Human {
     async fn login(env: &MatrixEnv, bot: OwnedUserId) -> Result<Human> {
+        Self::login_as(env, &env.human_user, &env.human_password, bot).await
+    }
+
+    async fn login_as(
+        env: &MatrixEnv,
+        user: &str,
+        password: &str,
+        bot: OwnedUserId,
+    ) -> Result<Human> {
         let store = tempfile::tempdir()?;
         let client = Client::builder()
             .homeserver_url(&env.homeserver)
@@ -89,8 +106,8 @@ impl Human {
             .await?;
         client
             .matrix_auth()
-            .login_username(&env.human_user, &env.human_password)
-            .initial_device_display_name("squall tests (alice)")
+            .login_username(user, password)
+            .initial_device_display_name(&format!("squall tests ({user})"))
             .send()
             .await?;
         client
@@ -288,6 +305,7 @@ fn synapse_ctl(env: &MatrixEnv, verb: &str) -> Result<()> {
 
 #[tokio::test]
 async fn matrix_round_trip_with_threads_reactions_encryption_and_a_restart() -> Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let env = matrix_env()?;
     let server = TestServer::start(Backend::Sqlite).await?;
     let bot = start_bot(&server, &env).await?;
@@ -439,5 +457,156 @@ async fn matrix_round_trip_with_threads_reactions_encryption_and_a_restart() -> 
     );
 
     bot.shutdown.cancel();
+    server.stop().await
+}
+
+/// React to an event as `human`; returns the reaction's event id.
+async fn react(room: &Room, target: &OwnedEventId, emoji: &str) -> Result<OwnedEventId> {
+    Ok(room
+        .send(ReactionEventContent::new(Annotation::new(
+            target.clone(),
+            emoji.into(),
+        )))
+        .await?
+        .response
+        .event_id)
+}
+
+/// Approvals with real reactions: the requester's own ✅ is refused, a second
+/// person's ✅ resumes the workflow, a removed ✅ withdraws a vote, a ❌ stops
+/// the workflow; the prompt is edited to show each decision.
+#[tokio::test]
+async fn matrix_approvals_by_reaction() -> Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let env = matrix_env()?;
+    let server = TestServer::start(Backend::Sqlite).await?;
+    let _bot = start_bot(&server, &env).await?;
+    let bot_id: OwnedUserId = format!("@{}:localhost", env.bot_user).try_into()?;
+    let alice = Human::login(&env, bot_id.clone()).await?;
+    let carol =
+        Human::login_as(&env, &env.second_user, &env.second_password, bot_id.clone()).await?;
+    let carol_id: OwnedUserId = format!("@{}:localhost", env.second_user).try_into()?;
+
+    let room = alice.room_with_bot(&bot_id, false).await?;
+    room.invite_user_by_id(&carol_id).await?;
+    let room_id = room.room_id().to_owned();
+    let carol_room = eventually(Duration::from_secs(30), "the second user to join", || {
+        let client = carol.client.clone();
+        let room_id = room_id.clone();
+        async move {
+            client
+                .sync_once(SyncSettings::default().timeout(Duration::from_secs(1)))
+                .await?;
+            Ok(client.join_room_by_id(&room_id).await.ok())
+        }
+    })
+    .await?;
+
+    // 1. Approved by someone else; the requester's own approval is refused.
+    alice
+        .send(
+            &room,
+            RoomMessageEventContent::text_plain("!release web to production"),
+        )
+        .await?;
+    let prompt = alice
+        .wait_for(
+            &room,
+            "Approval needed: examples.release",
+            "the approval prompt",
+        )
+        .await?;
+    assert!(
+        prompt
+            .body
+            .contains("matrix:@alice:localhost cannot approve their own request"),
+        "{}",
+        prompt.body
+    );
+    react(&room, &prompt.event_id, "✅").await?;
+    alice
+        .wait_for(
+            &room,
+            "started this execution and cannot approve it",
+            "the self-approval refusal",
+        )
+        .await?;
+    react(&carol_room, &prompt.event_id, "✅").await?;
+    alice
+        .wait_for(
+            &room,
+            "approved by matrix:@echobot:localhost",
+            "the approval notice",
+        )
+        .await?;
+    eventually(
+        Duration::from_secs(30),
+        "the prompt edited with the decision",
+        || {
+            let edited = alice
+                .said(&room, "Approved by matrix:@echobot:localhost at ")
+                .into_iter()
+                .any(|s| s.is_edit);
+            async move { Ok(edited.then_some(())) }
+        },
+    )
+    .await?;
+    alice
+        .wait_for(
+            &room,
+            "examples.release succeeded",
+            "the released workflow's result",
+        )
+        .await?;
+
+    // 2. With two approvers needed, a removed reaction withdraws the vote.
+    alice
+        .send(
+            &room,
+            RoomMessageEventContent::text_plain("!release db approvers=2"),
+        )
+        .await?;
+    let prompt2 = eventually(Duration::from_secs(30), "the second prompt", || {
+        let found = alice
+            .said(&room, "Needs 2 approvals")
+            .into_iter()
+            .find(|s| !s.is_edit);
+        async move { Ok(found) }
+    })
+    .await?;
+    let vote = react(&carol_room, &prompt2.event_id, "✅").await?;
+    alice
+        .wait_for(&room, "(1 of 2 approvals)", "the recorded vote")
+        .await?;
+    carol_room.redact(&vote, None, None).await?;
+    alice
+        .wait_for(&room, "withdrew their vote", "the withdrawn vote")
+        .await?;
+
+    // 3. A denial stops the workflow before it deploys.
+    react(&carol_room, &prompt2.event_id, "❌").await?;
+    alice
+        .wait_for(
+            &room,
+            "is denied by matrix:@echobot:localhost",
+            "the denial notice",
+        )
+        .await?;
+    alice
+        .wait_for(
+            &room,
+            "examples.release failed",
+            "the stopped workflow's result",
+        )
+        .await?;
+    let denied = server
+        .engine
+        .store
+        .list_inquiries(Some("denied"), 10)
+        .await?;
+    assert_eq!(denied.len(), 1);
+    let workflow = denied[0].workflow_id.clone().unwrap_or_default();
+    let children = server.engine.store.children_of(&workflow).await?;
+    assert!(!children.iter().any(|c| c.action == "examples.deploy"));
     server.stop().await
 }
