@@ -219,3 +219,121 @@ async fn kill_9_with_executions_in_flight(backend: Backend) -> Result<()> {
     node.kill9()?;
     db.cleanup().await
 }
+
+/// kill -9 while workflows run, restart: every workflow completes, and no
+/// task whose completion had been stored runs again.
+#[tokio::test]
+async fn kill_9_during_workflows_resumes_them_without_repeating_finished_tasks() -> Result<()> {
+    const WORKFLOWS: usize = 4;
+    const STEPS: usize = 6;
+    let db = TestDb::new(Backend::Sqlite).await?;
+    let data = tempfile::tempdir()?;
+    let files = tempfile::tempdir()?;
+    let mut node = Node::start(&db.url, data.path()).await?;
+    let key = std::fs::read_to_string(data.path().join("admin-api-key"))?
+        .trim()
+        .to_owned();
+    let client = reqwest::Client::new();
+    let mut workflows = Vec::new();
+    for w in 0..WORKFLOWS {
+        let file = files.path().join(format!("wf{w}"));
+        let created: Value = client
+            .post(format!("{}/api/v1/executions", node.base))
+            .header("St2-Api-Key", &key)
+            .json(&json!({"action": "testing.wf_steps", "parameters": {"file": file, "steps": STEPS, "seconds": 0.3}}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let id = created["id"].as_str().context("workflow id")?.to_owned();
+        workflows.push((id, file));
+    }
+    let lines = |file: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    // Kill when every workflow is part-way through.
+    eventually(
+        Duration::from_secs(60),
+        "each workflow to finish two steps",
+        || {
+            let done = workflows.iter().all(|(_, f)| lines(f).len() >= 2);
+            async move { Ok(done.then_some(())) }
+        },
+    )
+    .await?;
+    node.kill9()?;
+
+    // What the database says had finished when the node died.
+    let store = Store::connect(&db.url).await?;
+    let mut finished_at_kill: Vec<(usize, i64)> = Vec::new();
+    let mut running_at_kill = 0;
+    for (w, (id, _)) in workflows.iter().enumerate() {
+        for child in store.children_of(id).await? {
+            let params: Value = serde_json::from_str(&child.parameters)?;
+            match child.status.as_str() {
+                "succeeded" => finished_at_kill.push((w, params["n"].as_i64().unwrap_or(-1))),
+                "running" => running_at_kill += 1,
+                _ => {}
+            }
+        }
+    }
+    assert!(running_at_kill > 0, "the kill must interrupt running tasks");
+    assert!(finished_at_kill.len() >= 2 * WORKFLOWS);
+
+    let mut node = Node::start(&db.url, data.path()).await?;
+    for (id, _) in &workflows {
+        eventually(
+            Duration::from_secs(60),
+            "the workflow to finish after the restart",
+            || {
+                let store = store.clone();
+                let id = id.clone();
+                async move {
+                    let model = store.get_execution(&id).await?.context("workflow")?;
+                    Ok(ExecutionStatus::parse(&model.status)
+                        .is_some_and(ExecutionStatus::is_terminal)
+                        .then_some(model.status))
+                }
+            },
+        )
+        .await
+        .and_then(|status| {
+            if status == "succeeded" {
+                Ok(())
+            } else {
+                anyhow::bail!("workflow {id} ended {status}")
+            }
+        })?;
+    }
+    for (w, (id, file)) in workflows.iter().enumerate() {
+        let written = lines(file);
+        for n in 0..STEPS {
+            let times = written
+                .iter()
+                .filter(|l| **l == format!("step {n}"))
+                .count();
+            if finished_at_kill.contains(&(w, n as i64)) {
+                assert_eq!(times, 1, "finished step {n} of {id} ran again: {written:?}");
+            } else {
+                // The step in flight at the kill may have written before it
+                // died; it is idempotent, so it ran again.
+                assert!((1..=2).contains(&times), "step {n} of {id}: {written:?}");
+            }
+        }
+        let tasks = store.workflow_tasks(id).await?;
+        assert_eq!(
+            tasks.iter().filter(|t| t.status == "succeeded").count(),
+            STEPS
+        );
+    }
+    eprintln!(
+        "workflow crash test: {} tasks finished and {running_at_kill} running at the kill",
+        finished_at_kill.len()
+    );
+    node.kill9()?;
+    db.cleanup().await
+}

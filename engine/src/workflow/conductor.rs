@@ -64,6 +64,9 @@ struct Items {
     concurrency: usize,
 }
 
+/// A stored item execution: (item index, execution id, status, result).
+type ItemChild = (usize, String, String, Option<String>);
+
 struct Running {
     row: usize,
     item: Option<usize>,
@@ -238,8 +241,7 @@ impl Conductor {
             .children_of(&self.wf_id)
             .await
             .map_err(|e| format!("loading child executions: {e}"))?;
-        let mut by_task: HashMap<String, Vec<(usize, String, String, Option<String>)>> =
-            HashMap::new();
+        let mut by_task: HashMap<String, Vec<ItemChild>> = HashMap::new();
         for child in children {
             let Ok(cx) = serde_json::from_str::<ExecutionContext>(&child.context) else {
                 continue;
@@ -1027,13 +1029,17 @@ impl Conductor {
     }
 
     fn data(&self, status: Option<&str>, result: &Value, item: Option<&Value>) -> Value {
-        json!({
+        let mut data = json!({
             "ctx": self.ctx,
             "result": result,
             "item": item,
             TASK_STATUS_KEY: status,
-            TASK_STATUSES_KEY: self.statuses,
-        })
+        });
+        // Every task's status is copied only for definitions that ask for it.
+        if self.spec.uses_task_status {
+            data[TASK_STATUSES_KEY] = Value::Object(self.statuses.clone());
+        }
+        data
     }
 
     // ----- the end ----------------------------------------------------------

@@ -91,6 +91,8 @@ pub struct WorkflowSpec {
     pub start: Vec<String>,
     /// Seconds the whole workflow may run.
     pub timeout: Option<f64>,
+    /// Some expression calls `task_status`.
+    pub uses_task_status: bool,
 }
 
 impl WorkflowSpec {
@@ -236,6 +238,7 @@ impl Parser<'_> {
             self.expressions(key, value);
         }
         WorkflowSpec {
+            uses_task_status: def.to_string().contains("task_status"),
             description: map
                 .get("description")
                 .and_then(Value::as_str)
