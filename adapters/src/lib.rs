@@ -1,7 +1,9 @@
 //! squall's edges: chat adapters (one module per platform, one cargo feature
-//! each) and, later, alert receivers. Everything here implements traits from
+//! each) and alert receivers. Everything here implements traits from
 //! `squall-engine`; the dispatcher never names a platform.
 
+#[cfg(feature = "alerts")]
+pub mod alerts;
 #[cfg(feature = "console")]
 pub mod console;
 #[cfg(feature = "matrix")]

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::signatures::{self, HookAuth, ReplayGuard, Scheme};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -16,6 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use squall_adapters::alerts::Dedup;
 
 use squall_engine::describe::{execution_detail, execution_view};
 use squall_engine::execution::{ExecutionContext, ExecutionStatus};
@@ -30,6 +32,10 @@ pub struct AppState {
     pub auth: bool,
     pub body_limit: usize,
     keys: KeyCache,
+    webhooks: std::collections::BTreeMap<String, HookAuth>,
+    alerts: crate::config::AlertsSection,
+    replays: ReplayGuard,
+    dedup: Mutex<Dedup>,
 }
 
 impl AppState {
@@ -39,7 +45,24 @@ impl AppState {
             auth,
             body_limit,
             keys: KeyCache::default(),
+            webhooks: std::collections::BTreeMap::new(),
+            alerts: crate::config::AlertsSection::default(),
+            replays: ReplayGuard::default(),
+            dedup: Mutex::new(Dedup::new(Duration::from_secs(300))),
         })
+    }
+
+    /// Webhook and alert receiver settings (authentication, de-duplication).
+    pub fn with_hooks(
+        self: Arc<Self>,
+        webhooks: std::collections::BTreeMap<String, HookAuth>,
+        alerts: crate::config::AlertsSection,
+    ) -> Arc<AppState> {
+        let mut state = Arc::try_unwrap(self).unwrap_or_else(|_| unreachable!("not shared yet"));
+        state.dedup = Mutex::new(Dedup::new(Duration::from_secs(alerts.dedup_seconds)));
+        state.webhooks = webhooks;
+        state.alerts = alerts;
+        Arc::new(state)
     }
 }
 
@@ -150,9 +173,13 @@ impl IntoResponse for ApiError {
 
 /// The whole HTTP surface.
 pub fn router(state: Arc<AppState>) -> Router {
+    // Webhooks and alert receivers authenticate per sender (API key or
+    // signature over the raw body), so they sit outside the API-key layer.
+    let hooks = Router::new()
+        .route("/webhooks/{*name}", post(webhook))
+        .route("/alerts/{source}", post(alert));
     let api = Router::new()
         .route("/webhooks/st2", post(fire_st2_trigger))
-        .route("/webhooks/{*name}", post(webhook))
         .route("/executions", get(list_executions).post(create_execution))
         .route("/executions/{id}", get(get_execution))
         .route("/executions/{id}/cancel", post(cancel_execution))
@@ -170,7 +197,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
-        .nest("/api/v1", api)
+        .nest("/api/v1", api.merge(hooks))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.body_limit))
         .with_state(state)
@@ -337,6 +364,7 @@ async fn webhook(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let name = name.trim_matches('/').to_owned();
+    authenticate_hook(&state, state.webhooks.get(&name), &headers, &body).await?;
     let catalog = state.engine.catalog.current();
     if !catalog.has_webhook(&name) {
         let known: Vec<&str> = catalog.webhook_urls().into_iter().collect();
@@ -860,4 +888,92 @@ async fn respond_inquiry(
             json!({"id": id, "status": d.status, "decided_by": d.decided_by}),
         )),
     }
+}
+
+/// Authenticate a webhook or alert request: by signature when `auth` says
+/// so, else by API key. Nothing is stored for a request that fails.
+async fn authenticate_hook(
+    state: &AppState,
+    auth: Option<&HookAuth>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<String, ApiError> {
+    match auth {
+        Some(auth) if auth.auth != Scheme::ApiKey => {
+            let now = chrono::Utc::now().timestamp();
+            signatures::verify(auth, headers, body, now, &state.replays).map_err(|reason| {
+                tracing::warn!(%reason, "refused a webhook with a bad signature");
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", reason)
+            })?;
+            Ok("signed-webhook".into())
+        }
+        _ => {
+            if !state.auth {
+                return Ok("anonymous".into());
+            }
+            let Some(key) = presented_key(headers) else {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "an API key is required: send it as the St2-Api-Key header or Authorization: Bearer <key> (or configure a signature scheme for this webhook)",
+                ));
+            };
+            state.keys.verify(&state.engine, key).await?.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "the API key is not valid or has been disabled",
+                )
+            })
+        }
+    }
+}
+
+/// `POST /api/v1/alerts/{source}`: one `squall.alert` trigger instance per
+/// alert in the payload, repeats inside the de-duplication window dropped.
+async fn alert(
+    State(state): State<Arc<AppState>>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if !squall_adapters::alerts::SOURCES.contains(&source.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_source",
+            format!(
+                "no alert receiver {source:?}; receivers: {}",
+                squall_adapters::alerts::SOURCES.join(", ")
+            ),
+        ));
+    }
+    authenticate_hook(&state, state.alerts.receivers.get(&source), &headers, &body).await?;
+    let value = parse_body(&headers, &body)?;
+    let alerts = squall_adapters::alerts::normalize(&source, &value, &state.alerts.generic)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_alert", e.0))?;
+    let now = squall_engine::execution::now_ms();
+    let (fresh, repeats): (Vec<_>, Vec<_>) = match state.dedup.lock() {
+        Ok(mut dedup) => alerts.into_iter().partition(|a| dedup.admit(a, now)),
+        Err(_) => (alerts, Vec::new()),
+    };
+    let firings: Vec<TriggerFiring> = fresh
+        .iter()
+        .map(|a| TriggerFiring {
+            trigger: triggers::ALERT.into(),
+            url: None,
+            payload: a.to_payload(),
+            source: format!("alerts/{source}"),
+        })
+        .collect();
+    let ids = state.engine.intake.fire_many(firings).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "trigger": triggers::ALERT,
+            "trigger_instance_ids": ids,
+            "alerts": fresh.len() + repeats.len(),
+            "deduplicated": repeats.len(),
+        })),
+    )
+        .into_response())
 }

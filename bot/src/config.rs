@@ -34,6 +34,34 @@ pub struct Config {
     pub chat: ChatSection,
     /// Matrix connection; chat on Matrix is off without it.
     pub matrix: Option<squall_adapters::matrix::MatrixConfig>,
+    /// Authentication per webhook name (`[webhooks.github] auth = "github"`);
+    /// webhooks not listed need an API key.
+    pub webhooks: std::collections::BTreeMap<String, crate::signatures::HookAuth>,
+    pub alerts: AlertsSection,
+}
+
+/// Alert receivers (`/api/v1/alerts/{source}`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsSection {
+    /// A repeat of the same alert (source, fingerprint, status) within this
+    /// many seconds is dropped (0: keep every repeat).
+    pub dedup_seconds: u64,
+    /// Authentication per source (`[alerts.receivers.pagerduty] auth = "pagerduty"`);
+    /// default: an API key.
+    pub receivers: std::collections::BTreeMap<String, crate::signatures::HookAuth>,
+    /// Field mapping of the generic receiver.
+    pub generic: squall_adapters::alerts::GenericMapping,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        Self {
+            dedup_seconds: 300,
+            receivers: std::collections::BTreeMap::new(),
+            generic: squall_adapters::alerts::GenericMapping::default(),
+        }
+    }
 }
 
 /// Chat commands, whatever the platform.
@@ -106,6 +134,8 @@ impl Default for Config {
             api: ApiSection::default(),
             chat: ChatSection::default(),
             matrix: None,
+            webhooks: std::collections::BTreeMap::new(),
+            alerts: AlertsSection::default(),
         }
     }
 }

@@ -8,3 +8,4 @@ pub mod config;
 pub mod dispatcher;
 pub mod output;
 pub mod server;
+pub mod signatures;

@@ -188,7 +188,8 @@ pub async fn start(config: &Config) -> Result<Server, ServeError> {
         addr: config.listen.clone(),
         source,
     })?;
-    let state = AppState::new(engine.clone(), config.api.auth, config.api.body_limit_bytes);
+    let state = AppState::new(engine.clone(), config.api.auth, config.api.body_limit_bytes)
+        .with_hooks(config.webhooks.clone(), config.alerts.clone());
     let app = router(state);
     let task = tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {

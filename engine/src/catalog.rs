@@ -162,6 +162,17 @@ impl Catalog {
                 }
             }
             for rule in &pack.rules {
+                if crate::timers::is_timer(&rule.trigger_type)
+                    && let Err(reason) =
+                        crate::timers::Schedule::parse(&rule.trigger_type, &rule.trigger_parameters)
+                {
+                    errors.push(PackError {
+                        file: rule.file.clone(),
+                        field: "trigger.parameters".into(),
+                        reason,
+                        line: None,
+                    });
+                }
                 match Criteria::compile(&rule.criteria) {
                     Ok(criteria) => {
                         rules.insert(
@@ -315,7 +326,12 @@ impl Catalog {
         let ctx = json!({ "trigger": payload });
         let mut decisions = Vec::new();
         let mut standard_matched = false;
+        // A timer fires for one rule: its own schedule.
+        let only = url.filter(|_| crate::timers::is_timer(trigger_type));
         for compiled in candidates {
+            if only.is_some_and(|rule| compiled.rule.reference() != rule) {
+                continue;
+            }
             if compiled.rule.kind == RuleKind::Backstop && standard_matched {
                 break;
             }

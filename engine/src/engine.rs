@@ -154,6 +154,12 @@ impl Engine {
             let worker = make_worker(config);
             worker.start(work_available.clone(), shutdown.clone());
             tokio::spawn(expire_inquiries(host.clone(), shutdown.clone()));
+            crate::timers::spawn(
+                store.clone(),
+                catalog.clone(),
+                intake.clone(),
+                shutdown.clone(),
+            );
             worker
         });
         let inline_worker = make_worker(WorkerConfig::default());

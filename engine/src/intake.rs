@@ -102,6 +102,24 @@ impl Intake {
         rx.await.map_err(|_| IntakeError::Closed)?
     }
 
+    /// Store several trigger instances: they are queued together, so they
+    /// normally share one commit. Returns their ids in order.
+    pub async fn fire_many(&self, firings: Vec<TriggerFiring>) -> Result<Vec<String>, IntakeError> {
+        let mut replies = Vec::with_capacity(firings.len());
+        for firing in firings {
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .try_send(Item::Trigger { firing, reply })
+                .map_err(send_error)?;
+            replies.push(rx);
+        }
+        let mut ids = Vec::with_capacity(replies.len());
+        for rx in replies {
+            ids.push(rx.await.map_err(|_| IntakeError::Closed)??);
+        }
+        Ok(ids)
+    }
+
     /// Enqueue one execution durably.
     pub async fn enqueue(
         &self,

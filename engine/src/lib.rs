@@ -17,6 +17,7 @@ pub mod runners;
 pub mod sensitive;
 pub mod store;
 pub mod template;
+pub mod timers;
 pub mod triggers;
 pub mod worker;
 pub mod workflow;

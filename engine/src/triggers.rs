@@ -12,6 +12,12 @@ pub struct TriggerType {
 pub const WEBHOOK: &str = "core.st2.webhook";
 /// `squall.execution`: fired when an execution finishes; payload is the execution record.
 pub const EXECUTION: &str = "squall.execution";
+/// `squall.alert`: one alert from a monitoring tool, normalized.
+pub const ALERT: &str = "squall.alert";
+/// Timers: fire on a schedule given by the rule's trigger parameters.
+pub const INTERVAL_TIMER: &str = "core.st2.IntervalTimer";
+pub const CRON_TIMER: &str = "core.st2.CronTimer";
+pub const DATE_TIMER: &str = "core.st2.DateTimer";
 
 /// Every built-in trigger type. Later sources add theirs here.
 pub const BUILTIN: &[TriggerType] = &[
@@ -22,6 +28,22 @@ pub const BUILTIN: &[TriggerType] = &[
     TriggerType {
         name: EXECUTION,
         description: "An execution finished; payload {id, action, status, parameters, result, context}.",
+    },
+    TriggerType {
+        name: ALERT,
+        description: "An alert from /api/v1/alerts/{source}; payload {source, status, name, severity, summary, labels, annotations, fingerprint, starts_at, ends_at, url, raw}.",
+    },
+    TriggerType {
+        name: INTERVAL_TIMER,
+        description: "Every `delta` `unit`s (seconds, minutes, hours, days, weeks); payload {executed_at, schedule}.",
+    },
+    TriggerType {
+        name: CRON_TIMER,
+        description: "On a cron schedule (second, minute, hour, day, month, day_of_week, timezone); payload {executed_at, schedule}.",
+    },
+    TriggerType {
+        name: DATE_TIMER,
+        description: "Once, at `date` (in `timezone`); payload {executed_at, schedule}.",
     },
 ];
 

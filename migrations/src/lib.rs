@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_init;
 mod m20261125_000002_workflows;
+mod m20261125_000003_chat_and_timers;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261125_000001_init::Migration),
             Box::new(m20261125_000002_workflows::Migration),
+            Box::new(m20261125_000003_chat_and_timers::Migration),
         ]
     }
 }

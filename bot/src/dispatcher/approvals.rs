@@ -292,6 +292,7 @@ impl Dispatcher {
                 }
                 Err(err) => tracing::warn!(error = %err, "looking for approval prompts failed"),
             }
+            self.deliver_notices().await;
             tokio::select! {
                 () = &mut notified => {}
                 () = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -309,30 +310,143 @@ impl Dispatcher {
             .target
             .as_deref()
             .and_then(|t| serde_json::from_str(t).ok())?;
-        let mut channel = target.get("channel")?.as_str()?.to_owned();
+        let channel = target.get("channel")?.as_str()?;
         let thread = target
             .get("thread")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        let mut platform = target
-            .get("platform")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        if platform.is_none() {
-            if let Some(named) = self.settings.channels.get(&channel) {
-                channel = named.clone();
+        match target.get("platform").and_then(Value::as_str) {
+            Some(platform) => {
+                let adapter = self.adapters.get(platform)?.clone();
+                Some((
+                    adapter,
+                    ChannelRef {
+                        channel: channel.to_owned(),
+                        thread,
+                    },
+                ))
             }
-            if let Some((p, room)) = channel.split_once(':')
-                && self.adapters.contains_key(p)
+            None => self.resolve_channel(channel),
+        }
+    }
+
+    /// A channel as actions and approvals name it: a name from
+    /// `[chat.channels]`, `platform:room`, or a room id of the only adapter.
+    pub(super) fn resolve_channel(&self, name: &str) -> Option<(Arc<dyn ChatAdapter>, ChannelRef)> {
+        let mut channel = name.to_owned();
+        if let Some(named) = self.settings.channels.get(&channel) {
+            channel = named.clone();
+        }
+        let (adapter, room) = match channel.split_once(':') {
+            Some((p, room)) if self.adapters.contains_key(p) => {
+                (self.adapters.get(p)?.clone(), room.to_owned())
+            }
+            _ if self.adapters.len() == 1 => (self.adapters.values().next()?.clone(), channel),
+            _ => return None,
+        };
+        Some((
+            adapter,
+            ChannelRef {
+                channel: room,
+                thread: None,
+            },
+        ))
+    }
+
+    /// Send the notices actions queued (`chatops.post_message`).
+    async fn deliver_notices(&self) {
+        let queued = match self.engine.store.chat_messages_to_send().await {
+            Ok(q) => q,
+            Err(err) => {
+                tracing::warn!(error = %err, "looking for chat notices failed");
+                return;
+            }
+        };
+        for notice in queued {
+            let Some((adapter, mut to)) = self.resolve_channel(&notice.target) else {
+                // Another node may have the adapter for this channel.
+                if self.adapters.is_empty() {
+                    continue;
+                }
+                let _ = self
+                    .engine
+                    .store
+                    .move_chat_message(
+                        &notice.id,
+                        "new",
+                        "failed",
+                        None,
+                        Some(&format!(
+                            "unknown channel {:?}: name it in [chat.channels] or write platform:room",
+                            notice.target
+                        )),
+                    )
+                    .await;
+                continue;
+            };
+            match self
+                .engine
+                .store
+                .move_chat_message(&notice.id, "new", "sending", None, None)
+                .await
             {
-                platform = Some(p.to_owned());
-                channel = room.to_owned();
-            } else if self.adapters.len() == 1 {
-                platform = self.adapters.keys().next().map(|p| (*p).to_owned());
+                Ok(true) => {}
+                _ => continue,
+            }
+            let body: Value = serde_json::from_str(&notice.message).unwrap_or(Value::Null);
+            let message = OutgoingMessage {
+                title: body["title"].as_str().map(str::to_owned),
+                text: body["text"].as_str().unwrap_or_default().to_owned(),
+                ..OutgoingMessage::default()
+            };
+            let thread_key = notice
+                .thread_key
+                .as_ref()
+                .map(|k| format!("{k}|{}|{}", adapter.platform(), to.channel));
+            if let Some(key) = &thread_key
+                && let Ok(Some(root)) = self.engine.store.chat_thread(key).await
+            {
+                to.thread = Some(root);
+            }
+            match adapter.send(&to, &message).await {
+                Ok(sent) => {
+                    if let Some(key) = &thread_key
+                        && to.thread.is_none()
+                        && let Err(err) = self
+                            .engine
+                            .store
+                            .set_chat_thread(key, &sent.message_id)
+                            .await
+                    {
+                        tracing::warn!(error = %err, "recording a notice thread failed");
+                    }
+                    let reference = json!({
+                        "platform": adapter.platform(),
+                        "channel": sent.to.channel,
+                        "thread": to.thread,
+                        "message_id": sent.message_id,
+                    });
+                    let _ = self
+                        .engine
+                        .store
+                        .move_chat_message(&notice.id, "sending", "sent", Some(&reference), None)
+                        .await;
+                }
+                Err(err) => {
+                    let _ = self
+                        .engine
+                        .store
+                        .move_chat_message(
+                            &notice.id,
+                            "sending",
+                            "failed",
+                            None,
+                            Some(&err.to_string()),
+                        )
+                        .await;
+                }
             }
         }
-        let adapter = self.adapters.get(platform?.as_str())?.clone();
-        Some((adapter, ChannelRef { channel, thread }))
     }
 
     async fn post_prompt(&self, inq: &inquiry_row::Model) {

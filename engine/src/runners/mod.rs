@@ -1,6 +1,7 @@
 //! Runners: the code that actually performs an action. One file per runner
 //! kind; the registry maps StackStorm `runner_type` names to them.
 
+mod chat_post;
 mod echo;
 mod http;
 mod noop;
@@ -139,6 +140,7 @@ impl RunnerRegistry {
             Arc::new(crate::workflow::WorkflowRunner::ORQUESTA),
             Arc::new(crate::workflow::WorkflowRunner::WORKFLOW),
             Arc::new(crate::workflow::inquirer::Inquirer),
+            Arc::new(chat_post::ChatPost),
         ];
         let runners = list.into_iter().map(|r| (r.name(), r)).collect();
         Self { runners }
@@ -182,6 +184,7 @@ mod tests {
         assert_eq!(
             registry.names(),
             vec![
+                "chat-post",
                 "echo",
                 "http-request",
                 "inquirer",

@@ -206,3 +206,29 @@ pub mod inquiry_vote {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod chat_outbox {
+    use sea_orm::entity::prelude::*;
+    use serde::Serialize;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize)]
+    #[sea_orm(table_name = "chat_outbox")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub execution_id: Option<String>,
+        pub target: String,
+        pub message: String,
+        pub thread_key: Option<String>,
+        pub state: String,
+        pub sent_ref: Option<String>,
+        pub error: Option<String>,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -2,6 +2,7 @@
 //! PostgreSQL. It owns the SQL; callers speak in domain terms (claim, complete,
 //! recover) and never build queries themselves.
 
+mod chat;
 mod entities;
 mod executions;
 mod inquiries;
@@ -20,8 +21,8 @@ use sha2::{Digest, Sha256};
 use squall_migrations::{Migrator, MigratorTrait};
 
 pub use entities::{
-    api_key, audit, execution, inquiry, inquiry_vote, rule_enforcement, trigger_instance,
-    workflow_task,
+    api_key, audit, chat_outbox, execution, inquiry, inquiry_vote, rule_enforcement,
+    trigger_instance, workflow_task,
 };
 pub use executions::{CancelOutcome, Completion, ExecutionFilter, NewExecution, RecoveryReport};
 pub use inquiries::{Decision, NewInquiry, VoteRecord, VoteResult};
