@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/squall-target}"
 
 bash scripts/ensure-postgres.sh
+bash scripts/testenv/alertmanager.sh
 
 # A real Matrix homeserver for the Matrix tests (installed once into a cached
 # virtualenv, stopped again when the tests end).

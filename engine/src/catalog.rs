@@ -307,6 +307,34 @@ impl Catalog {
         })
     }
 
+    /// Render the parameters a rule or workflow task gives an action. A shell
+    /// command (`cmd` of a `local-shell-cmd` action) is rendered with every
+    /// `{{ expr }}` quoted as one shell word, so values from a trigger or a
+    /// workflow context can never splice shell syntax into it.
+    pub fn render_input(
+        &self,
+        action_ref: &str,
+        input: &Map<String, Value>,
+        ctx: &Value,
+        templates: &Templates,
+    ) -> Result<Map<String, Value>, crate::template::TemplateError> {
+        let shell = self
+            .actions
+            .get(action_ref)
+            .is_some_and(|a| a.runner.name() == "local-shell-cmd");
+        let mut out = Map::with_capacity(input.len());
+        for (key, value) in input {
+            let rendered = match value {
+                Value::String(cmd) if shell && key == "cmd" => {
+                    Value::String(templates.render_shell(cmd, ctx)?)
+                }
+                other => templates.render_json(other, ctx)?,
+            };
+            out.insert(key.clone(), rendered);
+        }
+        Ok(out)
+    }
+
     /// Evaluate the rules for one trigger instance. `url` selects webhook rules.
     /// Backstop rules run only when no standard rule matched.
     pub fn evaluate(
@@ -355,12 +383,9 @@ impl Catalog {
         ctx: &Value,
         templates: &Templates,
     ) -> Result<PlannedExecution, String> {
-        let rendered = templates
-            .render_json(&Value::Object(rule.action_parameters.clone()), ctx)
+        let provided = self
+            .render_input(&rule.action_ref, &rule.action_parameters, ctx, templates)
             .map_err(|e| format!("rendering action parameters: {e}"))?;
-        let Value::Object(provided) = rendered else {
-            return Err("action parameters did not render to an object".into());
-        };
         self.plan(&rule.action_ref, &provided, Casting::FromText)
             .map_err(|errors| {
                 errors

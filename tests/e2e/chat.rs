@@ -49,8 +49,8 @@ impl Output {
 }
 
 /// One console user talking to squall.
-struct Session {
-    dispatcher: Arc<Dispatcher>,
+pub(crate) struct Session {
+    pub(crate) dispatcher: Arc<Dispatcher>,
     console: Arc<ConsoleAdapter>,
     output: Output,
     transcript: String,
@@ -60,7 +60,7 @@ struct Session {
 }
 
 impl Session {
-    fn new(server: &TestServer, user: &str, settings: ChatSection) -> Result<Session> {
+    pub(crate) fn new(server: &TestServer, user: &str, settings: ChatSection) -> Result<Session> {
         let rbac = Rbac::load_dir(&repo_root().join("tests/fixtures/rbac"))
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let output = Output::default();
@@ -89,7 +89,7 @@ impl Session {
     }
 
     /// Type a line and return once the immediate replies are out.
-    async fn send(&mut self, line: &str) -> String {
+    pub(crate) async fn send(&mut self, line: &str) -> String {
         let shown = self.redact(line);
         self.transcript.push_str(&format!("> {shown}\n"));
         self.dispatcher
@@ -298,7 +298,11 @@ async fn long_output_is_cut_with_a_hint_and_slow_runs_edit_their_ack() -> Result
 
 /// Wait until `session` has printed something matching `pattern`; returns
 /// everything printed so far.
-async fn wait_output(session: &mut Session, seen: &mut String, pattern: &str) -> Result<String> {
+pub(crate) async fn wait_output(
+    session: &mut Session,
+    seen: &mut String,
+    pattern: &str,
+) -> Result<String> {
     let re = regex::Regex::new(pattern)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {

@@ -1,6 +1,7 @@
 //! squall's end-to-end tests, one binary with a module per area.
 #![recursion_limit = "256"]
 
+mod alerts;
 mod chat;
 mod crash;
 mod executions;

@@ -38,7 +38,10 @@ impl TestServer {
         };
         tweak(&mut config);
         let server = squall::server::start(&config).await?;
-        let key = std::fs::read_to_string(data.path().join("admin-api-key"))?
+        // Written on the first start of a database only (a restart on the
+        // same database keeps the key it had).
+        let key = std::fs::read_to_string(data.path().join("admin-api-key"))
+            .unwrap_or_default()
             .trim()
             .to_owned();
         Ok(TestServer {

@@ -136,3 +136,96 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A real Prometheus Alertmanager on loopback whose one webhook receiver
+/// posts to `webhook_url` with `Authorization: Bearer <key>`; stopped on drop.
+pub struct Alertmanager {
+    pub url: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    pub async fn start(webhook_url: &str, key: &str) -> Result<Alertmanager> {
+        let binary = which("prometheus-alertmanager").context(
+            "prometheus-alertmanager is not installed: run `bash scripts/testenv/alertmanager.sh` \
+             (apt-get install prometheus-alertmanager; scripts/test.sh does it)",
+        )?;
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let config = format!(
+            "route:\n  receiver: squall\n  group_by: ['alertname']\n  group_wait: 0s\n  \
+             group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: squall\n    \
+             webhook_configs:\n      - url: {webhook_url}\n        send_resolved: true\n        \
+             http_config:\n          authorization:\n            credentials: {key}\n"
+        );
+        std::fs::write(dir.path().join("alertmanager.yml"), config)?;
+        let url = format!("http://127.0.0.1:{port}");
+        let child = std::process::Command::new(binary)
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("alertmanager.yml").display()
+            ))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--web.external-url={url}"))
+            // An empty cluster address turns clustering (and its gossip port) off.
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting prometheus-alertmanager")?;
+        let am = Alertmanager {
+            url: url.clone(),
+            child,
+            _dir: dir,
+        };
+        let client = reqwest::Client::new();
+        eventually(Duration::from_secs(30), "Alertmanager to be ready", || {
+            let client = client.clone();
+            let ready = format!("{url}/-/ready");
+            async move {
+                Ok(client
+                    .get(&ready)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ()))
+            }
+        })
+        .await?;
+        Ok(am)
+    }
+
+    /// Post alerts to Alertmanager's API (`/api/v2/alerts`).
+    pub async fn post(&self, alerts: &serde_json::Value) -> Result<()> {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/v2/alerts", self.url))
+            .json(alerts)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("Alertmanager answered {}", response.status());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| p.is_file())
+}

@@ -55,6 +55,18 @@ impl Store {
             .await?)
     }
 
+    /// Notices queued with one thread key, oldest first.
+    pub async fn chat_messages_in_thread(
+        &self,
+        thread_key: &str,
+    ) -> Result<Vec<chat_outbox::Model>, StoreError> {
+        Ok(chat_outbox::Entity::find()
+            .filter(chat_outbox::Column::ThreadKey.eq(thread_key))
+            .order_by_asc(chat_outbox::Column::Id)
+            .all(&self.db)
+            .await?)
+    }
+
     /// Notices waiting to be sent, oldest first.
     pub async fn chat_messages_to_send(&self) -> Result<Vec<chat_outbox::Model>, StoreError> {
         Ok(chat_outbox::Entity::find()

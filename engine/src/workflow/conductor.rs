@@ -557,13 +557,10 @@ impl Conductor {
         input: &Map<String, Value>,
         data: &Value,
     ) -> Result<crate::catalog::PlannedExecution, String> {
-        let rendered = self
-            .templates
-            .render_json(&Value::Object(input.clone()), data)
+        let provided = self
+            .catalog
+            .render_input(action, input, data, &self.templates)
             .map_err(|e| format!("rendering the task input: {e}"))?;
-        let Value::Object(provided) = rendered else {
-            return Err("the task input did not render to a mapping".into());
-        };
         self.catalog
             .plan(action, &provided, Casting::FromText)
             .map_err(|errors| {
