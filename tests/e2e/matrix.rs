@@ -610,3 +610,86 @@ async fn matrix_approvals_by_reaction() -> Result<()> {
     assert!(!children.iter().any(|c| c.action == "examples.deploy"));
     server.stop().await
 }
+
+/// An alert posted to a real Alertmanager reaches squall; the remediation
+/// notices appear in a real room, threaded under the firing notice; a ✅
+/// approves the cleanup; the resolved alert lands in the same thread.
+#[tokio::test]
+async fn matrix_alert_notices_are_threaded_per_alert() -> Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let env = matrix_env()?;
+    let server = TestServer::start(Backend::Sqlite).await?;
+    let bot_id: OwnedUserId = format!("@{}:localhost", env.bot_user).try_into()?;
+    let _bot = start_bot(&server, &env).await?;
+    let alice = Human::login(&env, bot_id.clone()).await?;
+    let carol = Human::login_as(&env, &env.second_user, &env.second_password, bot_id.clone()).await?;
+    let carol_id: OwnedUserId = format!("@{}:localhost", env.second_user).try_into()?;
+    let room = alice.room_with_bot(&bot_id, false).await?;
+    room.invite_user_by_id(&carol_id).await?;
+    let room_id = room.room_id().to_owned();
+    let carol_room = eventually(Duration::from_secs(30), "the second user to join", || {
+        let client = carol.client.clone();
+        let room_id = room_id.clone();
+        async move {
+            client
+                .sync_once(SyncSettings::default().timeout(Duration::from_secs(1)))
+                .await?;
+            Ok(client.join_room_by_id(&room_id).await.ok())
+        }
+    })
+    .await?;
+
+    let am = squall_tests::Alertmanager::start(&server.url("/api/v1/alerts/alertmanager"), &server.key).await?;
+    let disk = tempfile::tempdir()?;
+    std::fs::write(disk.path().join("old.tmp"), "x")?;
+    let alert = serde_json::json!([{
+        "labels": {"alertname": "HighDiskUsage", "instance": "db7:9100"},
+        // The alert names its room (the example pack's rules default to `ops`).
+        "annotations": {
+            "summary": "/var is 95% full on db7",
+            "cleanup_path": disk.path(),
+            "chat_channel": format!("matrix:{room_id}")
+        }
+    }]);
+    am.post(&alert).await?;
+    let firing = match alice
+        .wait_for(&room, "HighDiskUsage firing on db7:9100", "the firing notice in the room")
+        .await
+    {
+        Ok(seen) => seen,
+        Err(err) => {
+            let executions = server
+                .engine
+                .store
+                .list_executions(&squall_engine::store::ExecutionFilter { limit: 20, ..Default::default() })
+                .await?;
+            for e in executions {
+                eprintln!("{} {} {} {:?} {:?}", e.id, e.action, e.status, e.error, e.result);
+            }
+            return Err(err);
+        }
+    };
+    assert_eq!(firing.thread_root, None, "the firing notice starts the thread");
+    let diagnosis = alice
+        .wait_for(&room, "Diagnosis on db7:9100: 1 temporary files", "the diagnosis")
+        .await?;
+    assert_eq!(diagnosis.thread_root.as_ref(), Some(&firing.event_id));
+    let prompt = alice
+        .wait_for(&room, "Approval needed: remediation.disk_remediate", "the approval prompt")
+        .await?;
+    react(&carol_room, &prompt.event_id, "✅").await?;
+    let done = alice
+        .wait_for(&room, "Cleanup done on db7:9100: removed 1 temporary files", "the cleanup result")
+        .await?;
+    assert_eq!(done.thread_root.as_ref(), Some(&firing.event_id));
+    assert!(!disk.path().join("old.tmp").exists());
+
+    let mut resolved = alert.clone();
+    resolved[0]["endsAt"] = serde_json::json!(chrono::Utc::now().to_rfc3339());
+    am.post(&resolved).await?;
+    let resolved = alice
+        .wait_for(&room, "Resolved: HighDiskUsage on db7:9100", "the resolved notice")
+        .await?;
+    assert_eq!(resolved.thread_root.as_ref(), Some(&firing.event_id), "resolved lands under its firing");
+    server.stop().await
+}

@@ -432,6 +432,15 @@ impl Dispatcher {
                         .move_chat_message(&notice.id, "sending", "sent", Some(&reference), None)
                         .await;
                 }
+                Err(squall_engine::chat::AdapterError::Transient { reason, .. }) => {
+                    // The connection is down for now: try again on the next round.
+                    tracing::warn!(notice = %notice.id, %reason, "sending a notice failed; will retry");
+                    let _ = self
+                        .engine
+                        .store
+                        .move_chat_message(&notice.id, "sending", "new", None, None)
+                        .await;
+                }
                 Err(err) => {
                     let _ = self
                         .engine
