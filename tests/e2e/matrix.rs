@@ -622,7 +622,8 @@ async fn matrix_alert_notices_are_threaded_per_alert() -> Result<()> {
     let bot_id: OwnedUserId = format!("@{}:localhost", env.bot_user).try_into()?;
     let _bot = start_bot(&server, &env).await?;
     let alice = Human::login(&env, bot_id.clone()).await?;
-    let carol = Human::login_as(&env, &env.second_user, &env.second_password, bot_id.clone()).await?;
+    let carol =
+        Human::login_as(&env, &env.second_user, &env.second_password, bot_id.clone()).await?;
     let carol_id: OwnedUserId = format!("@{}:localhost", env.second_user).try_into()?;
     let room = alice.room_with_bot(&bot_id, false).await?;
     room.invite_user_by_id(&carol_id).await?;
@@ -639,7 +640,9 @@ async fn matrix_alert_notices_are_threaded_per_alert() -> Result<()> {
     })
     .await?;
 
-    let am = squall_tests::Alertmanager::start(&server.url("/api/v1/alerts/alertmanager"), &server.key).await?;
+    let am =
+        squall_tests::Alertmanager::start(&server.url("/api/v1/alerts/alertmanager"), &server.key)
+            .await?;
     let disk = tempfile::tempdir()?;
     std::fs::write(disk.path().join("old.tmp"), "x")?;
     let alert = serde_json::json!([{
@@ -653,7 +656,11 @@ async fn matrix_alert_notices_are_threaded_per_alert() -> Result<()> {
     }]);
     am.post(&alert).await?;
     let firing = match alice
-        .wait_for(&room, "HighDiskUsage firing on db7:9100", "the firing notice in the room")
+        .wait_for(
+            &room,
+            "HighDiskUsage firing on db7:9100",
+            "the firing notice in the room",
+        )
         .await
     {
         Ok(seen) => seen,
@@ -661,25 +668,46 @@ async fn matrix_alert_notices_are_threaded_per_alert() -> Result<()> {
             let executions = server
                 .engine
                 .store
-                .list_executions(&squall_engine::store::ExecutionFilter { limit: 20, ..Default::default() })
+                .list_executions(&squall_engine::store::ExecutionFilter {
+                    limit: 20,
+                    ..Default::default()
+                })
                 .await?;
             for e in executions {
-                eprintln!("{} {} {} {:?} {:?}", e.id, e.action, e.status, e.error, e.result);
+                eprintln!(
+                    "{} {} {} {:?} {:?}",
+                    e.id, e.action, e.status, e.error, e.result
+                );
             }
             return Err(err);
         }
     };
-    assert_eq!(firing.thread_root, None, "the firing notice starts the thread");
+    assert_eq!(
+        firing.thread_root, None,
+        "the firing notice starts the thread"
+    );
     let diagnosis = alice
-        .wait_for(&room, "Diagnosis on db7:9100: 1 temporary files", "the diagnosis")
+        .wait_for(
+            &room,
+            "Diagnosis on db7:9100: 1 temporary files",
+            "the diagnosis",
+        )
         .await?;
     assert_eq!(diagnosis.thread_root.as_ref(), Some(&firing.event_id));
     let prompt = alice
-        .wait_for(&room, "Approval needed: remediation.disk_remediate", "the approval prompt")
+        .wait_for(
+            &room,
+            "Approval needed: remediation.disk_remediate",
+            "the approval prompt",
+        )
         .await?;
     react(&carol_room, &prompt.event_id, "✅").await?;
     let done = alice
-        .wait_for(&room, "Cleanup done on db7:9100: removed 1 temporary files", "the cleanup result")
+        .wait_for(
+            &room,
+            "Cleanup done on db7:9100: removed 1 temporary files",
+            "the cleanup result",
+        )
         .await?;
     assert_eq!(done.thread_root.as_ref(), Some(&firing.event_id));
     assert!(!disk.path().join("old.tmp").exists());
@@ -688,8 +716,16 @@ async fn matrix_alert_notices_are_threaded_per_alert() -> Result<()> {
     resolved[0]["endsAt"] = serde_json::json!(chrono::Utc::now().to_rfc3339());
     am.post(&resolved).await?;
     let resolved = alice
-        .wait_for(&room, "Resolved: HighDiskUsage on db7:9100", "the resolved notice")
+        .wait_for(
+            &room,
+            "Resolved: HighDiskUsage on db7:9100",
+            "the resolved notice",
+        )
         .await?;
-    assert_eq!(resolved.thread_root.as_ref(), Some(&firing.event_id), "resolved lands under its firing");
+    assert_eq!(
+        resolved.thread_root.as_ref(),
+        Some(&firing.event_id),
+        "resolved lands under its firing"
+    );
     server.stop().await
 }

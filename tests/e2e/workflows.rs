@@ -600,3 +600,20 @@ async fn canceling_a_workflow_waiting_for_approval_cancels_the_request() -> Resu
     assert_eq!(ask.status, "canceled");
     server.stop().await
 }
+
+#[tokio::test]
+async fn context_values_reach_a_shell_command_as_one_quoted_word() -> Result<()> {
+    let server = TestServer::start(Backend::Sqlite).await?;
+    let dir = tempfile::tempdir()?;
+    let marker = dir.path().join("injected");
+    let text = format!(
+        "a; touch {} $(touch {})",
+        marker.display(),
+        marker.display()
+    );
+    let (model, result) = run(&server.engine, "testing.wf_shell", json!({ "text": text })).await?;
+    assert_eq!(model.status, "succeeded", "{result}");
+    assert_eq!(result["output"]["said"], text.as_str());
+    assert!(!marker.exists(), "nothing from the value ran");
+    server.stop().await
+}
