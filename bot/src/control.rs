@@ -157,9 +157,9 @@ pub async fn inquiry(
             print_json_or(json, &list, || {
                 let items = list.as_array().cloned().unwrap_or_default();
                 if items.is_empty() {
-                    "no approval requests".to_owned()
+                    "no approval requests\n".to_owned()
                 } else {
-                    items.iter().map(describe).collect::<Vec<_>>().join("\n")
+                    items.iter().map(|i| describe(i) + "\n").collect()
                 }
             });
             Ok(ExitCode::SUCCESS)
@@ -185,7 +185,7 @@ pub async fn inquiry(
                     view
                 }
             };
-            print_json_or(json, &view, || describe(&view));
+            print_json_or(json, &view, || describe(&view) + "\n");
             Ok(ExitCode::SUCCESS)
         }
         InquiryCommand::Respond { id, response } => {

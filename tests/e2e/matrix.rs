@@ -701,6 +701,11 @@ async fn matrix_alert_notices_are_threaded_per_alert() -> Result<()> {
             "the approval prompt",
         )
         .await?;
+    assert_eq!(
+        prompt.thread_root.as_ref(),
+        Some(&firing.event_id),
+        "asked in the alert's thread"
+    );
     react(&carol_room, &prompt.event_id, "✅").await?;
     let done = alice
         .wait_for(

@@ -17,7 +17,7 @@ fn shipped_packs_validate() -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&out.stdout).starts_with("ok: 3 pack(s)"),
+        String::from_utf8_lossy(&out.stdout).starts_with("ok: 5 pack(s)"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );

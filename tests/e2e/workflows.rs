@@ -617,3 +617,126 @@ async fn context_values_reach_a_shell_command_as_one_quoted_word() -> Result<()>
     assert!(!marker.exists(), "nothing from the value ran");
     server.stop().await
 }
+
+#[tokio::test]
+async fn inquiries_and_workflow_control_over_the_api() -> Result<()> {
+    let server = TestServer::start(Backend::Sqlite).await?;
+    let dir = tempfile::tempdir()?;
+    let (status, created) = server
+        .post(
+            "/api/v1/executions",
+            &json!({"action": "testing.wf_approval", "parameters": {"file": dir.path().join("x")}})
+                .to_string(),
+        )
+        .await?;
+    assert_eq!(status, 201, "{created}");
+    let workflow = created["id"].as_str().context("id")?.to_owned();
+    let inquiry = pending_inquiry(&server.engine, &workflow).await?;
+    let (status, list) = server.get("/api/v1/inquiries").await?;
+    assert_eq!(status, 200);
+    assert!(
+        list.as_array()
+            .is_some_and(|l| l.iter().any(|i| i["id"] == inquiry.as_str()))
+    );
+    let respond = format!("/api/v1/inquiries/{inquiry}/respond");
+    // The API key that started it cannot approve it.
+    let (status, body) = server.post(&respond, r#"{"approved": true}"#).await?;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    let (status, body) = server.post(&respond, "[1]").await?;
+    assert_eq!(status, 400, "{body}");
+    // Another key approves; a response off the schema is refused first.
+    let (_, other) = server.engine.store.create_api_key("oncall").await?;
+    let post_as = |body: &'static str| {
+        let request = server
+            .http
+            .post(server.url(&respond))
+            .header("St2-Api-Key", other.clone())
+            .header("Content-Type", "application/json")
+            .body(body);
+        async move {
+            let response = request.send().await?;
+            let status = response.status().as_u16();
+            Ok::<(u16, Value), anyhow::Error>((
+                status,
+                response.json().await.unwrap_or(Value::Null),
+            ))
+        }
+    };
+    let (status, body) = post_as(r#"{"approved": "yes"}"#).await?;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_response")),
+        "{body}"
+    );
+    let (status, body) = post_as(r#"{"approved": true}"#).await?;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("approved")),
+        "{body}"
+    );
+    let (status, _) = post_as(r#"{"approved": true}"#).await?;
+    assert_eq!(status, 409, "already decided");
+    let (status, view) = server.get(&format!("/api/v1/inquiries/{inquiry}")).await?;
+    assert_eq!(status, 200);
+    assert_eq!(view["votes"][0]["voter"], "oncall");
+    assert_eq!(
+        server.engine.wait_for(&workflow, WAIT).await?.status,
+        "succeeded"
+    );
+
+    // Control routes: pause/resume/cancel/rerun and their refusals.
+    let file = dir.path().join("steps");
+    let (_, created) = server
+        .post(
+            "/api/v1/executions",
+            &json!({"action": "testing.wf_steps", "parameters": {"file": file, "seconds": 0.3}})
+                .to_string(),
+        )
+        .await?;
+    let id = created["id"].as_str().context("id")?.to_owned();
+    wait_status(&server.engine, &id, "running").await?;
+    let (status, body) = server
+        .post(&format!("/api/v1/executions/{id}/pause"), "")
+        .await?;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("pausing")),
+        "{body}"
+    );
+    wait_status(&server.engine, &id, "paused").await?;
+    let (status, _) = server
+        .post(&format!("/api/v1/executions/{id}/pause"), "")
+        .await?;
+    assert_eq!(status, 409);
+    let (status, body) = server
+        .post(&format!("/api/v1/executions/{id}/cancel"), "")
+        .await?;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("canceled")),
+        "{body}"
+    );
+    let (status, _) = server
+        .post(&format!("/api/v1/executions/{id}/resume"), "")
+        .await?;
+    assert_eq!(status, 409);
+    let (status, body) = server
+        .post(
+            &format!("/api/v1/executions/{id}/rerun"),
+            r#"{"failed_only": true}"#,
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let rerun = body["id"].as_str().context("rerun id")?.to_owned();
+    assert_eq!(
+        server.engine.wait_for(&rerun, WAIT).await?.status,
+        "succeeded"
+    );
+    let (status, body) = server.post("/api/v1/executions/nope/cancel", "").await?;
+    assert_eq!(status, 404, "{body}");
+    server.stop().await
+}

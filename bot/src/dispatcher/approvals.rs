@@ -326,8 +326,23 @@ impl Dispatcher {
                     },
                 ))
             }
-            None => self.resolve_channel(channel),
+            None => {
+                let (adapter, mut to) = self.resolve_channel(channel)?;
+                to.thread = thread;
+                Some((adapter, to))
+            }
         }
+    }
+
+    /// The root message of a thread key in a channel, when it has one.
+    async fn thread_root(
+        &self,
+        key: &str,
+        adapter: &Arc<dyn ChatAdapter>,
+        to: &ChannelRef,
+    ) -> Option<String> {
+        let key = format!("{key}|{}|{}", adapter.platform(), to.channel);
+        self.engine.store.chat_thread(&key).await.ok().flatten()
     }
 
     /// A channel as actions and approvals name it: a name from
@@ -459,7 +474,7 @@ impl Dispatcher {
     }
 
     async fn post_prompt(&self, inq: &inquiry_row::Model) {
-        let Some((adapter, to)) = self.prompt_target(inq) else {
+        let Some((adapter, mut to)) = self.prompt_target(inq) else {
             // Started outside chat (API, CLI, rule): answered with
             // `squall inquiry respond` or the API.
             let _ = self
@@ -477,6 +492,20 @@ impl Dispatcher {
         {
             Ok(true) => {}
             _ => return,
+        }
+        let thread_key = inq
+            .target
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+            .and_then(|t| {
+                t.get("thread_key")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+        if let Some(key) = thread_key
+            && let Some(root) = self.thread_root(&key, &adapter, &to).await
+        {
+            to.thread = Some(root);
         }
         let caps = adapter.capabilities();
         let message = self.prompt_message(inq, caps.buttons, caps.reactions);

@@ -203,7 +203,7 @@ impl Store {
             backend,
             &format!(
                 "UPDATE executions SET status = 'running', lease_owner = ?, lease_expires_at = ?, \
-                 started_at = ?, updated_at = ? WHERE id IN (SELECT id FROM executions \
+                 started_at = COALESCE(started_at, ?), updated_at = ? WHERE id IN (SELECT id FROM executions \
                  WHERE status = 'requested'{id_filter} ORDER BY id LIMIT ?{lock}) RETURNING *"
             ),
         );

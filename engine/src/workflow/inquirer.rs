@@ -109,6 +109,14 @@ impl Runner for Inquirer {
                     "What is being approved, in words.",
                 ),
             ),
+            (
+                "thread".to_owned(),
+                p(
+                    json!({"type": "string"}),
+                    None,
+                    "Thread key (as for chatops.post_message): ask in that thread of `channel`.",
+                ),
+            ),
         ])
     }
 
@@ -127,7 +135,9 @@ impl Runner for Inquirer {
             .unwrap_or(1440.0);
         let expires_at = (ttl_minutes > 0.0).then(|| now_ms() + (ttl_minutes * 60_000.0) as i64);
         let target = match ctx.param_str("channel") {
-            Some(channel) => Some(json!({ "channel": channel })),
+            Some(channel) => {
+                Some(json!({ "channel": channel, "thread_key": ctx.param_str("thread") }))
+            }
             None => context.chat.clone(),
         };
         let mut params = serde_json::Map::new();
