@@ -241,7 +241,7 @@ impl Dispatcher {
         }
         let p = &self.settings.prefix;
         text.push_str(&format!(
-            "built-in: {p}help [filter], {p}status <id>, {p}cancel <id>, {p}retry <id>, {p}executions [n], {p}approve <id>, {p}deny <id> [reason], {p}inquiries, {p}whoami"
+            "built-in: {p}help [filter], {p}status <id>, {p}cancel <id>, {p}retry <id> [failed], {p}executions [n], {p}approve <id>, {p}deny <id> [reason], {p}inquiries, {p}whoami"
         ));
         reply
             .say(OutgoingMessage {
@@ -357,9 +357,14 @@ impl Dispatcher {
         self: &Arc<Self>,
         reply: &Reply,
         principal: &Principal,
-        id: &str,
+        args: &str,
         message: &IncomingMessage,
     ) {
+        // `retry <id> failed`: a workflow from its failed tasks.
+        let (id, failed_only) = match args.split_once(char::is_whitespace) {
+            Some((id, "failed")) => (id, true),
+            _ => (args, false),
+        };
         if self
             .find_execution(reply, principal, id, "retry")
             .await
@@ -367,11 +372,20 @@ impl Dispatcher {
         {
             return;
         }
-        match self.engine.rerun(id, chat_context(message)).await {
+        match self
+            .engine
+            .rerun_with(id, chat_context(message), failed_only)
+            .await
+        {
             Ok(new_id) => {
+                let how = if failed_only {
+                    " from its failed tasks"
+                } else {
+                    ""
+                };
                 let sent = reply
                     .say(OutgoingMessage::text(format!(
-                        "Retrying {id} as execution {new_id}."
+                        "Retrying {id}{how} as execution {new_id}."
                     )))
                     .await;
                 self.follow(reply.clone(), new_id, sent, None);
@@ -694,7 +708,9 @@ impl Reply {
 
     async fn engine_error(&self, err: &EngineError) {
         match err {
-            EngineError::Parameters(_) | EngineError::NoExecution(_) => {
+            EngineError::Parameters(_)
+            | EngineError::NoExecution(_)
+            | EngineError::NotAWorkflow(_) => {
                 self.say(OutgoingMessage::text(err.to_string())).await;
             }
             other => self.internal_error(other).await,

@@ -281,17 +281,12 @@ impl Engine {
     /// Pause a workflow: running tasks finish, no new task starts.
     pub async fn pause(&self, id: &str) -> Result<ControlOutcome, EngineError> {
         let model = self.workflow_model(id).await?;
-        if self
-            .store
-            .move_status(id, &["running", "requested"], "pausing")
-            .await?
-        {
-            // A workflow that had not started yet pauses at once.
-            self.store.move_status(id, &["pausing"], "pausing").await?;
-            if model.status == "requested" {
-                self.store.move_status(id, &["pausing"], "paused").await?;
-                return Ok(ControlOutcome::Done("paused".into()));
-            }
+        // One that has not started yet pauses at once; a running one once
+        // its running tasks end (its conductor parks it).
+        if self.store.move_status(id, &["requested"], "paused").await? {
+            return Ok(ControlOutcome::Done("paused".into()));
+        }
+        if self.store.move_status(id, &["running"], "pausing").await? {
             return Ok(ControlOutcome::Done("pausing".into()));
         }
         Ok(ControlOutcome::NotApplicable(model.status))

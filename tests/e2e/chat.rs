@@ -408,3 +408,42 @@ async fn approvals_in_the_console_resume_or_stop_a_workflow() -> Result<()> {
     prompts.abort();
     server.stop().await
 }
+
+#[tokio::test]
+async fn retry_failed_reruns_a_workflow_from_its_failed_tasks() -> Result<()> {
+    let server = server().await?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("steps");
+    let id = crate::workflows::start(
+        &server.engine,
+        "testing.wf_steps",
+        serde_json::json!({"file": file, "steps": 3, "seconds": 0, "fail_at": 1}),
+        "console:alice",
+    )
+    .await?;
+    let failed = server
+        .engine
+        .wait_for(&id, std::time::Duration::from_secs(30))
+        .await?;
+    assert_eq!(failed.status, "failed");
+    std::fs::write(format!("{}.fix", file.display()), "")?;
+    let mut alice = Session::new(&server, "alice", ChatSection::default())?;
+    let answer = alice.say(&format!("retry {id} failed")).await;
+    assert!(
+        answer.contains("from its failed tasks as execution"),
+        "{answer}"
+    );
+    assert!(answer.contains("testing.wf_steps succeeded"), "{answer}");
+    let lines = std::fs::read_to_string(&file)?;
+    assert_eq!(lines, "step 0\nstep 1\nstep 2\n", "step 0 ran once");
+    let plain = crate::workflows::start(
+        &server.engine,
+        "core.noop",
+        serde_json::json!({}),
+        "console:alice",
+    )
+    .await?;
+    let answer = alice.say(&format!("retry {plain} failed")).await;
+    assert!(answer.contains("is not a workflow"), "{answer}");
+    server.stop().await
+}
