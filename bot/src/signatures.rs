@@ -126,7 +126,7 @@ pub fn verify(
         }
         Ok(())
     };
-    let (signature, replay_token) = match auth.auth {
+    let replay_token = match auth.auth {
         Scheme::ApiKey => return Ok(()),
         Scheme::Github => {
             let sig = header(headers, "x-hub-signature-256")
@@ -138,7 +138,7 @@ pub fn verify(
                 return Err("the X-Hub-Signature-256 signature does not match the body".into());
             }
             let delivery = header(headers, "x-github-delivery").unwrap_or(hex);
-            (hex.to_owned(), format!("github:{delivery}"))
+            format!("github:{delivery}")
         }
         Scheme::Slack => {
             let ts = header(headers, "x-slack-request-timestamp")
@@ -152,7 +152,7 @@ pub fn verify(
             if !matches(secret, &[b"v0:", ts.as_bytes(), b":", body], hex) {
                 return Err("the X-Slack-Signature does not match the body and timestamp".into());
             }
-            (hex.to_owned(), format!("slack:{hex}"))
+            format!("slack:{hex}")
         }
         Scheme::Pagerduty => {
             let sigs = header(headers, "x-pagerduty-signature")
@@ -163,7 +163,7 @@ pub fn verify(
                 .filter_map(|s| s.trim().strip_prefix("v1="))
                 .find(|hex| matches(secret, &[body], hex))
                 .ok_or("no X-PagerDuty-Signature matches the body")?;
-            (hit.to_owned(), format!("pagerduty:{hit}"))
+            format!("pagerduty:{hit}")
         }
         Scheme::Hmac => {
             let ts =
@@ -175,10 +175,9 @@ pub fn verify(
             if !matches(secret, &[ts.as_bytes(), b".", body], hex) {
                 return Err("the X-Squall-Signature does not match the body and timestamp".into());
             }
-            (hex.to_owned(), format!("hmac:{hex}"))
+            format!("hmac:{hex}")
         }
     };
-    let _ = signature;
     if !replays.first_use(replay_token, now, window) {
         return Err("this exact request was already received: refused as a replay".into());
     }

@@ -165,6 +165,25 @@ impl Human {
         })
     }
 
+    /// Get invited to `room` (by its owner) and join it; returns the room as
+    /// this client sees it.
+    async fn join(&self, env: &MatrixEnv, room: &Room) -> Result<Room> {
+        let me: OwnedUserId = format!("@{}:localhost", env.second_user).try_into()?;
+        room.invite_user_by_id(&me).await?;
+        let room_id = room.room_id().to_owned();
+        eventually(Duration::from_secs(30), "the second user to join", || {
+            let client = self.client.clone();
+            let room_id = room_id.clone();
+            async move {
+                client
+                    .sync_once(SyncSettings::default().timeout(Duration::from_secs(1)))
+                    .await?;
+                Ok(client.join_room_by_id(&room_id).await.ok())
+            }
+        })
+        .await
+    }
+
     async fn room_with_bot(&self, bot: &OwnedUserId, encrypted: bool) -> Result<Room> {
         let mut request = CreateRoom::new();
         request.invite = vec![bot.clone()];
@@ -485,22 +504,9 @@ async fn matrix_approvals_by_reaction() -> Result<()> {
     let alice = Human::login(&env, bot_id.clone()).await?;
     let carol =
         Human::login_as(&env, &env.second_user, &env.second_password, bot_id.clone()).await?;
-    let carol_id: OwnedUserId = format!("@{}:localhost", env.second_user).try_into()?;
 
     let room = alice.room_with_bot(&bot_id, false).await?;
-    room.invite_user_by_id(&carol_id).await?;
-    let room_id = room.room_id().to_owned();
-    let carol_room = eventually(Duration::from_secs(30), "the second user to join", || {
-        let client = carol.client.clone();
-        let room_id = room_id.clone();
-        async move {
-            client
-                .sync_once(SyncSettings::default().timeout(Duration::from_secs(1)))
-                .await?;
-            Ok(client.join_room_by_id(&room_id).await.ok())
-        }
-    })
-    .await?;
+    let carol_room = carol.join(&env, &room).await?;
 
     // 1. Approved by someone else; the requester's own approval is refused.
     alice
@@ -624,21 +630,9 @@ async fn matrix_alert_notices_are_threaded_per_alert() -> Result<()> {
     let alice = Human::login(&env, bot_id.clone()).await?;
     let carol =
         Human::login_as(&env, &env.second_user, &env.second_password, bot_id.clone()).await?;
-    let carol_id: OwnedUserId = format!("@{}:localhost", env.second_user).try_into()?;
     let room = alice.room_with_bot(&bot_id, false).await?;
-    room.invite_user_by_id(&carol_id).await?;
+    let carol_room = carol.join(&env, &room).await?;
     let room_id = room.room_id().to_owned();
-    let carol_room = eventually(Duration::from_secs(30), "the second user to join", || {
-        let client = carol.client.clone();
-        let room_id = room_id.clone();
-        async move {
-            client
-                .sync_once(SyncSettings::default().timeout(Duration::from_secs(1)))
-                .await?;
-            Ok(client.join_room_by_id(&room_id).await.ok())
-        }
-    })
-    .await?;
 
     let am =
         squall_tests::Alertmanager::start(&server.url("/api/v1/alerts/alertmanager"), &server.key)
