@@ -11,17 +11,6 @@ use squall_tests::{Backend, TestDb};
 
 use crate::server::TestServer;
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() -> anyhow::Result<()> { super::$name(squall_tests::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() -> anyhow::Result<()> { super::$name(squall_tests::Backend::Postgres).await })*
-        }
-    };
-}
-
 on_both_backends!(
     claims_are_oldest_first_and_exclusive,
     completion_from_a_node_that_lost_its_lease_is_ignored,

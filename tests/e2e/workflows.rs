@@ -14,6 +14,25 @@ use squall_tests::{Backend, eventually};
 
 use crate::server::TestServer;
 
+on_both_backends!(
+    tasks_pass_published_values_and_the_workflow_renders_its_output,
+    every_matching_transition_fires_and_joins_wait_for_their_inbound,
+    an_unhandled_failure_or_the_fail_command_fails_the_workflow,
+    with_items_runs_each_item_within_the_concurrency_limit,
+    retry_policy_and_retry_command_run_a_failed_task_again,
+    a_task_past_its_timeout_is_killed_and_a_workflow_past_its_own_times_out,
+    a_delayed_task_starts_after_its_delay,
+    a_workflow_runs_another_workflow_as_a_task,
+    pause_lets_the_running_task_finish_and_resume_continues,
+    cancel_stops_the_workflow_and_kills_its_running_task,
+    rerun_from_failed_keeps_what_succeeded,
+    an_approval_gate_resumes_on_quorum_and_refuses_self_approval,
+    a_denial_stops_the_workflow_and_an_expired_ttl_times_the_gate_out,
+    canceling_a_workflow_waiting_for_approval_cancels_the_request,
+    context_values_reach_a_shell_command_as_one_quoted_word,
+    inquiries_and_workflow_control_over_the_api,
+);
+
 const WAIT: Duration = Duration::from_secs(30);
 
 fn params(v: Value) -> Map<String, Value> {
@@ -63,9 +82,10 @@ fn lines(path: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn tasks_pass_published_values_and_the_workflow_renders_its_output() -> Result<()> {
-    let server = TestServer::start(Backend::Sqlite).await?;
+async fn tasks_pass_published_values_and_the_workflow_renders_its_output(
+    backend: Backend,
+) -> Result<()> {
+    let server = TestServer::start(backend).await?;
     let (model, result) = run(
         &server.engine,
         "testing.wf_sequence",
@@ -92,9 +112,10 @@ async fn tasks_pass_published_values_and_the_workflow_renders_its_output() -> Re
     server.stop().await
 }
 
-#[tokio::test]
-async fn every_matching_transition_fires_and_joins_wait_for_their_inbound() -> Result<()> {
-    let server = TestServer::start(Backend::Sqlite).await?;
+async fn every_matching_transition_fires_and_joins_wait_for_their_inbound(
+    backend: Backend,
+) -> Result<()> {
+    let server = TestServer::start(backend).await?;
     let (model, result) = run(&server.engine, "testing.wf_branches", json!({})).await?;
     assert_eq!(model.status, "succeeded", "{result}");
     let path = result["output"]["path"].as_str().unwrap_or_default();
@@ -132,9 +153,10 @@ async fn every_matching_transition_fires_and_joins_wait_for_their_inbound() -> R
     server.stop().await
 }
 
-#[tokio::test]
-async fn an_unhandled_failure_or_the_fail_command_fails_the_workflow() -> Result<()> {
-    let server = TestServer::start(Backend::Sqlite).await?;
+async fn an_unhandled_failure_or_the_fail_command_fails_the_workflow(
+    backend: Backend,
+) -> Result<()> {
+    let server = TestServer::start(backend).await?;
     let (model, result) = run(&server.engine, "testing.wf_fail", json!({})).await?;
     assert_eq!(model.status, "failed");
     assert_eq!(result["errors"][0]["task"], "broken", "{result}");
@@ -152,9 +174,8 @@ async fn an_unhandled_failure_or_the_fail_command_fails_the_workflow() -> Result
     server.stop().await
 }
 
-#[tokio::test]
-async fn with_items_runs_each_item_within_the_concurrency_limit() -> Result<()> {
-    let server = TestServer::start(Backend::Sqlite).await?;
+async fn with_items_runs_each_item_within_the_concurrency_limit(backend: Backend) -> Result<()> {
+    let server = TestServer::start(backend).await?;
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("hosts.txt");
     let hosts: Vec<String> = (1..=6).map(|i| format!("host-{i}")).collect();
@@ -196,9 +217,8 @@ async fn with_items_runs_each_item_within_the_concurrency_limit() -> Result<()> 
     server.stop().await
 }
 
-#[tokio::test]
-async fn retry_policy_and_retry_command_run_a_failed_task_again() -> Result<()> {
-    let server = TestServer::start(Backend::Sqlite).await?;
+async fn retry_policy_and_retry_command_run_a_failed_task_again(backend: Backend) -> Result<()> {
+    let server = TestServer::start(backend).await?;
     let dir = tempfile::tempdir()?;
     let counter = dir.path().join("policy");
     let (model, result) = run(
@@ -236,9 +256,10 @@ async fn retry_policy_and_retry_command_run_a_failed_task_again() -> Result<()> 
     server.stop().await
 }
 
-#[tokio::test]
-async fn a_task_past_its_timeout_is_killed_and_a_workflow_past_its_own_times_out() -> Result<()> {
-    let server = TestServer::start(Backend::Sqlite).await?;
+async fn a_task_past_its_timeout_is_killed_and_a_workflow_past_its_own_times_out(
+    backend: Backend,
+) -> Result<()> {
+    let server = TestServer::start(backend).await?;
     let started = std::time::Instant::now();
     let (model, result) = run(&server.engine, "testing.wf_timeouts", json!({})).await?;
     assert_eq!(model.status, "succeeded", "{result}");
@@ -254,9 +275,8 @@ async fn a_task_past_its_timeout_is_killed_and_a_workflow_past_its_own_times_out
     server.stop().await
 }
 
-#[tokio::test]
-async fn a_delayed_task_starts_after_its_delay() -> Result<()> {
-    let server = TestServer::start(Backend::Sqlite).await?;
+async fn a_delayed_task_starts_after_its_delay(backend: Backend) -> Result<()> {
+    let server = TestServer::start(backend).await?;
     let (model, _) = run(&server.engine, "testing.wf_delay", json!({})).await?;
     assert_eq!(model.status, "succeeded");
     let children = server.engine.store.children_of(&model.id).await?;
@@ -266,9 +286,8 @@ async fn a_delayed_task_starts_after_its_delay() -> Result<()> {
     server.stop().await
 }
 
-#[tokio::test]
-async fn a_workflow_runs_another_workflow_as_a_task() -> Result<()> {
-    let server = TestServer::start(Backend::Sqlite).await?;
+async fn a_workflow_runs_another_workflow_as_a_task(backend: Backend) -> Result<()> {
+    let server = TestServer::start(backend).await?;
     let (model, result) = run(&server.engine, "testing.wf_parent", json!({})).await?;
     assert_eq!(model.status, "succeeded", "{result}");
     assert_eq!(result["output"]["child"], "hello world");
@@ -286,9 +305,8 @@ async fn a_workflow_runs_another_workflow_as_a_task() -> Result<()> {
     server.stop().await
 }
 
-#[tokio::test]
-async fn pause_lets_the_running_task_finish_and_resume_continues() -> Result<()> {
-    let server = TestServer::start(Backend::Sqlite).await?;
+async fn pause_lets_the_running_task_finish_and_resume_continues(backend: Backend) -> Result<()> {
+    let server = TestServer::start(backend).await?;
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("steps");
     let engine = &server.engine;
@@ -324,9 +342,8 @@ async fn pause_lets_the_running_task_finish_and_resume_continues() -> Result<()>
     server.stop().await
 }
 
-#[tokio::test]
-async fn cancel_stops_the_workflow_and_kills_its_running_task() -> Result<()> {
-    let server = TestServer::start(Backend::Sqlite).await?;
+async fn cancel_stops_the_workflow_and_kills_its_running_task(backend: Backend) -> Result<()> {
+    let server = TestServer::start(backend).await?;
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("steps");
     let engine = &server.engine;
@@ -356,9 +373,8 @@ async fn cancel_stops_the_workflow_and_kills_its_running_task() -> Result<()> {
     server.stop().await
 }
 
-#[tokio::test]
-async fn rerun_from_failed_keeps_what_succeeded() -> Result<()> {
-    let server = TestServer::start(Backend::Sqlite).await?;
+async fn rerun_from_failed_keeps_what_succeeded(backend: Backend) -> Result<()> {
+    let server = TestServer::start(backend).await?;
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("steps");
     let engine = &server.engine;
@@ -402,9 +418,10 @@ async fn pending_inquiry(engine: &Engine, workflow: &str) -> Result<String> {
     .await
 }
 
-#[tokio::test]
-async fn an_approval_gate_resumes_on_quorum_and_refuses_self_approval() -> Result<()> {
-    let server = TestServer::start(Backend::Sqlite).await?;
+async fn an_approval_gate_resumes_on_quorum_and_refuses_self_approval(
+    backend: Backend,
+) -> Result<()> {
+    let server = TestServer::start(backend).await?;
     let engine = &server.engine;
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("acted");
@@ -511,9 +528,10 @@ async fn an_approval_gate_resumes_on_quorum_and_refuses_self_approval() -> Resul
     server.stop().await
 }
 
-#[tokio::test]
-async fn a_denial_stops_the_workflow_and_an_expired_ttl_times_the_gate_out() -> Result<()> {
-    let server = TestServer::start(Backend::Sqlite).await?;
+async fn a_denial_stops_the_workflow_and_an_expired_ttl_times_the_gate_out(
+    backend: Backend,
+) -> Result<()> {
+    let server = TestServer::start(backend).await?;
     let engine = &server.engine;
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("acted");
@@ -570,9 +588,10 @@ async fn a_denial_stops_the_workflow_and_an_expired_ttl_times_the_gate_out() -> 
     server.stop().await
 }
 
-#[tokio::test]
-async fn canceling_a_workflow_waiting_for_approval_cancels_the_request() -> Result<()> {
-    let server = TestServer::start(Backend::Sqlite).await?;
+async fn canceling_a_workflow_waiting_for_approval_cancels_the_request(
+    backend: Backend,
+) -> Result<()> {
+    let server = TestServer::start(backend).await?;
     let engine = &server.engine;
     let dir = tempfile::tempdir()?;
     let id = start(
@@ -601,9 +620,8 @@ async fn canceling_a_workflow_waiting_for_approval_cancels_the_request() -> Resu
     server.stop().await
 }
 
-#[tokio::test]
-async fn context_values_reach_a_shell_command_as_one_quoted_word() -> Result<()> {
-    let server = TestServer::start(Backend::Sqlite).await?;
+async fn context_values_reach_a_shell_command_as_one_quoted_word(backend: Backend) -> Result<()> {
+    let server = TestServer::start(backend).await?;
     let dir = tempfile::tempdir()?;
     let marker = dir.path().join("injected");
     let text = format!(
@@ -618,9 +636,8 @@ async fn context_values_reach_a_shell_command_as_one_quoted_word() -> Result<()>
     server.stop().await
 }
 
-#[tokio::test]
-async fn inquiries_and_workflow_control_over_the_api() -> Result<()> {
-    let server = TestServer::start(Backend::Sqlite).await?;
+async fn inquiries_and_workflow_control_over_the_api(backend: Backend) -> Result<()> {
+    let server = TestServer::start(backend).await?;
     let dir = tempfile::tempdir()?;
     let (status, created) = server
         .post(
