@@ -258,16 +258,13 @@ mod tests {
         let body = br#"{"event":{}}"#;
         let good = sign("It's a Secret to Everybody", &[body]);
         let h = headers(&[("x-pagerduty-signature", format!("v1=deadbeef,v1={good}"))]);
+        let guard = ReplayGuard::default();
         assert_eq!(
-            verify(
-                &auth(Scheme::Pagerduty),
-                &h,
-                body,
-                0,
-                &ReplayGuard::default()
-            ),
+            verify(&auth(Scheme::Pagerduty), &h, body, 0, &guard),
             Ok(())
         );
+        let err = verify(&auth(Scheme::Pagerduty), &h, body, 10, &guard).expect_err("replayed");
+        assert!(err.contains("replay"), "{err}");
         let h = headers(&[("x-pagerduty-signature", "v1=deadbeef".into())]);
         assert!(
             verify(
