@@ -186,6 +186,7 @@ pub struct SentMessage {
 pub struct Capabilities {
     pub threads: bool,
     pub edits: bool,
+    /// People can react to messages (and the bot can add reactions).
     pub reactions: bool,
     pub buttons: bool,
 }

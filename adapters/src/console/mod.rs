@@ -99,7 +99,9 @@ impl ChatAdapter for ConsoleAdapter {
         Capabilities {
             threads: false,
             edits: true,
-            reactions: true,
+            // Nobody at a terminal can react to a line: approvals there are
+            // answered with `approve <id>` / `deny <id>`.
+            reactions: false,
             buttons: false,
         }
     }
