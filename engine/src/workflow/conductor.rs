@@ -261,7 +261,14 @@ impl Conductor {
             if self.rows[pos].status != RUNNING {
                 continue;
             }
-            let timeout = self.task_deadline(&self.rows[pos].name.clone());
+            // The task's timeout counts from when it was stored running
+            // (its row's last write), not from this restart.
+            let elapsed = Duration::from_millis(
+                u64::try_from(now_ms() - self.rows[pos].updated_at).unwrap_or(0),
+            );
+            let timeout = self
+                .task_deadline(&self.rows[pos].name.clone())
+                .map(|d| d.checked_sub(elapsed).unwrap_or_else(Instant::now));
             if self.rows[pos].items_total.is_some() {
                 let name = self.rows[pos].name.clone();
                 let Some(list) = self.items_list(&name)? else {
