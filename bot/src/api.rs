@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::signatures::{self, HookAuth, ReplayGuard, Scheme};
+use crate::signatures::{self, HookAuth, Scheme};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -34,7 +34,6 @@ pub struct AppState {
     keys: KeyCache,
     webhooks: std::collections::BTreeMap<String, HookAuth>,
     alerts: crate::config::AlertsSection,
-    replays: ReplayGuard,
     dedup: Mutex<Dedup>,
 }
 
@@ -47,7 +46,6 @@ impl AppState {
             keys: KeyCache::default(),
             webhooks: std::collections::BTreeMap::new(),
             alerts: crate::config::AlertsSection::default(),
-            replays: ReplayGuard::default(),
             dedup: Mutex::new(Dedup::new(Duration::from_secs(300))),
         })
     }
@@ -901,10 +899,25 @@ async fn authenticate_hook(
     match auth {
         Some(auth) if auth.auth != Scheme::ApiKey => {
             let now = chrono::Utc::now().timestamp();
-            signatures::verify(auth, headers, body, now, &state.replays).map_err(|reason| {
+            let refuse = |reason: String| {
                 tracing::warn!(%reason, "refused a webhook with a bad signature");
                 ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", reason)
-            })?;
+            };
+            let Some(ok) = signatures::check_signature(auth, headers, body, now).map_err(refuse)?
+            else {
+                return Ok("signed-webhook".into());
+            };
+            // Replays are remembered in the database, so a request replayed
+            // to another node is refused too.
+            let first = state
+                .engine
+                .store
+                .first_use_of(&ok.replay_token, now, ok.window)
+                .await
+                .map_err(ApiError::internal)?;
+            if !first {
+                return Err(refuse(signatures::REPLAYED.into()));
+            }
             Ok("signed-webhook".into())
         }
         _ => {

@@ -2,9 +2,12 @@
 //! body in the sender's scheme (GitHub, Slack v0, PagerDuty, or squall's
 //! generic header), compared in constant time. Replays are refused: Slack and
 //! the generic scheme sign a timestamp that must be recent; a signature (or
-//! GitHub delivery id) seen before inside the window is refused too.
+//! GitHub delivery id) seen before inside the window is refused too; the
+//! server remembers them in the database, so a replay to another node fails.
 
+#[cfg(test)]
 use std::collections::HashMap;
+#[cfg(test)]
 use std::sync::Mutex;
 
 use axum::http::HeaderMap;
@@ -45,12 +48,15 @@ pub struct HookAuth {
 
 const DEFAULT_TOLERANCE: i64 = 300;
 
-/// Remembers signatures recently accepted, to refuse replays.
+/// Remembers signatures recently accepted, to refuse replays (in memory;
+/// the server keeps them in the database instead, see `Store::first_use_of`).
+#[cfg(test)]
 #[derive(Default)]
 pub struct ReplayGuard {
     seen: Mutex<HashMap<String, i64>>,
 }
 
+#[cfg(test)]
 impl ReplayGuard {
     /// False when `token` was seen within `window` seconds before `now`.
     fn first_use(&self, token: String, now: i64, window: i64) -> bool {
@@ -99,8 +105,21 @@ pub fn sign(secret: &str, parts: &[&[u8]]) -> String {
     hex::encode(mac(secret, parts).finalize().into_bytes())
 }
 
-/// Check a signed request. `Ok` means authentic and not a replay; `Err`
-/// says what was wrong (never the secret or the expected signature).
+/// A request whose signature checked out: the token that identifies it
+/// against replays, and how long to remember it (seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authentic {
+    pub replay_token: String,
+    pub window: i64,
+}
+
+/// The replay refusal, worded once for every caller.
+pub const REPLAYED: &str = "this exact request was already received: refused as a replay";
+
+/// Check a signed request against a memory of recent signatures.
+#[cfg(test)]
+/// `Ok` means authentic and not a replay; `Err` says what was wrong (never
+/// the secret or the expected signature).
 pub fn verify(
     auth: &HookAuth,
     headers: &HeaderMap,
@@ -108,6 +127,22 @@ pub fn verify(
     now: i64,
     replays: &ReplayGuard,
 ) -> Result<(), String> {
+    match check_signature(auth, headers, body, now)? {
+        Some(ok) if !replays.first_use(ok.replay_token.clone(), now, ok.window) => {
+            Err(REPLAYED.into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Check the signature (and timestamp) of a request; `None` for the API-key
+/// scheme. Whether it is a replay is the caller's to check with the token.
+pub fn check_signature(
+    auth: &HookAuth,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: i64,
+) -> Result<Option<Authentic>, String> {
     let Some(secret) = auth.secret.as_ref().map(|s| s.0.as_str()) else {
         return Err("this webhook is configured for signatures but has no secret".into());
     };
@@ -127,7 +162,7 @@ pub fn verify(
         Ok(())
     };
     let replay_token = match auth.auth {
-        Scheme::ApiKey => return Ok(()),
+        Scheme::ApiKey => return Ok(None),
         Scheme::Github => {
             let sig = header(headers, "x-hub-signature-256")
                 .ok_or("missing X-Hub-Signature-256 header")?;
@@ -178,10 +213,10 @@ pub fn verify(
             format!("hmac:{hex}")
         }
     };
-    if !replays.first_use(replay_token, now, window) {
-        return Err("this exact request was already received: refused as a replay".into());
-    }
-    Ok(())
+    Ok(Some(Authentic {
+        replay_token,
+        window,
+    }))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Chat notices sent by actions (`chatops.post_message`), the thread each
 //! thread key (e.g. an alert fingerprint) lives in, and the last due time each
-//! timer rule fired for.
+//! timer rule fired for, and the signed webhook requests seen recently
+//! (replay refusal across nodes).
 
 use sea_orm_migration::prelude::*;
 
@@ -28,6 +29,13 @@ enum ChatThreads {
     Key,
     RootMessageId,
     CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum WebhookReplays {
+    Table,
+    Token,
+    SeenAt,
 }
 
 #[derive(DeriveIden)]
@@ -122,11 +130,30 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(WebhookReplays::Table)
+                    .col(
+                        ColumnDef::new(WebhookReplays::Token)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(WebhookReplays::SeenAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in [
+            WebhookReplays::Table.into_iden(),
             TimerState::Table.into_iden(),
             ChatThreads::Table.into_iden(),
             ChatOutbox::Table.into_iden(),

@@ -12,6 +12,11 @@ use squall_tests::{Alertmanager, Backend, eventually, repo_root};
 use crate::chat::{Session, wait_output};
 use crate::server::TestServer;
 
+on_both_backends!(
+    receivers_store_one_trigger_per_alert_and_drop_repeats,
+    signed_webhooks_accept_valid_signatures_and_refuse_bad_or_replayed_ones,
+);
+
 fn fixture(name: &str) -> Result<String> {
     Ok(std::fs::read_to_string(
         repo_root().join("tests/fixtures/alerts").join(name),
@@ -26,9 +31,8 @@ async fn alerts_stored(server: &TestServer) -> Result<u64> {
         .await?)
 }
 
-#[tokio::test]
-async fn receivers_store_one_trigger_per_alert_and_drop_repeats() -> Result<()> {
-    let server = TestServer::start_with(Backend::Sqlite, |c| {
+async fn receivers_store_one_trigger_per_alert_and_drop_repeats(backend: Backend) -> Result<()> {
+    let server = TestServer::start_with(backend, |c| {
         c.alerts.generic.alerts = "items".into();
         c.alerts.generic.name = "title".into();
         c.alerts.generic.status = "state".into();
@@ -153,9 +157,10 @@ fn auth(scheme: Scheme) -> HookAuth {
     }
 }
 
-#[tokio::test]
-async fn signed_webhooks_accept_valid_signatures_and_refuse_bad_or_replayed_ones() -> Result<()> {
-    let server = TestServer::start_with(Backend::Sqlite, |c| {
+async fn signed_webhooks_accept_valid_signatures_and_refuse_bad_or_replayed_ones(
+    backend: Backend,
+) -> Result<()> {
+    let server = TestServer::start_with(backend, |c| {
         c.webhooks
             .insert("signed_github".into(), auth(Scheme::Github));
         c.webhooks

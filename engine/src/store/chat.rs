@@ -144,6 +144,44 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a signed request's `token` is new (and remember it for
+    /// `window` seconds): false for a replay, whichever node saw it first.
+    pub async fn first_use_of(
+        &self,
+        token: &str,
+        now: i64,
+        window: i64,
+    ) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
+        if rand::random::<u8>() == 0 {
+            // Now and then, forget what is past every window.
+            self.db
+                .execute_raw(Statement::from_sql_and_values(
+                    self.backend(),
+                    placeholders(
+                        self.backend(),
+                        "DELETE FROM webhook_replays WHERE seen_at < ?",
+                    ),
+                    [(now - window.max(86_400)).into()],
+                ))
+                .await?;
+        }
+        let sql = placeholders(
+            self.backend(),
+            "INSERT INTO webhook_replays (token, seen_at) VALUES (?, ?) ON CONFLICT (token) \
+             DO UPDATE SET seen_at = excluded.seen_at WHERE webhook_replays.seen_at < ?",
+        );
+        let res = self
+            .db
+            .execute_raw(Statement::from_sql_and_values(
+                self.backend(),
+                sql,
+                [token.into(), now.into(), (now - window).into()],
+            ))
+            .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
     /// The due time a timer rule last fired for.
     pub async fn timer_last_due(&self, rule: &str) -> Result<Option<i64>, StoreError> {
         let sql = placeholders(
