@@ -751,33 +751,6 @@ struct InquiryQuery {
     limit: Option<u64>,
 }
 
-fn inquiry_view(inq: &squall_engine::store::inquiry::Model) -> Value {
-    let params = squall_engine::inquiry::params(inq);
-    let json_of = |s: &Option<String>| {
-        s.as_deref()
-            .and_then(|t| serde_json::from_str::<Value>(t).ok())
-            .unwrap_or(Value::Null)
-    };
-    json!({
-        "id": inq.id,
-        "status": inq.status,
-        "execution": inq.execution_id,
-        "workflow": inq.workflow_id,
-        "requester": inq.requester,
-        "schema": params.get("schema"),
-        "users": params.get("users"),
-        "roles": params.get("roles"),
-        "approvers_required": squall_engine::inquiry::required(&params),
-        "allow_self_approval": params.get("allow_self_approval"),
-        "message": params.get("message"),
-        "response": json_of(&inq.response),
-        "decided_by": json_of(&inq.decided_by),
-        "decided_at": inq.decided_at.map(squall_engine::execution::ms_to_rfc3339),
-        "expires_at": inq.expires_at.map(squall_engine::execution::ms_to_rfc3339),
-        "created_at": squall_engine::execution::ms_to_rfc3339(inq.created_at),
-    })
-}
-
 async fn list_inquiries(
     State(state): State<Arc<AppState>>,
     Query(query): Query<InquiryQuery>,
@@ -790,7 +763,11 @@ async fn list_inquiries(
         .list_inquiries(status, query.limit.unwrap_or(50).clamp(1, 1000))
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(Value::Array(list.iter().map(inquiry_view).collect())))
+    Ok(Json(Value::Array(
+        list.iter()
+            .map(|i| squall_engine::inquiry::view(i, None))
+            .collect(),
+    )))
 }
 
 async fn get_inquiry(
@@ -816,11 +793,7 @@ async fn get_inquiry(
         .inquiry_votes(&id)
         .await
         .map_err(ApiError::internal)?;
-    let mut view = inquiry_view(&inq);
-    view["votes"] = votes
-        .iter()
-        .map(|v| json!({"voter": v.voter, "approve": v.approve, "at": squall_engine::execution::ms_to_rfc3339(v.at)}))
-        .collect();
+    let view = squall_engine::inquiry::view(&inq, Some(&votes));
     Ok(Json(view))
 }
 

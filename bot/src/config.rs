@@ -222,6 +222,34 @@ impl Config {
         if self.packs.is_empty() {
             problems.push("packs: name at least one pack directory".into());
         }
+        // A signature scheme without its secret would refuse every request.
+        let hooks = self
+            .webhooks
+            .iter()
+            .map(|(name, auth)| (format!("webhooks.{name}"), auth))
+            .chain(
+                self.alerts
+                    .receivers
+                    .iter()
+                    .map(|(name, auth)| (format!("alerts.receivers.{name}"), auth)),
+            );
+        for (key, auth) in hooks {
+            let secret = auth.secret.as_ref().is_some_and(|s| !s.0.is_empty());
+            if auth.auth != crate::signatures::Scheme::ApiKey && !secret {
+                problems.push(format!(
+                    "{key}.secret: the {:?} scheme needs a secret",
+                    auth.auth
+                ));
+            }
+        }
+        for name in self.alerts.receivers.keys() {
+            if !squall_adapters::alerts::SOURCES.contains(&name.as_str()) {
+                problems.push(format!(
+                    "alerts.receivers.{name}: no such receiver; receivers: {}",
+                    squall_adapters::alerts::SOURCES.join(", ")
+                ));
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -265,6 +293,26 @@ mod tests {
         std::fs::write(&path, "listen = \"127.0.0.1:1\"\nworkers = 3\n").expect("write");
         let err = Config::load(Some(&path)).expect_err("unknown key");
         assert!(err.contains("workers"), "{err}");
+    }
+
+    #[test]
+    fn signature_schemes_need_their_secret_and_receivers_exist() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("squall.toml");
+        std::fs::write(
+            &path,
+            "[webhooks.gh]\nauth = \"github\"\n[alerts.receivers.nagios]\nauth = \"api_key\"\n",
+        )
+        .expect("write");
+        let err = Config::load(Some(&path)).expect_err("no secret");
+        assert!(
+            err.contains("webhooks.gh.secret: the Github scheme needs a secret"),
+            "{err}"
+        );
+        assert!(
+            err.contains("alerts.receivers.nagios: no such receiver"),
+            "{err}"
+        );
     }
 
     #[test]

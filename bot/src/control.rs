@@ -10,7 +10,7 @@ use squall::cli::{ExecutionCommand, InquiryCommand};
 use squall::config::Config;
 use squall::server;
 use squall_engine::engine::ControlOutcome;
-use squall_engine::execution::{ExecutionContext, ms_to_rfc3339};
+use squall_engine::execution::ExecutionContext;
 use squall_engine::inquiry::{self, Vote, VoteOutcome, Voter};
 use squall_engine::rbac::Permission;
 use squall_engine::store::CancelOutcome;
@@ -117,18 +117,6 @@ fn describe(view: &Value) -> String {
     out
 }
 
-fn local_view(inq: &squall_engine::store::inquiry::Model) -> Value {
-    let p = inquiry::params(inq);
-    json!({
-        "id": inq.id,
-        "status": inq.status,
-        "requester": inq.requester,
-        "message": p.get("message"),
-        "approvers_required": inquiry::required(&p),
-        "expires_at": inq.expires_at.map(ms_to_rfc3339),
-    })
-}
-
 pub async fn inquiry(
     config: &Config,
     remote: Option<Remote>,
@@ -151,7 +139,7 @@ pub async fn inquiry(
                         .store
                         .list_inquiries((!all).then_some("pending"), 100)
                         .await?;
-                    Value::Array(models.iter().map(local_view).collect())
+                    Value::Array(models.iter().map(|i| inquiry::view(i, None)).collect())
                 }
             };
             print_json_or(json, &list, || {
@@ -174,15 +162,8 @@ pub async fn inquiry(
                         .get_inquiry(&id)
                         .await?
                         .ok_or_else(|| anyhow!("no inquiry {id}"))?;
-                    let mut view = local_view(&inq);
-                    view["votes"] = engine
-                        .store
-                        .inquiry_votes(&id)
-                        .await?
-                        .iter()
-                        .map(|v| json!({"voter": v.voter, "approve": v.approve, "at": ms_to_rfc3339(v.at)}))
-                        .collect();
-                    view
+                    let votes = engine.store.inquiry_votes(&id).await?;
+                    inquiry::view(&inq, Some(&votes))
                 }
             };
             print_json_or(json, &view, || describe(&view) + "\n");

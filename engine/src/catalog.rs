@@ -322,15 +322,23 @@ impl Catalog {
             .actions
             .get(action_ref)
             .is_some_and(|a| a.runner.name() == "local-shell-cmd");
-        let mut out = Map::with_capacity(input.len());
-        for (key, value) in input {
-            let rendered = match value {
-                Value::String(cmd) if shell && key == "cmd" => {
-                    Value::String(templates.render_shell(cmd, ctx)?)
-                }
-                other => templates.render_json(other, ctx)?,
-            };
-            out.insert(key.clone(), rendered);
+        // Everything but the shell command renders in one pass (one copy of
+        // the context), the command on its own with quoting.
+        let cmd = input.get("cmd").and_then(Value::as_str).filter(|_| shell);
+        let rest: Map<String, Value> = input
+            .iter()
+            .filter(|(k, _)| cmd.is_none() || k.as_str() != "cmd")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut out = match templates.render_json(&Value::Object(rest), ctx)? {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        if let Some(cmd) = cmd {
+            out.insert(
+                "cmd".into(),
+                Value::String(templates.render_shell(cmd, ctx)?),
+            );
         }
         Ok(out)
     }

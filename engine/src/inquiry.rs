@@ -4,7 +4,10 @@
 
 use serde_json::{Value, json};
 
-use crate::store::{AuditEntry, Decision, Store, StoreError, VoteRecord, VoteResult, inquiry};
+use crate::execution::ms_to_rfc3339;
+use crate::store::{
+    AuditEntry, Decision, Store, StoreError, VoteRecord, VoteResult, inquiry, inquiry_vote,
+};
 
 /// The person voting, as RBAC knows them.
 #[derive(Debug, Clone)]
@@ -61,6 +64,41 @@ fn strings(v: Option<&Value>) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// An inquiry as the API and the CLI show it; `votes` adds its votes.
+pub fn view(inq: &inquiry::Model, votes: Option<&[inquiry_vote::Model]>) -> Value {
+    let params = params(inq);
+    let json_of = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+            .unwrap_or(Value::Null)
+    };
+    let mut view = json!({
+        "id": inq.id,
+        "status": inq.status,
+        "execution": inq.execution_id,
+        "workflow": inq.workflow_id,
+        "requester": inq.requester,
+        "schema": params.get("schema"),
+        "users": params.get("users"),
+        "roles": params.get("roles"),
+        "approvers_required": required(&params),
+        "allow_self_approval": params.get("allow_self_approval"),
+        "message": params.get("message"),
+        "response": json_of(&inq.response),
+        "decided_by": json_of(&inq.decided_by),
+        "decided_at": inq.decided_at.map(ms_to_rfc3339),
+        "expires_at": inq.expires_at.map(ms_to_rfc3339),
+        "created_at": ms_to_rfc3339(inq.created_at),
+    });
+    if let Some(votes) = votes {
+        view["votes"] = votes
+            .iter()
+            .map(|v| json!({"voter": v.voter, "approve": v.approve, "at": ms_to_rfc3339(v.at)}))
+            .collect();
+    }
+    view
 }
 
 /// Approvals an inquiry needs.

@@ -10,11 +10,10 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::CatalogHandle;
 use crate::execution::{ExecutionStatus, now_ms};
 use crate::intake::Intake;
 use crate::runners::{OutputLimits, RunContext, RunHost, RunOutcome};
-use crate::store::{Completion, Store, execution};
+use crate::store::{Completion, execution};
 use crate::template::Templates;
 
 /// Worker settings.
@@ -43,8 +42,6 @@ impl Default for WorkerConfig {
 /// Shared by the claim loop and every run.
 pub struct Worker {
     pub node_id: String,
-    store: Store,
-    catalog: CatalogHandle,
     templates: Arc<Templates>,
     intake: Intake,
     host: Arc<RunHost>,
@@ -61,8 +58,6 @@ impl Worker {
     ) -> Arc<Worker> {
         Arc::new(Worker {
             node_id: host.node_id.clone(),
-            store: host.store.clone(),
-            catalog: host.catalog.clone(),
             templates,
             intake,
             host,
@@ -104,6 +99,7 @@ impl Worker {
             };
             let free = slots.available_permits() + 1;
             let claimed = match self
+                .host
                 .store
                 .claim_executions(&self.node_id, free as u64, self.lease_until())
                 .await
@@ -168,13 +164,14 @@ impl Worker {
                 () = shutdown.cancelled() => return,
             }
             if let Err(err) = self
+                .host
                 .store
                 .extend_leases(&self.node_id, self.lease_until())
                 .await
             {
                 tracing::warn!(error = %err, "extending execution leases failed");
             }
-            match self.store.recover_orphans(&self.node_id, false).await {
+            match self.host.store.recover_orphans(&self.node_id, false).await {
                 Ok(report) if report.abandoned + report.requeued > 0 => {
                     tracing::warn!(
                         abandoned = report.abandoned,
@@ -200,7 +197,7 @@ impl Worker {
             if !busy {
                 continue;
             }
-            match self.store.canceling_owned_by(&self.node_id).await {
+            match self.host.store.canceling_owned_by(&self.node_id).await {
                 Ok(ids) => {
                     for id in ids {
                         self.cancel_local(&id);
@@ -238,7 +235,7 @@ impl Worker {
             // that status; a later decision or resume puts it back in the queue.
             return;
         }
-        let catalog = self.catalog.current();
+        let catalog = self.host.catalog.current();
         let event = catalog.has_rules_for(crate::triggers::EXECUTION).then(|| {
             let params: Value = serde_json::from_str(&model.parameters).unwrap_or(Value::Null);
             json!({
@@ -265,7 +262,7 @@ impl Worker {
     }
 
     async fn run(&self, model: &execution::Model, cancel: CancellationToken) -> RunOutcome {
-        let catalog = self.catalog.current();
+        let catalog = self.host.catalog.current();
         let Some(entry) = catalog.action(&model.action) else {
             return RunOutcome::failed(format!("action {} is no longer installed", model.action));
         };

@@ -8,7 +8,7 @@ use sea_orm::{
 use serde_json::{Value, json};
 
 use super::executions::placeholders;
-use super::{AuditEntry, Store, StoreError, audit, inquiry, inquiry_vote};
+use super::{AuditEntry, Store, StoreError, inquiry, inquiry_vote};
 use crate::execution::{new_id, now_ms};
 
 /// One vote as the caller means it.
@@ -42,20 +42,7 @@ pub struct NewInquiry {
 }
 
 async fn insert_audit(txn: &DatabaseTransaction, entries: &[AuditEntry]) -> Result<(), StoreError> {
-    let now = now_ms();
-    for a in entries {
-        audit::Entity::insert(audit::ActiveModel {
-            id: Set(new_id()),
-            at: Set(now),
-            actor: Set(a.actor.clone()),
-            kind: Set(a.kind.clone()),
-            subject: Set(a.subject.clone()),
-            detail: Set(a.detail.to_string()),
-        })
-        .exec_without_returning(txn)
-        .await?;
-    }
-    Ok(())
+    super::insert_audit(txn, entries, now_ms()).await
 }
 
 async fn exec(

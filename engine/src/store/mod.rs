@@ -93,6 +93,28 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
 }
 
+/// Append audit rows inside a transaction (batched like every insert).
+pub(crate) async fn insert_audit(
+    txn: &sea_orm::DatabaseTransaction,
+    entries: &[AuditEntry],
+    now: i64,
+) -> Result<(), StoreError> {
+    for chunk in shaped_chunks(entries, txn.get_database_backend(), INSERT_CHUNK) {
+        let rows = chunk.iter().map(|a| audit::ActiveModel {
+            id: Set(new_id()),
+            at: Set(now),
+            actor: Set(a.actor.clone()),
+            kind: Set(a.kind.clone()),
+            subject: Set(a.subject.clone()),
+            detail: Set(a.detail.to_string()),
+        });
+        audit::Entity::insert_many(rows)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Rows per multi-row INSERT: keeps every statement under SQLite's bound
 /// variable limit (32,766) for the widest table.
 const INSERT_CHUNK: usize = 500;
@@ -212,19 +234,7 @@ impl Store {
         }
         executions::insert_executions(&txn, &batch.executions, now).await?;
         executions::apply_completions(&txn, &batch.completions, now).await?;
-        for chunk in shaped_chunks(&batch.audit, self.backend(), INSERT_CHUNK) {
-            let rows = chunk.iter().map(|a| audit::ActiveModel {
-                id: Set(new_id()),
-                at: Set(now),
-                actor: Set(a.actor.clone()),
-                kind: Set(a.kind.clone()),
-                subject: Set(a.subject.clone()),
-                detail: Set(a.detail.to_string()),
-            });
-            audit::Entity::insert_many(rows)
-                .exec_without_returning(&txn)
-                .await?;
-        }
+        insert_audit(&txn, &batch.audit, now).await?;
         txn.commit().await?;
         Ok(())
     }

@@ -731,6 +731,8 @@ impl Conductor {
             return;
         };
         let action = task.action.clone().unwrap_or_default();
+        // The context does not change while items start: copy it once.
+        let mut data = self.data(None, &Value::Null, None);
         loop {
             let Some(items) = self.items.get_mut(&pos) else {
                 return;
@@ -741,8 +743,7 @@ impl Conductor {
             let Some(i) = items.todo.pop_front() else {
                 break;
             };
-            let item = items.list[i].clone();
-            let data = self.data(None, &Value::Null, Some(&item));
+            data["item"] = items.list[i].clone();
             let outcome = match self.plan(&action, &task.input, &data) {
                 Ok(planned) => self.launch(pos, Some(i), planned).await,
                 Err(error) => Some(("failed".to_owned(), json!({ "error": error }))),
