@@ -10,31 +10,9 @@ cd "$(dirname "$0")/.."
 backend=${1:-sqlite}
 seconds=${2:-10}
 connections=${3:-16}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/squall-target}"
-cargo build --locked --release -p squall >/dev/null
-bin="$CARGO_TARGET_DIR/release/squall"
-work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-case "$backend" in
-  sqlite) db="sqlite://$work/squall.db" ;;
-  postgres)
-    name="squall_bench_$$"
-    psql -q -h 127.0.0.1 -U postgres -c "CREATE DATABASE $name" >/dev/null
-    db="postgres://postgres@127.0.0.1:5432/$name" ;;
-  *) echo "backend must be sqlite or postgres" >&2; exit 2 ;;
-esac
-cleanup() {
-  [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  [ "$backend" = postgres ] && psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $name WITH (FORCE)" >/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-SQUALL_LISTEN="127.0.0.1:$port" SQUALL_DATA_DIR="$work" SQUALL_DATABASE_URL="$db" \
-SQUALL_PACKS='["packs"]' SQUALL_LOG=warn SQUALL_ALERTS__DEDUP_SECONDS=0 \
-  "$bin" serve &
-pid=$!
-until curl -sf "127.0.0.1:$port/healthz" >/dev/null; do sleep 0.1; done
-key=$(cat "$work/admin-api-key")
+# shellcheck source=lib/bench-server.sh
+source scripts/lib/bench-server.sh
+bench_server_start "$backend" SQUALL_PACKS='["packs"]' SQUALL_ALERTS__DEDUP_SECONDS=0
 python3 - "$work/body.json" <<'PY'
 import json, sys
 alerts = [{
