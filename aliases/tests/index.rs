@@ -545,24 +545,50 @@ fn help_lists_every_format_and_filters_by_substring() {
 }
 
 #[test]
-fn hostile_input_does_not_panic() {
+fn hostile_input_gets_a_plain_answer() {
     let idx = deploy_index();
+    let long_app = "a".repeat(100_000);
+    // Text that is not a command of the index: a plain "no match".
     for text in [
-        "",
-        "   ",
-        "=",
-        "a=",
-        "deploy \"",
-        "deploy '",
-        "deploy {",
-        "x=\"unterminated",
-        &"deploy ".repeat(2000),
-        &"a".repeat(100_000),
-        &"k=v ".repeat(5_000),
-        &format!("deploy {} to prod", "x=\"y ".repeat(2_000)),
-        "déploy wéb to prød",
-        "deploy\u{0}web",
+        "".to_owned(),
+        "   ".to_owned(),
+        "=".to_owned(),
+        "a=".to_owned(),
+        "deploy \"".to_owned(),
+        "deploy '".to_owned(),
+        "deploy {".to_owned(),
+        "x=\"unterminated".to_owned(),
+        "deploy ".repeat(2000),
+        long_app.clone(),
+        "k=v ".repeat(5_000),
+        "déploy wéb to prød".to_owned(),
+        "deploy\u{0}web".to_owned(),
     ] {
-        let _ = idx.match_command(text);
+        match idx.match_command(&text) {
+            Err(MatchError::NoMatch { .. }) => {}
+            other => panic!(
+                "{:?}: expected no match, got {other:?}",
+                &text[..text.len().min(40)]
+            ),
+        }
     }
+    // Text that is a command, however odd its values.
+    let m = idx
+        .match_command(&format!("deploy {long_app} to prod"))
+        .expect("a long value is still a value");
+    assert_eq!(m.parameters["app"], long_app.as_str());
+    assert_eq!(m.parameters["env"], "prod");
+    let m = idx
+        .match_command("deploy wéb to prød")
+        .expect("non-ASCII values");
+    assert_eq!(m.parameters, obj(json!({"app": "wéb", "env": "prød"})));
+    let m = idx
+        .match_command("deploy \"web app\" to prod")
+        .expect("a quoted value");
+    assert_eq!(m.parameters["app"], "web app");
+    // A NUL byte is just a character: it does not end the text.
+    let m = idx
+        .match_command("deploy w\u{0}b to prod")
+        .expect("NUL inside a value");
+    assert_eq!(m.parameters["app"], "w\u{0}b");
 }

@@ -876,22 +876,11 @@ async fn authenticate_hook(
                 tracing::warn!(%reason, "refused a webhook with a bad signature");
                 ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", reason)
             };
-            let Some(ok) = signatures::check_signature(auth, headers, body, now).map_err(refuse)?
-            else {
-                return Ok("signed-webhook".into());
-            };
-            // Replays are remembered in the database, so a request replayed
-            // to another node is refused too.
-            let first = state
-                .engine
-                .store
-                .first_use_of(&ok.replay_token, now, ok.window)
-                .await
-                .map_err(ApiError::internal)?;
-            if !first {
-                return Err(refuse(signatures::REPLAYED.into()));
+            match signatures::verify(auth, headers, body, now, &state.engine.store).await {
+                Ok(_) => Ok("signed-webhook".into()),
+                Err(signatures::Refusal::Unauthorized(reason)) => Err(refuse(reason)),
+                Err(signatures::Refusal::Store(err)) => Err(ApiError::internal(err)),
             }
-            Ok("signed-webhook".into())
         }
         _ => {
             if !state.auth {

@@ -5,15 +5,12 @@
 //! GitHub delivery id) seen before inside the window is refused too; the
 //! server remembers them in the database, so a replay to another node fails.
 
-#[cfg(test)]
-use std::collections::HashMap;
-#[cfg(test)]
-use std::sync::Mutex;
-
 use axum::http::HeaderMap;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+
+use squall_engine::store::{Store, StoreError};
 
 use crate::config::Sensitive;
 
@@ -50,32 +47,6 @@ const DEFAULT_TOLERANCE: i64 = 300;
 
 /// Remembers signatures recently accepted, to refuse replays (in memory;
 /// the server keeps them in the database instead, see `Store::first_use_of`).
-#[cfg(test)]
-#[derive(Default)]
-pub struct ReplayGuard {
-    seen: Mutex<HashMap<String, i64>>,
-}
-
-#[cfg(test)]
-impl ReplayGuard {
-    /// False when `token` was seen within `window` seconds before `now`.
-    fn first_use(&self, token: String, now: i64, window: i64) -> bool {
-        let Ok(mut seen) = self.seen.lock() else {
-            return false;
-        };
-        if seen.len() > 50_000 {
-            seen.retain(|_, at| now - *at < window);
-        }
-        match seen.get(&token) {
-            Some(at) if now - *at < window => false,
-            _ => {
-                seen.insert(token, now);
-                true
-            }
-        }
-    }
-}
-
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get(name)
@@ -116,28 +87,41 @@ pub struct Authentic {
 /// The replay refusal, worded once for every caller.
 pub const REPLAYED: &str = "this exact request was already received: refused as a replay";
 
-/// Check a signed request against a memory of recent signatures.
-#[cfg(test)]
-/// `Ok` means authentic and not a replay; `Err` says what was wrong (never
-/// the secret or the expected signature).
-pub fn verify(
+/// Why a signed request was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The sender's fault: a 401 with this reason (it never names the
+    /// secret or the expected signature).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The replay record could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Check a signed request: its signature, its timestamp, and that it was not
+/// seen before. Seen requests are remembered in the database (table
+/// `webhook_replays`), so a replay to another node is refused too. `Ok(None)`
+/// for the API-key scheme, which the caller checks itself.
+pub async fn verify(
     auth: &HookAuth,
     headers: &HeaderMap,
     body: &[u8],
     now: i64,
-    replays: &ReplayGuard,
-) -> Result<(), String> {
-    match check_signature(auth, headers, body, now)? {
-        Some(ok) if !replays.first_use(ok.replay_token.clone(), now, ok.window) => {
-            Err(REPLAYED.into())
-        }
-        _ => Ok(()),
+    store: &Store,
+) -> Result<Option<Authentic>, Refusal> {
+    let Some(ok) = check_signature(auth, headers, body, now).map_err(Refusal::Unauthorized)? else {
+        return Ok(None);
+    };
+    if !store.first_use_of(&ok.replay_token, now, ok.window).await? {
+        return Err(Refusal::Unauthorized(REPLAYED.into()));
     }
+    Ok(Some(ok))
 }
 
 /// Check the signature (and timestamp) of a request; `None` for the API-key
-/// scheme. Whether it is a replay is the caller's to check with the token.
-pub fn check_signature(
+/// scheme. Whether it is a replay is [`verify`]'s to check with the token.
+fn check_signature(
     auth: &HookAuth,
     headers: &HeaderMap,
     body: &[u8],
@@ -225,10 +209,12 @@ mod tests {
 
     use super::*;
 
+    const SECRET: &str = "It's a Secret to Everybody";
+
     fn auth(scheme: Scheme) -> HookAuth {
         HookAuth {
             auth: scheme,
-            secret: Some(Sensitive("It's a Secret to Everybody".into())),
+            secret: Some(Sensitive(SECRET.into())),
             tolerance_seconds: None,
         }
     }
@@ -241,101 +227,160 @@ mod tests {
         h
     }
 
-    #[test]
-    fn github_documented_example() {
+    /// The production replay record: a real store on a fresh SQLite file.
+    /// (Both backends are covered over HTTP in the e2e webhook tests.)
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("squall.db").display());
+        let store = Store::connect(&url).await.expect("store");
+        (dir, store)
+    }
+
+    async fn refused(
+        auth: &HookAuth,
+        h: &HeaderMap,
+        body: &[u8],
+        now: i64,
+        store: &Store,
+    ) -> String {
+        match verify(auth, h, body, now, store).await {
+            Err(Refusal::Unauthorized(reason)) => reason,
+            Err(Refusal::Store(err)) => panic!("store error: {err}"),
+            Ok(_) => panic!("accepted a request that must be refused"),
+        }
+    }
+
+    async fn accepted(auth: &HookAuth, h: &HeaderMap, body: &[u8], now: i64, store: &Store) {
+        match verify(auth, h, body, now, store).await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("a signature scheme was treated as the API-key scheme"),
+            Err(err) => panic!("refused: {err}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn github_documented_example() {
         // The example from GitHub's "Validating webhook deliveries".
+        let (_dir, store) = store().await;
         let body = b"Hello, World!";
         let h = headers(&[(
             "x-hub-signature-256",
             "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17".into(),
         )]);
-        let guard = ReplayGuard::default();
-        assert_eq!(verify(&auth(Scheme::Github), &h, body, 0, &guard), Ok(()));
-        let err = verify(&auth(Scheme::Github), &h, body, 1, &guard).expect_err("replay");
-        assert!(err.contains("replay"), "{err}");
-        let err = verify(
-            &auth(Scheme::Github),
-            &h,
-            b"Hello, World?",
-            2,
-            &ReplayGuard::default(),
-        )
-        .expect_err("tampered");
+        let a = auth(Scheme::Github);
+        accepted(&a, &h, body, 0, &store).await;
+        assert_eq!(refused(&a, &h, body, 1, &store).await, REPLAYED);
+        let err = refused(&a, &h, b"Hello, World?", 2, &store).await;
         assert!(err.contains("does not match"), "{err}");
     }
 
-    #[test]
-    fn slack_v0_checks_signature_and_timestamp() {
+    #[tokio::test]
+    async fn github_deliveries_are_told_apart_by_their_delivery_id() {
+        // The same delivery (X-GitHub-Delivery) sent again is a replay even
+        // though GitHub's signature has no timestamp.
+        let (_dir, store) = store().await;
+        let body = br#"{"zen":"Keep it logically awesome."}"#;
+        let sig = sign(SECRET, &[body]);
+        let a = auth(Scheme::Github);
+        let first = headers(&[
+            ("x-hub-signature-256", format!("sha256={sig}")),
+            (
+                "x-github-delivery",
+                "72d3162e-cc78-11e3-81ab-4c9367dc0958".into(),
+            ),
+        ]);
+        accepted(&a, &first, body, 10, &store).await;
+        let other = headers(&[
+            ("x-hub-signature-256", format!("sha256={sig}")),
+            (
+                "x-github-delivery",
+                "9a1c0e2e-cc78-11e3-81ab-4c9367dc0958".into(),
+            ),
+        ]);
+        accepted(&a, &other, body, 11, &store).await;
+        assert_eq!(refused(&a, &first, body, 12, &store).await, REPLAYED);
+    }
+
+    #[tokio::test]
+    async fn slack_v0_checks_signature_and_timestamp() {
+        let (_dir, store) = store().await;
         let a = auth(Scheme::Slack);
-        let secret = "It's a Secret to Everybody";
         let body = b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&command=%2Fweather";
         let ts = "1531420618";
-        let sig = sign(secret, &[b"v0:", ts.as_bytes(), b":", body]);
+        let sig = sign(SECRET, &[b"v0:", ts.as_bytes(), b":", body]);
         let h = headers(&[
             ("x-slack-request-timestamp", ts.into()),
             ("x-slack-signature", format!("v0={sig}")),
         ]);
-        let guard = ReplayGuard::default();
-        assert_eq!(verify(&a, &h, body, 1_531_420_700, &guard), Ok(()));
-        let err = verify(&a, &h, body, 1_531_420_701, &guard).expect_err("same request again");
-        assert!(err.contains("replay"), "{err}");
-        let err = verify(&a, &h, body, 1_531_430_000, &ReplayGuard::default()).expect_err("old");
+        accepted(&a, &h, body, 1_531_420_700, &store).await;
+        assert_eq!(refused(&a, &h, body, 1_531_420_701, &store).await, REPLAYED);
+        let err = refused(&a, &h, body, 1_531_430_000, &store).await;
         assert!(err.contains("possible replay"), "{err}");
         let bad = headers(&[
             ("x-slack-request-timestamp", ts.into()),
             ("x-slack-signature", format!("v0={}", "0".repeat(64))),
         ]);
-        assert!(verify(&a, &bad, body, 1_531_420_700, &ReplayGuard::default()).is_err());
+        let err = refused(&a, &bad, body, 1_531_420_700, &store).await;
+        assert!(err.contains("does not match"), "{err}");
     }
 
-    #[test]
-    fn pagerduty_accepts_any_listed_signature() {
-        let body = br#"{"event":{}}"#;
-        let good = sign("It's a Secret to Everybody", &[body]);
-        let h = headers(&[("x-pagerduty-signature", format!("v1=deadbeef,v1={good}"))]);
-        let guard = ReplayGuard::default();
-        assert_eq!(
-            verify(&auth(Scheme::Pagerduty), &h, body, 0, &guard),
-            Ok(())
-        );
-        let err = verify(&auth(Scheme::Pagerduty), &h, body, 10, &guard).expect_err("replayed");
-        assert!(err.contains("replay"), "{err}");
-        let h = headers(&[("x-pagerduty-signature", "v1=deadbeef".into())]);
-        assert!(
-            verify(
-                &auth(Scheme::Pagerduty),
-                &h,
-                body,
-                0,
-                &ReplayGuard::default()
-            )
-            .is_err()
-        );
-    }
-
-    #[test]
-    fn generic_hmac_signs_timestamp_and_body() {
+    #[tokio::test]
+    async fn a_replay_is_remembered_by_the_database_not_the_process() {
+        // Two stores on one database stand for two nodes (or a restart).
+        let (dir, store) = store().await;
+        let url = format!("sqlite://{}", dir.path().join("squall.db").display());
+        let other_node = Store::connect(&url).await.expect("second store");
         let body = b"{}";
-        let sig = sign("It's a Secret to Everybody", &[b"100.", body]);
+        let sig = sign(SECRET, &[b"100.", body]);
         let h = headers(&[
             ("x-squall-timestamp", "100".into()),
             ("x-squall-signature", format!("sha256={sig}")),
         ]);
-        let guard = ReplayGuard::default();
-        assert_eq!(verify(&auth(Scheme::Hmac), &h, body, 120, &guard), Ok(()));
-        assert!(
-            verify(&auth(Scheme::Hmac), &h, body, 121, &guard).is_err(),
-            "replayed"
-        );
+        let a = auth(Scheme::Hmac);
+        accepted(&a, &h, body, 120, &store).await;
+        assert_eq!(refused(&a, &h, body, 121, &other_node).await, REPLAYED);
+    }
+
+    #[tokio::test]
+    async fn pagerduty_accepts_any_listed_signature() {
+        let (_dir, store) = store().await;
+        let body = br#"{"event":{}}"#;
+        let good = sign(SECRET, &[body]);
+        let a = auth(Scheme::Pagerduty);
+        let h = headers(&[("x-pagerduty-signature", format!("v1=deadbeef,v1={good}"))]);
+        accepted(&a, &h, body, 0, &store).await;
+        assert_eq!(refused(&a, &h, body, 10, &store).await, REPLAYED);
+        let h = headers(&[("x-pagerduty-signature", "v1=deadbeef".into())]);
+        let err = refused(&a, &h, body, 0, &store).await;
+        assert!(!err.contains(&good), "the expected signature leaked: {err}");
+    }
+
+    #[tokio::test]
+    async fn generic_hmac_signs_timestamp_and_body() {
+        let (_dir, store) = store().await;
+        let body = b"{}";
+        let sig = sign(SECRET, &[b"100.", body]);
+        let a = auth(Scheme::Hmac);
+        let h = headers(&[
+            ("x-squall-timestamp", "100".into()),
+            ("x-squall-signature", format!("sha256={sig}")),
+        ]);
+        accepted(&a, &h, body, 120, &store).await;
+        assert_eq!(refused(&a, &h, body, 121, &store).await, REPLAYED);
         let missing = headers(&[("x-squall-signature", format!("sha256={sig}"))]);
-        let err = verify(
-            &auth(Scheme::Hmac),
-            &missing,
-            body,
-            120,
-            &ReplayGuard::default(),
-        )
-        .expect_err("no timestamp");
-        assert_eq!(err, "missing X-Squall-Timestamp header");
+        assert_eq!(
+            refused(&a, &missing, body, 120, &store).await,
+            "missing X-Squall-Timestamp header"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_api_key_scheme_is_left_to_the_caller() {
+        let (_dir, store) = store().await;
+        let h = headers(&[]);
+        assert!(matches!(
+            verify(&auth(Scheme::ApiKey), &h, b"{}", 0, &store).await,
+            Ok(None)
+        ));
     }
 }

@@ -106,6 +106,8 @@ pub struct PlannedExecution {
     pub runner: String,
     pub parameters: Map<String, Value>,
     pub idempotent: bool,
+    /// The values of its secret parameters.
+    pub secrets: crate::secrets::Secrets,
 }
 
 /// Everything loaded, indexed. Immutable: a reload builds a new one.
@@ -297,7 +299,14 @@ impl Catalog {
             }]);
         }
         let parameters = entry.params.resolve(provided, casting)?;
+        let secrets = crate::secrets::Secrets::from_values(
+            entry
+                .params
+                .secret_names()
+                .filter_map(|name| parameters.get(name)),
+        );
         Ok(PlannedExecution {
+            secrets,
             action: action_ref.to_owned(),
             runner: entry.action.runner_type.clone(),
             parameters,

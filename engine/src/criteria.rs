@@ -1793,23 +1793,67 @@ mod tests {
     }
 
     #[test]
-    fn odd_keys_and_patterns_never_panic() {
-        let t = Templates::new();
-        for key in [
-            "é", "a.[é", "a['é']", "[", "]", "a#", "#x", "a.[0].é", "a[]", "..",
+    fn odd_keys_are_refused_with_the_reason_or_resolve_to_their_path() {
+        // Keys a pack author could write by mistake: each is either refused
+        // with a reason that names the key, or read as the path it spells.
+        for (key, reason) in [
+            ("a.[é", "unclosed `[`"),
+            ("[", "unclosed `[`"),
+            ("#x", "empty criteria key"),
+            ("a[]", "empty path segment"),
+            ("..", "empty path segment"),
+            ("a.", "trailing `.`"),
+            ("a.*.b", "wildcard segments are not supported"),
         ] {
-            for (op, pattern) in [
-                ("eq", json!("é")),
-                ("matchwildcard", json!("[é-a][!")),
-                ("regex", json!("é+")),
-            ] {
-                let mut raw = Map::new();
-                raw.insert(key.to_owned(), json!({"type": op, "pattern": pattern}));
-                if let Ok(c) = Criteria::compile(&raw) {
-                    let _ = c.matches(&json!({"trigger": {"é": ["é"]}, "a": [{"é": 1}]}), &t);
-                }
-            }
+            let errs = errors(json!({ key: {"type": "eq", "pattern": 1} }));
+            assert_eq!(errs.len(), 1, "{key}: {errs:?}");
+            let text = errs[0].to_string();
+            assert!(text.contains(reason), "{key}: {text}");
+            assert!(errs[0].field.contains(key), "{key}: {}", errs[0].field);
         }
+        let ctx = json!({
+            "trigger": {"é": ["é"], "a": [{"é": 1}]},
+            "é": "é",
+            "]": "]",
+            "a": [{"é": 1}],
+        });
+        let t = Templates::new();
+        // (key, pattern, matches): non-ASCII names, brackets, tags, indexes.
+        for (key, pattern, expected) in [
+            ("é", json!("é"), true),
+            ("]", json!("]"), true),
+            ("a#tag", json!([{"é": 1}]), true),
+            ("a.[0].é", json!(1), true),
+            ("a[0]['é']", json!(1), true),
+            ("trigger.é.0", json!("é"), true),
+            ("trigger.é[1]", json!("é"), false),
+            // A name looked up in an array, or a missing key, is absent.
+            ("a['é']", json!(1), false),
+            ("nope.é", json!("é"), false),
+        ] {
+            let c = criteria(json!({ key: {"type": "eq", "pattern": pattern} }));
+            assert_eq!(c.matches(&ctx, &t), expected, "{key}");
+        }
+    }
+
+    #[test]
+    fn odd_patterns_are_refused_or_match_as_stackstorm_does() {
+        // A wildcard with a reversed range matches nothing (CPython's
+        // fnmatch drops empty ranges), and an unclosed `[!` is a literal `[!`.
+        for value in ["é", "a", "[é-a]", ""] {
+            assert!(
+                !op("matchwildcard", json!(value), json!("[é-a]")),
+                "{value:?}"
+            );
+        }
+        assert!(op("matchwildcard", json!("x[!"), json!("x[!")));
+        assert!(!op("matchwildcard", json!("x"), json!("x[!")));
+        // Regexes and case folding beyond ASCII.
+        assert!(op("regex", json!("ééé"), json!("^é+$")));
+        assert!(op("iequals", json!("ÉTÉ"), json!("été")));
+        assert!(op("icontains", json!("un ÉTÉ chaud"), json!("été")));
+        let errs = errors(json!({"trigger.a": {"type": "regex", "pattern": "(é"}}));
+        assert_eq!(errs.len(), 1, "{errs:?}");
     }
 
     #[test]

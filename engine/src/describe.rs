@@ -1,28 +1,26 @@
-//! The public view of executions: what the API returns and the CLI prints.
-//! Secrets are masked here — parameters marked `secret`, and any occurrence
-//! of a secret value in output — so no caller can forget to.
+//! The public views of executions and trigger instances: what the API
+//! returns, the CLI prints and chat renders. Secrets are masked here, and
+//! only here, for every caller: parameters marked `secret` by name, and every
+//! secret value the row holds or inherited (`crate::secrets`) wherever it
+//! appears, so no view can forget to.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::catalog::Catalog;
 use crate::execution::ms_to_rfc3339;
-use crate::params::MASK;
-use crate::store::{Store, StoreError, execution};
-
-/// Secret values shorter than this are not scrubbed from output: replacing
-/// every "1" or "on" would destroy the output without protecting anything.
-const MIN_SCRUB_LEN: usize = 4;
+use crate::secrets::Secrets;
+use crate::store::{Store, StoreError, execution, trigger_instance};
 
 /// JSON view of one execution (without trigger details).
 pub fn execution_view(model: &execution::Model, catalog: &Catalog) -> Value {
     let params: Value = serde_json::from_str(&model.parameters).unwrap_or(Value::Null);
-    let secrets = secret_values(catalog, &model.action, &params);
-    let scrub = |text: &str| scrub_text(text, &secrets);
+    let secrets = execution_secrets(model, catalog, &params);
+    let scrub = |text: &str| secrets.scrub_text(text);
     let result = model
         .result
         .as_deref()
         .and_then(|r| serde_json::from_str::<Value>(r).ok())
-        .map(|r| scrub_value(r, &secrets))
+        .map(|r| secrets.scrub_value(r))
         .unwrap_or(Value::Null);
     let duration_ms = match (model.started_at, model.finished_at) {
         (Some(s), Some(f)) => Some(f - s),
@@ -33,13 +31,13 @@ pub fn execution_view(model: &execution::Model, catalog: &Catalog) -> Value {
         "action": model.action,
         "runner": model.runner,
         "status": model.status,
-        "parameters": catalog.mask_parameters(&model.action, &params),
+        "parameters": secrets.scrub_value(catalog.mask_parameters(&model.action, &params)),
         "result": result,
         "stdout": model.stdout.as_deref().map(scrub),
         "stderr": model.stderr.as_deref().map(scrub),
         "exit_code": model.exit_code,
         "error": model.error.as_deref().map(scrub),
-        "context": serde_json::from_str::<Value>(&model.context).unwrap_or(Value::Null),
+        "context": secrets.scrub_value(serde_json::from_str::<Value>(&model.context).unwrap_or(Value::Null)),
         "parent_id": model.parent_id,
         "attempt": model.attempt,
         "created_at": ms_to_rfc3339(model.created_at),
@@ -60,13 +58,7 @@ pub async fn execution_detail(
     if let Some(ti_id) = context.get("trigger_instance_id").and_then(Value::as_str)
         && let Some(ti) = store.get_trigger_instance(ti_id).await?
     {
-        view["trigger_instance"] = json!({
-            "id": ti.id,
-            "trigger": ti.trigger,
-            "source": ti.source,
-            "occurred_at": ms_to_rfc3339(ti.occurred_at),
-            "payload": serde_json::from_str::<Value>(&ti.payload).unwrap_or(Value::Null),
-        });
+        view["trigger_instance"] = trigger_instance_view(&ti);
     }
     if let Some(rule) = context.get("rule").and_then(Value::as_str) {
         view["rule"] = match catalog.rule(rule) {
@@ -82,46 +74,28 @@ pub async fn execution_detail(
     Ok(view)
 }
 
-fn secret_values(catalog: &Catalog, action: &str, params: &Value) -> Vec<String> {
-    let (Some(entry), Value::Object(map)) = (catalog.action(action), params) else {
-        return Vec::new();
+/// JSON view of one trigger instance, its payload scrubbed of the secret
+/// values of the execution that caused it.
+pub fn trigger_instance_view(ti: &trigger_instance::Model) -> Value {
+    let secrets = Secrets::from_stored(ti.secrets.as_deref());
+    json!({
+        "id": ti.id,
+        "trigger": ti.trigger,
+        "source": ti.source,
+        "occurred_at": ms_to_rfc3339(ti.occurred_at),
+        "payload": secrets.scrub_value(serde_json::from_str::<Value>(&ti.payload).unwrap_or(Value::Null)),
+    })
+}
+
+/// The secret values an execution's view must mask: those stored with it
+/// (its own and inherited), and, for rows stored before secrets were kept,
+/// the values of the parameters its action marks secret today.
+pub fn execution_secrets(model: &execution::Model, catalog: &Catalog, params: &Value) -> Secrets {
+    let stored = Secrets::from_stored(model.secrets.as_deref());
+    let (Some(entry), Value::Object(map)) = (catalog.action(&model.action), params) else {
+        return stored;
     };
-    entry
-        .params
-        .secret_names()
-        .filter_map(|name| map.get(name))
-        .map(|v| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-        .filter(|s| s.len() >= MIN_SCRUB_LEN)
-        .collect()
-}
-
-fn scrub_text(text: &str, secrets: &[String]) -> String {
-    let mut out = text.to_owned();
-    for secret in secrets {
-        if out.contains(secret.as_str()) {
-            out = out.replace(secret.as_str(), MASK);
-        }
-    }
-    out
-}
-
-fn scrub_value(value: Value, secrets: &[String]) -> Value {
-    if secrets.is_empty() {
-        return value;
-    }
-    match value {
-        Value::String(s) => Value::String(scrub_text(&s, secrets)),
-        Value::Array(items) => {
-            Value::Array(items.into_iter().map(|v| scrub_value(v, secrets)).collect())
-        }
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| (k, scrub_value(v, secrets)))
-                .collect::<Map<String, Value>>(),
-        ),
-        other => other,
-    }
+    stored.union(&Secrets::from_values(
+        entry.params.secret_names().filter_map(|name| map.get(name)),
+    ))
 }

@@ -16,6 +16,7 @@ use crate::intake::{Intake, IntakeError, new_execution};
 use crate::pack::{LoadOptions, PackError, load_pack_roots};
 use crate::params::{Casting, ParamError};
 use crate::runners::{RunHost, RunnerRegistry};
+use crate::secrets::Secrets;
 use crate::store::{AuditEntry, Store, StoreError, execution};
 use crate::template::Templates;
 use crate::worker::{Worker, WorkerConfig};
@@ -184,13 +185,29 @@ impl Engine {
         casting: Casting,
         context: ExecutionContext,
     ) -> Result<String, EngineError> {
+        self.request_inheriting(action_ref, provided, casting, context, &Secrets::default())
+            .await
+    }
+
+    /// [`Engine::request_execution`] for a run that inherits secret values
+    /// (a re-run of an execution that had them).
+    async fn request_inheriting(
+        &self,
+        action_ref: &str,
+        provided: &Map<String, Value>,
+        casting: Casting,
+        context: ExecutionContext,
+        inherited: &Secrets,
+    ) -> Result<String, EngineError> {
         let catalog = self.catalog.current();
         let planned = catalog
             .plan(action_ref, provided, casting)
             .map_err(EngineError::Parameters)?;
         let id = new_id();
-        let masked =
-            catalog.mask_parameters(action_ref, &Value::Object(planned.parameters.clone()));
+        let secrets = planned.secrets.clone().union(inherited);
+        let masked = secrets.scrub_value(
+            catalog.mask_parameters(action_ref, &Value::Object(planned.parameters.clone())),
+        );
         let audit = AuditEntry {
             actor: context
                 .user
@@ -202,7 +219,7 @@ impl Engine {
         };
         self.intake
             .enqueue(
-                new_execution(id.clone(), planned, &context, None),
+                new_execution(id.clone(), planned, &context, None, inherited),
                 Some(audit),
             )
             .await?;
@@ -338,7 +355,8 @@ impl Engine {
             serde_json::from_str(&model.parameters).unwrap_or_default();
         context.rerun_of = Some(id.to_owned());
         context.rerun_failed = failed_only;
-        self.request_execution(&model.action, &params, Casting::Strict, context)
+        let inherited = Secrets::from_stored(model.secrets.as_deref());
+        self.request_inheriting(&model.action, &params, Casting::Strict, context, &inherited)
             .await
     }
 

@@ -13,6 +13,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::catalog::{CatalogHandle, PlannedExecution};
 use crate::execution::{ExecutionContext, new_id, now_ms};
+use crate::secrets::Secrets;
 use crate::store::{
     AuditEntry, Completion, NewEnforcement, NewExecution, NewTriggerInstance, Store, StoreError,
     WriteBatch,
@@ -37,6 +38,15 @@ pub struct TriggerFiring {
     pub source: String,
 }
 
+/// The `squall.execution` event of a finished execution: its record, and the
+/// secret values that record may carry (the trigger instance and whatever its
+/// rules start inherit them).
+#[derive(Debug, Clone)]
+pub struct ExecutionEvent {
+    pub payload: Value,
+    pub secrets: Secrets,
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum IntakeError {
     #[error("squall is overloaded; retry later")]
@@ -59,7 +69,7 @@ enum Item {
     },
     Complete {
         completion: Completion,
-        event: Option<Value>,
+        event: Option<ExecutionEvent>,
         reply: oneshot::Sender<Result<(), IntakeError>>,
     },
 }
@@ -137,10 +147,10 @@ impl Intake {
         rx.await.map_err(|_| IntakeError::Closed)?
     }
 
-    /// Record the end of a run; `event` is the `squall.execution` payload.
+    /// Record the end of a run; `event` is the `squall.execution` event.
     /// Retries until stored: a lost completion would leave the execution
     /// running forever.
-    pub async fn complete(&self, completion: Completion, event: Option<Value>) {
+    pub async fn complete(&self, completion: Completion, event: Option<ExecutionEvent>) {
         let mut delay = Duration::from_millis(50);
         loop {
             let (reply, rx) = oneshot::channel();
@@ -224,9 +234,10 @@ async fn run_loop(
                             TriggerFiring {
                                 trigger: triggers::EXECUTION.into(),
                                 url: None,
-                                payload: event,
+                                payload: event.payload,
                                 source: format!("execution/{}", completion.id),
                             },
+                            &event.secrets,
                         );
                     }
                     batch.completions.push(completion);
@@ -288,7 +299,7 @@ fn add_trigger(
         &firing.payload,
         templates,
     );
-    add_decided(batch, firing, decisions)
+    add_decided(batch, firing, decisions, &Secrets::default())
 }
 
 fn add_trigger_if_matched(
@@ -296,10 +307,11 @@ fn add_trigger_if_matched(
     catalog: &crate::catalog::Catalog,
     templates: &Templates,
     firing: TriggerFiring,
+    secrets: &Secrets,
 ) {
     let decisions = catalog.evaluate(&firing.trigger, None, &firing.payload, templates);
     if !decisions.is_empty() {
-        add_decided(batch, firing, decisions);
+        add_decided(batch, firing, decisions, secrets);
     }
 }
 
@@ -307,6 +319,7 @@ fn add_decided(
     batch: &mut WriteBatch,
     firing: TriggerFiring,
     decisions: Vec<crate::catalog::RuleDecision>,
+    secrets: &Secrets,
 ) -> String {
     let id = new_id();
     for decision in decisions {
@@ -322,9 +335,13 @@ fn add_decided(
                     rule_enforcement_id: Some(enforcement_id.clone()),
                     ..ExecutionContext::default()
                 };
-                batch
-                    .executions
-                    .push(new_execution(execution_id.clone(), planned, &context, None));
+                batch.executions.push(new_execution(
+                    execution_id.clone(),
+                    planned,
+                    &context,
+                    None,
+                    secrets,
+                ));
                 batch.enforcements.push(NewEnforcement {
                     id: enforcement_id,
                     rule: decision.rule,
@@ -351,18 +368,22 @@ fn add_decided(
         payload: firing.payload,
         source: firing.source,
         occurred_at: now_ms(),
+        secrets: secrets.clone(),
     });
     id
 }
 
-/// The row for a planned execution.
+/// The row for a planned execution. `inherited` are the secret values of
+/// whatever caused it (its workflow, or the trigger instance of its rule).
 pub fn new_execution(
     id: String,
     planned: PlannedExecution,
     context: &ExecutionContext,
     parent_id: Option<String>,
+    inherited: &Secrets,
 ) -> NewExecution {
     NewExecution {
+        secrets: planned.secrets.union(inherited),
         id,
         action: planned.action,
         runner: planned.runner,

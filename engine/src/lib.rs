@@ -14,6 +14,7 @@ pub mod pack;
 pub mod params;
 pub mod rbac;
 pub mod runners;
+pub mod secrets;
 pub mod sensitive;
 pub mod store;
 pub mod template;

@@ -11,8 +11,9 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::execution::{ExecutionStatus, now_ms};
-use crate::intake::Intake;
+use crate::intake::{ExecutionEvent, Intake};
 use crate::runners::{OutputLimits, RunContext, RunHost, RunOutcome};
+use crate::secrets::Secrets;
 use crate::store::{Completion, execution};
 use crate::template::Templates;
 
@@ -37,6 +38,14 @@ impl Default for WorkerConfig {
             limits: OutputLimits::default(),
         }
     }
+}
+
+/// A run that ended, before its completion is stored.
+struct Finished {
+    model: execution::Model,
+    outcome: RunOutcome,
+    started_at: Option<i64>,
+    finished_at: i64,
 }
 
 /// Shared by the claim loop and every run.
@@ -214,19 +223,35 @@ impl Worker {
         self.record(finished).await;
     }
 
-    async fn run_claimed(&self, model: execution::Model) -> (execution::Model, RunOutcome) {
+    async fn run_claimed(&self, model: execution::Model) -> Finished {
         let cancel = CancellationToken::new();
         if let Ok(mut running) = self.running.lock() {
             running.insert(model.id.clone(), cancel.clone());
         }
+        // A conductor resumed after a park keeps the start of its first run.
+        let started_at = (!crate::workflow::is_workflow_runner(&model.runner)).then(now_ms);
         let outcome = self.run(&model, cancel).await;
+        let finished_at = now_ms();
         if let Ok(mut running) = self.running.lock() {
             running.remove(&model.id);
         }
-        (model, outcome)
+        Finished {
+            model,
+            outcome,
+            started_at,
+            finished_at,
+        }
     }
 
-    async fn record(&self, (model, outcome): (execution::Model, RunOutcome)) {
+    async fn record(
+        &self,
+        Finished {
+            model,
+            outcome,
+            started_at,
+            finished_at,
+        }: Finished,
+    ) {
         if matches!(
             outcome.status,
             ExecutionStatus::Pending | ExecutionStatus::Paused
@@ -238,14 +263,18 @@ impl Worker {
         let catalog = self.host.catalog.current();
         let event = catalog.has_rules_for(crate::triggers::EXECUTION).then(|| {
             let params: Value = serde_json::from_str(&model.parameters).unwrap_or(Value::Null);
-            json!({
-                "id": model.id,
-                "action": model.action,
-                "status": outcome.status,
-                "parameters": catalog.mask_parameters(&model.action, &params),
-                "result": outcome.result,
-                "context": serde_json::from_str::<Value>(&model.context).unwrap_or(Value::Null),
-            })
+            ExecutionEvent {
+                payload: json!({
+                    "id": model.id,
+                    "action": model.action,
+                    "status": outcome.status,
+                    "parameters": catalog.mask_parameters(&model.action, &params),
+                    "result": outcome.result,
+                    "context": serde_json::from_str::<Value>(&model.context).unwrap_or(Value::Null),
+                }),
+                // Whatever the rules start from this event may carry them.
+                secrets: Secrets::from_stored(model.secrets.as_deref()),
+            }
         });
         let completion = Completion {
             id: model.id.clone(),
@@ -256,6 +285,8 @@ impl Worker {
             stderr: outcome.stderr,
             exit_code: outcome.exit_code,
             error: outcome.error,
+            started_at,
+            finished_at,
         };
         tracing::debug!(execution = %model.id, action = %model.action, status = %completion.status, "execution finished");
         self.intake.complete(completion, event).await;
@@ -278,6 +309,7 @@ impl Worker {
             limits: self.config.limits,
             cancel,
             host: self.host.clone(),
+            secrets: Secrets::from_stored(model.secrets.as_deref()),
         };
         // A runner that panics must still leave a record, not a stuck execution.
         let runner = entry.runner.clone();

@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261125_000001_init;
 mod m20261125_000002_workflows;
 mod m20261125_000003_chat_and_timers;
+mod m20261201_000004_secret_lineage;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_init::Migration),
             Box::new(m20261125_000002_workflows::Migration),
             Box::new(m20261125_000003_chat_and_timers::Migration),
+            Box::new(m20261201_000004_secret_lineage::Migration),
         ]
     }
 }

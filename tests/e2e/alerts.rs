@@ -384,12 +384,30 @@ async fn timers_fire_on_schedule_once_per_due_time_across_restarts() -> Result<(
     assert!(!fires(&server, "cron_two").await?.is_empty());
     server.engine.shutdown();
     server.stop().await?;
-    let before = fires_count(&db_url).await?;
+    let last_before = interval_due_times(&db_url)
+        .await?
+        .into_iter()
+        .max()
+        .context("interval fires before the stop")?;
 
-    // Down for 3.5 s: the interval missed three due times.
+    // Down for at least 3.5 s: the interval missed at least three due times.
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let server = start(db_url.clone(), packs.path().to_path_buf()).await?;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The catch-up fire and one regular fire after it.
+    let after: Vec<i64> = eventually(
+        Duration::from_secs(30),
+        "two interval fires after the restart",
+        || async {
+            let mut after: Vec<i64> = interval_due_times(&db_url)
+                .await?
+                .into_iter()
+                .filter(|due| *due > last_before)
+                .collect();
+            after.sort_unstable();
+            Ok((after.len() >= 2).then_some(after))
+        },
+    )
+    .await?;
     let every = fires(&server, "every_second").await?;
     let once = fires(&server, "once").await?;
     let cron = fires(&server, "cron_two").await?;
@@ -404,21 +422,45 @@ async fn timers_fire_on_schedule_once_per_due_time_across_restarts() -> Result<(
         );
     }
     assert_eq!(once.len(), 1, "a date timer fires once, restart or not");
-    // Missed fires coalesce: one catch-up plus ~2 regular ones, not 3 + 2.
-    let after_restart = every.len() - before;
+    // Missed fires coalesce, judged by the due times the scheduler recorded:
+    // the first fire after the restart is for the latest due time missed
+    // while down (3 s or more after the last one before), and none of the
+    // earlier missed ones fired; after it the interval counts again from
+    // that fire, never two fires less than a second apart.
     assert!(
-        (2..=4).contains(&after_restart),
-        "{after_restart} interval fires after the restart: {every:?}"
+        after[0] - last_before >= 3_000,
+        "the catch-up fired for {} ms after the last fire before the stop: {after:?}",
+        after[0] - last_before
     );
+    for pair in after.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= 1_000, "due times {gap} ms apart: {after:?}");
+    }
     server.stop().await
 }
 
-async fn fires_count(db_url: &str) -> Result<usize> {
+/// The due times (ms) the interval rule fired for, as recorded in its
+/// trigger instances.
+async fn interval_due_times(db_url: &str) -> Result<Vec<i64>> {
+    use sea_orm::ConnectionTrait;
     let store = squall_engine::store::Store::connect(db_url).await?;
-    let n = store
-        .count_trigger_instances_of("core.st2.IntervalTimer")
+    let rows = store
+        .connection()
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Sqlite,
+            "SELECT payload FROM trigger_instances WHERE source = 'timer/timed.every_second'",
+        ))
         .await?;
-    Ok(usize::try_from(n)?)
+    let mut due = Vec::new();
+    for row in rows {
+        let payload: String = row.try_get("", "payload")?;
+        let v: Value = serde_json::from_str(&payload)?;
+        let at =
+            chrono::DateTime::parse_from_rfc3339(v["scheduled_for"].as_str().unwrap_or_default())
+                .with_context(|| format!("scheduled_for in {v}"))?;
+        due.push(at.timestamp_millis());
+    }
+    Ok(due)
 }
 
 /// The remediation loop with the real Alertmanager: firing alert → notice →

@@ -82,7 +82,7 @@ impl Session {
     }
 
     /// Type a line and wait until everything it started has answered.
-    async fn say(&mut self, line: &str) -> String {
+    pub(crate) async fn say(&mut self, line: &str) -> String {
         let immediate = self.send(line).await;
         self.dispatcher.wait_idle().await;
         immediate + self.collect().as_str()
@@ -98,7 +98,7 @@ impl Session {
         self.collect()
     }
 
-    async fn settle(&mut self) -> String {
+    pub(crate) async fn settle(&mut self) -> String {
         self.dispatcher.wait_idle().await;
         self.collect()
     }
@@ -118,7 +118,7 @@ impl Session {
         raw
     }
 
-    fn last_id(&self, text: &str) -> String {
+    pub(crate) fn last_id(&self, text: &str) -> String {
         self.ids
             .find_iter(text)
             .last()

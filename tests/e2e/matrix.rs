@@ -458,7 +458,30 @@ async fn matrix_round_trip_with_threads_reactions_encryption_and_a_restart() -> 
     alice
         .wait_for(&room, "after the restart\n", "the answer after the restart")
         .await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The bot takes a room's events in timeline order: once a later command
+    // is answered, a duplicate of an earlier one would have been too.
+    alice
+        .send(&room, RoomMessageEventContent::text_plain("!say barrier"))
+        .await?;
+    alice
+        .wait_for(&room, "barrier\n", "the answer to the barrier")
+        .await?;
+    // squall's own record: each command ran once.
+    for msg in ["after the restart", "hello <b>matrix"] {
+        let runs = server
+            .engine
+            .store
+            .list_executions(&squall_engine::store::ExecutionFilter {
+                action: Some("testing.say".into()),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await?
+            .into_iter()
+            .filter(|e| e.parameters.contains(msg))
+            .count();
+        assert_eq!(runs, 1, "{msg:?} ran {runs} times");
+    }
     let results = alice.said(&room, "testing.say succeeded");
     let after: Vec<&Seen> = results
         .iter()

@@ -3,24 +3,58 @@
 use anyhow::Result;
 use squall_tests::{repo_root, squall_binary};
 
+/// The packs under `roots`, by directory name (a pack is a directory with a
+/// pack.yaml): what a validation must count.
+fn pack_dirs_in(roots: &[std::path::PathBuf]) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for root in roots {
+        for entry in std::fs::read_dir(root)? {
+            let path = entry?.path();
+            if path.join("pack.yaml").is_file() {
+                names.push(
+                    path.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 #[test]
 fn shipped_packs_validate() -> Result<()> {
+    let roots = [
+        repo_root().join("packs"),
+        repo_root().join("tests/fixtures/packs"),
+    ];
     let out = std::process::Command::new(squall_binary()?)
         .arg("pack")
         .arg("validate")
-        .arg(repo_root().join("packs"))
-        .arg(repo_root().join("tests/fixtures/packs"))
+        .args(&roots)
         .output()?;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let dirs = pack_dirs_in(&roots)?;
+    assert!(dirs.len() >= 5, "the shipped packs are missing: {dirs:?}");
+    let expected = format!("ok: {} pack(s)", dirs.len());
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        String::from_utf8_lossy(&out.stdout).starts_with("ok: 5 pack(s)"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+        stdout.starts_with(&expected),
+        "expected {expected:?}: {stdout}"
     );
+    // The very packs of those directories loaded, each under its own name.
+    let runners = squall_engine::runners::RunnerRegistry::builtin();
+    let catalog =
+        squall_engine::load_catalog(&roots, &runners).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut loaded: Vec<String> = catalog.packs.iter().map(|p| p.meta.name.clone()).collect();
+    loaded.sort();
+    assert_eq!(loaded, dirs);
     Ok(())
 }
 

@@ -54,6 +54,11 @@ impl TestServer {
         })
     }
 
+    /// The database the server runs on (for the CLI's own, local, views).
+    pub fn database_url(&self) -> &str {
+        self.db.as_ref().map_or("", |db| db.url.as_str())
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -17,7 +17,51 @@ on_both_backends!(
     expired_leases_are_abandoned_or_requeued_by_policy,
     api_keys_verify_by_hash,
     webhook_to_rule_to_action_is_recorded,
+    completions_store_the_run_times_the_worker_measured,
 );
+
+/// A completion is committed in a batch, later than the run ended, and the
+/// claim's time is when the claim was asked for: the stored start and end are
+/// the ones the worker measured around the run (a workflow's completion
+/// without a start keeps the claim's).
+async fn completions_store_the_run_times_the_worker_measured(backend: Backend) -> Result<()> {
+    let (db, store) = store_with(backend, vec![new_execution(false), new_execution(false)]).await?;
+    let claimed = store.claim_executions("a", 2, now_ms() + 60_000).await?;
+    let claimed_at = claimed[1].started_at.expect("a claim sets a start");
+    let (ran_from, ran_to) = (now_ms() - 5_000, now_ms() - 4_000);
+    let done = |id: &str, started_at: Option<i64>| Completion {
+        id: id.to_owned(),
+        lease_owner: "a".into(),
+        status: ExecutionStatus::Succeeded,
+        result: json!({}),
+        stdout: String::new(),
+        stderr: String::new(),
+        exit_code: Some(0),
+        error: None,
+        started_at,
+        finished_at: ran_to,
+    };
+    store
+        .write_batch(&WriteBatch {
+            completions: vec![
+                done(&claimed[0].id, Some(ran_from)),
+                done(&claimed[1].id, None),
+            ],
+            ..WriteBatch::default()
+        })
+        .await?;
+    let measured = store.get_execution(&claimed[0].id).await?.expect("exists");
+    assert_eq!(
+        (measured.started_at, measured.finished_at),
+        (Some(ran_from), Some(ran_to))
+    );
+    let kept = store.get_execution(&claimed[1].id).await?.expect("exists");
+    assert_eq!(
+        (kept.started_at, kept.finished_at),
+        (Some(claimed_at), Some(ran_to))
+    );
+    db.cleanup().await
+}
 
 fn new_execution(idempotent: bool) -> NewExecution {
     NewExecution {
@@ -29,6 +73,7 @@ fn new_execution(idempotent: bool) -> NewExecution {
         parent_id: None,
         idempotent,
         outcome: None,
+        secrets: Default::default(),
     }
 }
 
@@ -99,6 +144,8 @@ async fn completion_from_a_node_that_lost_its_lease_is_ignored(backend: Backend)
         stderr: String::new(),
         exit_code: Some(0),
         error: None,
+        started_at: None,
+        finished_at: now_ms(),
     };
     store
         .write_batch(&WriteBatch {
@@ -186,4 +233,36 @@ async fn webhook_to_rule_to_action_is_recorded(backend: Backend) -> Result<()> {
     assert_eq!(executions[0]["status"], "succeeded");
     assert_eq!(executions[0]["stdout"], "deploying db to staging\n");
     server.stop().await
+}
+
+/// A test that fails (panics) still drops its PostgreSQL database: failed
+/// runs leave nothing behind on the server.
+#[tokio::test]
+async fn a_failing_test_still_drops_its_postgres_database() -> Result<()> {
+    use sea_orm::ConnectionTrait;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let failed = tokio::spawn(async move {
+        let db = TestDb::new(Backend::Postgres)
+            .await
+            .expect("a test database");
+        let name = db.postgres_name().map(str::to_owned);
+        let _ = tx.send(name);
+        panic!("the test fails with its database still in scope");
+    })
+    .await;
+    assert!(failed.expect_err("the test panicked").is_panic());
+    let name = rx.await?.expect("a PostgreSQL database name");
+    let admin =
+        sea_orm::Database::connect(format!("{}/postgres", squall_tests::postgres_server_url()))
+            .await?;
+    let left = admin
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT datname FROM pg_database WHERE datname = $1",
+            [name.clone().into()],
+        ))
+        .await?;
+    admin.close().await.ok();
+    assert!(left.is_empty(), "{name} was left behind");
+    Ok(())
 }

@@ -37,7 +37,9 @@ pub enum Backend {
     Postgres,
 }
 
-/// A database that exists for one test and is removed afterwards.
+/// A database that exists for one test and is removed afterwards, whether
+/// the test passed or not: a PostgreSQL database is dropped when the value is
+/// dropped, during a failing test's unwinding too.
 pub struct TestDb {
     pub url: String,
     pub backend: Backend,
@@ -82,17 +84,52 @@ impl TestDb {
         }
     }
 
-    /// Drop the PostgreSQL database (SQLite files go with the temp dir).
-    pub async fn cleanup(self) -> Result<()> {
-        if let Some(name) = &self.pg_name {
-            let admin = Database::connect(format!("{}/postgres", postgres_server_url())).await?;
-            admin
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await?;
-            admin.close().await.ok();
+    /// The PostgreSQL database's name (`None` on SQLite).
+    pub fn postgres_name(&self) -> Option<&str> {
+        self.pg_name.as_deref()
+    }
+
+    /// Drop the PostgreSQL database now and report a failure (SQLite files
+    /// go with the temp dir). Without this call, `Drop` still drops it.
+    pub async fn cleanup(mut self) -> Result<()> {
+        if let Some(name) = self.pg_name.take() {
+            drop_postgres_database(&name).await?;
         }
         Ok(())
     }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime (or while it unwinds), where
+        // blocking on async work is not allowed: use a runtime of its own on
+        // another thread, and wait for it.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(drop_postgres_database(&name))
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => eprintln!("could not drop a test database: {err:#}"),
+            Err(_) => eprintln!("dropping a test database panicked"),
+        }
+    }
+}
+
+async fn drop_postgres_database(name: &str) -> Result<()> {
+    let admin = Database::connect(format!("{}/postgres", postgres_server_url())).await?;
+    admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .with_context(|| format!("dropping test database {name}"))?;
+    admin.close().await.ok();
+    Ok(())
 }
 
 /// A free loopback port (bound, then released).

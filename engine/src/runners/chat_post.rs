@@ -56,10 +56,11 @@ impl Runner for ChatPost {
 
     async fn run(&self, ctx: RunContext) -> RunOutcome {
         let channel = ctx.param_str("channel").unwrap_or_default().to_owned();
-        let message = json!({
+        // What goes to a channel never carries a secret this execution holds.
+        let message = ctx.secrets.scrub_value(json!({
             "title": ctx.param_str("title"),
             "text": ctx.param_str("message").unwrap_or_default(),
-        });
+        }));
         let thread = ctx.param_str("thread").filter(|t| !t.is_empty());
         let store = &ctx.host.store;
         let id = match store

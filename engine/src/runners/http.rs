@@ -1,7 +1,6 @@
 //! `http-request`: one HTTP call; the response becomes the result.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
@@ -9,32 +8,63 @@ use super::{RunContext, RunOutcome, Runner, runner_param};
 use crate::execution::ExecutionStatus;
 use crate::pack::ParamSpec;
 
+/// Redirects followed at most when `allow_redirects` is on.
+const MAX_REDIRECTS: usize = 10;
+
 pub struct HttpRequest {
-    client: reqwest::Client,
-    insecure_client: reqwest::Client,
-    redirecting_client: reqwest::Client,
+    /// Indexed by [`HttpRequest::client_index`]: (verify certificates,
+    /// follow redirects) in each combination.
+    clients: [reqwest::Client; 4],
 }
 
 impl HttpRequest {
     pub fn new() -> Self {
         crate::install_crypto_provider();
-        let base = || {
+        let client = |index: usize| {
+            let (verify, follow) = (index & 1 == 0, index & 2 != 0);
             reqwest::Client::builder()
                 .user_agent(concat!("squall/", env!("CARGO_PKG_VERSION")))
-                .redirect(reqwest::redirect::Policy::none())
+                .redirect(if follow {
+                    reqwest::redirect::Policy::limited(MAX_REDIRECTS)
+                } else {
+                    reqwest::redirect::Policy::none()
+                })
+                .tls_danger_accept_invalid_certs(!verify)
+                .build()
+                .unwrap_or_default()
         };
         Self {
-            client: base().build().unwrap_or_default(),
-            insecure_client: base()
-                .tls_danger_accept_invalid_certs(true)
-                .build()
-                .unwrap_or_default(),
-            redirecting_client: reqwest::Client::builder()
-                .user_agent(concat!("squall/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .unwrap_or_default(),
+            clients: [client(0), client(1), client(2), client(3)],
         }
     }
+
+    fn client_index(verify: bool, follow: bool) -> usize {
+        usize::from(!verify) | (usize::from(follow) << 1)
+    }
+}
+
+/// A request error with its causes: reqwest's own text ("error sending
+/// request") says nothing of why; the cause chain says which TLS, DNS or
+/// connection problem it was.
+fn explain(err: &reqwest::Error, verify: bool) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    let lower = text.to_lowercase();
+    if verify && (lower.contains("certificate") || lower.contains("unknownissuer")) {
+        text.push_str(
+            " (the server's TLS certificate was not accepted: trust its issuer, or set \
+             verify_ssl_cert: false for this action)",
+        );
+    }
+    text
 }
 
 #[async_trait::async_trait]
@@ -109,13 +139,9 @@ impl Runner for HttpRequest {
                 "parameter 'method': unknown method {method_name:?}"
             ));
         };
-        let client = if ctx.parameters.get("verify_ssl_cert") == Some(&Value::Bool(false)) {
-            &self.insecure_client
-        } else if ctx.parameters.get("allow_redirects") == Some(&Value::Bool(true)) {
-            &self.redirecting_client
-        } else {
-            &self.client
-        };
+        let verify = ctx.parameters.get("verify_ssl_cert") != Some(&Value::Bool(false));
+        let follow = ctx.parameters.get("allow_redirects") == Some(&Value::Bool(true));
+        let client = &self.clients[Self::client_index(verify, follow)];
         let mut request = client.request(method, url).timeout(ctx.timeout());
         if let Some(Value::Object(headers)) = ctx.parameters.get("headers") {
             for (name, value) in headers {
@@ -158,7 +184,12 @@ impl Runner for HttpRequest {
                     ))
                 };
             }
-            Err(err) => return RunOutcome::failed(format!("request to {url} failed: {err}")),
+            Err(err) => {
+                return RunOutcome::failed(format!(
+                    "request to {url} failed: {}",
+                    explain(&err, verify)
+                ));
+            }
         };
         let status_code = response.status().as_u16();
         let headers: Map<String, Value> = response
@@ -171,20 +202,38 @@ impl Runner for HttpRequest {
                 )
             })
             .collect();
-        let bytes = match tokio::time::timeout(Duration::from_secs(300), response.bytes()).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(err)) => {
-                return RunOutcome::failed(format!("reading the response failed: {err}"));
-            }
-            Err(_) => return RunOutcome::failed("reading the response timed out"),
+        let body = tokio::select! {
+            read = tokio::time::timeout(ctx.timeout(), read_capped(response, ctx.limits.max_bytes)) => read,
+            () = ctx.cancel.cancelled() => return RunOutcome { status: ExecutionStatus::Canceled, ..RunOutcome::failed("canceled") },
         };
-        let cap = ctx.limits.max_bytes.min(bytes.len());
-        let mut text = String::from_utf8_lossy(&bytes[..cap]).into_owned();
-        let parsed = serde_json::from_slice::<Value>(&bytes).ok();
-        if bytes.len() > cap {
+        let (kept, total) = match body {
+            Ok(Ok(read)) => read,
+            Ok(Err(err)) => {
+                return RunOutcome::failed(format!(
+                    "reading the response from {url} failed: {}",
+                    explain(&err, verify)
+                ));
+            }
+            Err(_) => {
+                return RunOutcome {
+                    status: ExecutionStatus::Timeout,
+                    ..RunOutcome::failed(format!(
+                        "reading the response from {url} timed out after {:?}",
+                        ctx.timeout()
+                    ))
+                };
+            }
+        };
+        let truncated = total > kept.len();
+        let mut text = String::from_utf8_lossy(&kept).into_owned();
+        // Only a whole body is parsed: a cut one is shown as text.
+        let parsed = (!truncated)
+            .then(|| serde_json::from_slice::<Value>(&kept).ok())
+            .flatten();
+        if truncated {
             text.push_str(&format!(
                 "\n[output truncated: {} more bytes]",
-                bytes.len() - cap
+                total - kept.len()
             ));
         }
         let ok = status_code < 400;
@@ -197,8 +246,8 @@ impl Runner for HttpRequest {
             result: json!({
                 "status_code": status_code,
                 "headers": headers,
-                "body": parsed.clone().filter(|_| bytes.len() <= ctx.limits.max_bytes).unwrap_or(Value::String(text.clone())),
                 "parsed": parsed.is_some(),
+                "body": parsed.unwrap_or_else(|| Value::String(text.clone())),
             }),
             stdout: text,
             stderr: String::new(),
@@ -210,4 +259,20 @@ impl Runner for HttpRequest {
         }
         outcome
     }
+}
+
+/// Read at most `cap` bytes of the body and count the rest without keeping
+/// it: a huge response costs time (bounded by the run's timeout), not memory.
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<(Vec<u8>, usize), reqwest::Error> {
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = response.chunk().await? {
+        total += chunk.len();
+        let room = cap.saturating_sub(kept.len());
+        kept.extend_from_slice(&chunk[..room.min(chunk.len())]);
+    }
+    Ok((kept, total))
 }

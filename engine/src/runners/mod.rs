@@ -38,6 +38,9 @@ pub struct RunContext {
     pub cancel: CancellationToken,
     /// The engine services, for runners that orchestrate (workflows, inquiries).
     pub host: Arc<RunHost>,
+    /// Secret values this execution holds (its own and inherited): what it
+    /// passes on to its tasks, and masks in what it posts or asks.
+    pub secrets: crate::secrets::Secrets,
 }
 
 /// What orchestrating runners need beyond their parameters.
@@ -123,6 +126,12 @@ pub trait Runner: Send + Sync {
     async fn run(&self, ctx: RunContext) -> RunOutcome;
 }
 
+/// Two runners registered under one name: the second would silently replace
+/// the first, so registration refuses it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("two runners are registered as {0:?}: runner names must be unique")]
+pub struct DuplicateRunner(pub &'static str);
+
 /// All runners squall ships, by name.
 #[derive(Clone)]
 pub struct RunnerRegistry {
@@ -130,8 +139,26 @@ pub struct RunnerRegistry {
 }
 
 impl RunnerRegistry {
+    /// A registry of `runners`, refusing a name given twice.
+    pub fn new(runners: Vec<Arc<dyn Runner>>) -> Result<Self, DuplicateRunner> {
+        let mut by_name = BTreeMap::new();
+        for runner in runners {
+            let name = runner.name();
+            if by_name.insert(name, runner).is_some() {
+                return Err(DuplicateRunner(name));
+            }
+        }
+        Ok(Self { runners: by_name })
+    }
+
+    /// The runners squall ships.
     pub fn builtin() -> Self {
-        let list: Vec<Arc<dyn Runner>> = vec![
+        Self::new(Self::builtin_list())
+            .unwrap_or_else(|dup| panic!("the built-in runner list is broken: {dup}"))
+    }
+
+    fn builtin_list() -> Vec<Arc<dyn Runner>> {
+        vec![
             Arc::new(shell::LocalShellCmd),
             Arc::new(shell::LocalShellScript),
             Arc::new(http::HttpRequest::new()),
@@ -141,9 +168,7 @@ impl RunnerRegistry {
             Arc::new(crate::workflow::WorkflowRunner::WORKFLOW),
             Arc::new(crate::workflow::inquirer::Inquirer),
             Arc::new(chat_post::ChatPost),
-        ];
-        let runners = list.into_iter().map(|r| (r.name(), r)).collect();
-        Self { runners }
+        ]
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<dyn Runner>> {
@@ -179,7 +204,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn runner_names_are_unique_and_stackstorm_compatible() {
+    fn a_runner_name_registered_twice_is_refused() {
+        let err = RunnerRegistry::new(vec![
+            Arc::new(noop::Noop),
+            Arc::new(echo::Echo),
+            Arc::new(noop::Noop),
+        ])
+        .err()
+        .expect("a duplicate name must be refused");
+        assert_eq!(err, DuplicateRunner("noop"));
+        assert!(err.to_string().contains("\"noop\""), "{err}");
+    }
+
+    #[test]
+    fn builtin_runners_register_without_duplicates() {
+        let list = RunnerRegistry::builtin_list();
+        let count = list.len();
+        let registry = RunnerRegistry::new(list).expect("no duplicate built-in names");
+        assert_eq!(registry.names().len(), count);
+    }
+
+    #[test]
+    fn runner_names_are_stackstorm_compatible() {
         let registry = RunnerRegistry::builtin();
         assert_eq!(
             registry.names(),

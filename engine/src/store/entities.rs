@@ -28,6 +28,9 @@ pub mod execution {
         pub started_at: Option<i64>,
         pub finished_at: Option<i64>,
         pub updated_at: i64,
+        /// Inherited secret values (`crate::secrets`); never shown.
+        #[serde(skip)]
+        pub secrets: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -49,6 +52,9 @@ pub mod trigger_instance {
         pub payload: String,
         pub source: String,
         pub occurred_at: i64,
+        /// Secret values of the execution that caused it (`crate::secrets`); never shown.
+        #[serde(skip)]
+        pub secrets: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

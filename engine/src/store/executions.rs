@@ -24,6 +24,8 @@ pub struct NewExecution {
     /// Already finished (workflow tasks whose action ran in-process): stored
     /// with this status and result instead of `requested`.
     pub outcome: Option<(ExecutionStatus, serde_json::Value)>,
+    /// Its own secret parameter values and those it inherited (`crate::secrets`).
+    pub secrets: crate::secrets::Secrets,
 }
 
 /// The end of one run, written by the intake on behalf of a worker.
@@ -39,6 +41,14 @@ pub struct Completion {
     pub stderr: String,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
+    /// When the run began and ended (ms), as the worker measured it. The
+    /// claim's own time is when the claim was asked for (under load, before
+    /// the row even existed), and completions are written in batches (the
+    /// commit can come later): either would make runs look longer, and
+    /// overlapping, than they were. `None` keeps the claim's start (a
+    /// workflow resumed after a park keeps its first start).
+    pub started_at: Option<i64>,
+    pub finished_at: i64,
 }
 
 /// Filters for listing executions.
@@ -88,6 +98,7 @@ pub(super) async fn insert_executions(
             started_at: Set(e.outcome.as_ref().map(|_| now)),
             finished_at: Set(e.outcome.as_ref().map(|_| now)),
             updated_at: Set(now),
+            secrets: Set(e.secrets.to_stored()),
         });
         execution::Entity::insert_many(rows)
             .exec_without_returning(txn)
@@ -96,7 +107,7 @@ pub(super) async fn insert_executions(
     Ok(())
 }
 
-/// Completions per UPDATE statement (8 bound values each).
+/// Completions per UPDATE statement (10 bound values each).
 const COMPLETION_CHUNK: usize = 256;
 
 pub(super) async fn apply_completions(
@@ -108,20 +119,19 @@ pub(super) async fn apply_completions(
     // One statement per chunk: each statement is a round trip to the database
     // driver, and completions arrive by the thousand.
     for chunk in shaped_chunks(completions, backend, COMPLETION_CHUNK) {
-        let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
         let sql = placeholders(
             backend,
             &format!(
                 "UPDATE executions SET status = v.column3, result = v.column4, stdout = v.column5, \
-                 stderr = v.column6, exit_code = v.column7, error = v.column8, finished_at = ?, \
-                 updated_at = ?, lease_owner = NULL, lease_expires_at = NULL \
+                 stderr = v.column6, exit_code = v.column7, error = v.column8, finished_at = v.column9, \
+                 started_at = COALESCE(v.column10, executions.started_at), updated_at = ?, lease_owner = NULL, lease_expires_at = NULL \
                  FROM (VALUES {rows}) AS v WHERE executions.id = v.column1 \
                  AND executions.lease_owner = v.column2 AND executions.status IN ('running', 'canceling', 'pausing')"
             ),
         );
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 8 + 2);
-        // The SET placeholders come first in the text, before the VALUES list.
-        values.push(now.into());
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 10 + 1);
+        // The SET placeholder comes first in the text, before the VALUES list.
         values.push(now.into());
         for c in chunk {
             values.push(c.id.clone().into());
@@ -132,6 +142,8 @@ pub(super) async fn apply_completions(
             values.push(c.stderr.clone().into());
             values.push(c.exit_code.into());
             values.push(c.error.clone().into());
+            values.push(c.finished_at.into());
+            values.push(c.started_at.into());
         }
         txn.execute_raw(Statement::from_sql_and_values(backend, &sql, values))
             .await?;

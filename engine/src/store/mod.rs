@@ -52,6 +52,8 @@ pub struct NewTriggerInstance {
     pub payload: serde_json::Value,
     pub source: String,
     pub occurred_at: i64,
+    /// Secret values the payload may carry (`crate::secrets`).
+    pub secrets: crate::secrets::Secrets,
 }
 
 /// A rule enforcement record: one per rule that matched a trigger instance.
@@ -208,6 +210,7 @@ impl Store {
                 payload: Set(t.payload.to_string()),
                 source: Set(t.source.clone()),
                 occurred_at: Set(t.occurred_at),
+                secrets: Set(t.secrets.to_stored()),
             });
             trigger_instance::Entity::insert_many(rows)
                 .exec_without_returning(&txn)

@@ -81,6 +81,8 @@ struct Conductor {
     spec: Arc<WorkflowSpec>,
     wf_id: String,
     context: ExecutionContext,
+    /// The workflow's secret values: every task it starts inherits them.
+    secrets: crate::secrets::Secrets,
     root: String,
     ctx: Map<String, Value>,
     statuses: Map<String, Value>,
@@ -133,6 +135,7 @@ pub(super) async fn run(ctx: RunContext) -> RunOutcome {
         spec,
         wf_id: ctx.execution_id.clone(),
         context,
+        secrets: ctx.secrets.clone(),
         root,
         ctx: Map::new(),
         statuses: Map::new(),
@@ -607,6 +610,7 @@ impl Conductor {
             planned.clone(),
             &context,
             Some(self.wf_id.clone()),
+            &self.secrets,
         );
         if RunnerRegistry::is_inline(&planned.runner)
             && let Some(entry) = self.catalog.action(&planned.action)
@@ -621,6 +625,7 @@ impl Conductor {
                     limits: self.limits,
                     cancel: CancellationToken::new(),
                     host: self.host.clone(),
+                    secrets: new.secrets.clone(),
                 })
                 .await;
             let status = outcome.status.as_str().to_owned();

@@ -170,7 +170,9 @@ impl Runner for Inquirer {
             id: id.clone(),
             execution_id: ctx.execution_id.clone(),
             workflow_id: model.parent_id.clone(),
-            params: Value::Object(params.clone()),
+            // The prompt is shown in chat and the API: a secret that reached
+            // the message (from the workflow's context) is masked there.
+            params: ctx.secrets.scrub_value(Value::Object(params.clone())),
             requester: context.user.clone(),
             target,
             expires_at,
