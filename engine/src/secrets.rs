@@ -122,7 +122,7 @@ impl Secrets {
             // A secret number or boolean equal to the whole value.
             other => {
                 let text = other.to_string();
-                if self.0.iter().any(|s| *s == text) {
+                if self.0.contains(&text) {
                     Value::String(MASK.into())
                 } else {
                     other
