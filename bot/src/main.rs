@@ -21,6 +21,25 @@ use squall_engine::params::Casting;
 use squall_engine::runners::RunnerRegistry;
 use squall_engine::store::ExecutionFilter;
 
+/// Libraries that log the values they handle at debug level: handlebars
+/// prints every rendered parameter (secrets included). They are held at
+/// `warn` whatever `SQUALL_LOG` asks for, so that no log level leaks a secret.
+const VALUE_LOGGING_TARGETS: &[&str] = &["handlebars"];
+
+/// `SQUALL_LOG` (EnvFilter syntax) or `default`, with
+/// [`VALUE_LOGGING_TARGETS`] capped.
+fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("SQUALL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    for target in VALUE_LOGGING_TARGETS {
+        if let Ok(cap) = format!("{target}=warn").parse() {
+            // A directive for the same target replaces the user's.
+            filter = filter.add_directive(cap);
+        }
+    }
+    filter
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The server logs what it does; one-shot commands only warn.
@@ -29,10 +48,7 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SQUALL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
+        .with_env_filter(log_filter(default_filter))
         .with_writer(std::io::stderr)
         .init();
     squall_engine::install_crypto_provider();

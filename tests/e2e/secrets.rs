@@ -240,3 +240,83 @@ async fn chat_results_and_notices_mask_secrets() -> Result<()> {
     prompts.abort();
     server.stop().await
 }
+
+/// The real server's log, at its most verbose (trace, and debug for
+/// handlebars, which logs every value it renders, asked for explicitly), while a secret goes down a rule
+/// chain and through a workflow, never holds the secret.
+#[tokio::test]
+async fn the_server_log_never_holds_a_secret() -> Result<()> {
+    let db = squall_tests::TestDb::new(Backend::Sqlite).await?;
+    let data = tempfile::tempdir()?;
+    let log_path = data.path().join("squall.log");
+    let port = squall_tests::free_port()?;
+    let packs = squall_tests::pack_dirs()
+        .iter()
+        .map(|p| format!("\"{}\"", p.display()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut child = std::process::Command::new(squall_binary()?)
+        .arg("serve")
+        .env("SQUALL_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SQUALL_DATA_DIR", data.path())
+        .env("SQUALL_DATABASE_URL", &db.url)
+        .env("SQUALL_PACKS", format!("[{packs}]"))
+        .env("SQUALL_LOG", "trace,handlebars=debug")
+        .stdout(std::fs::File::create(data.path().join("stdout.log"))?)
+        .stderr(std::fs::File::create(&log_path)?)
+        .spawn()
+        .context("starting squall serve")?;
+    let outcome = async {
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        eventually(Duration::from_secs(30), "squall to answer /healthz", || {
+            let client = client.clone();
+            let url = format!("{base}/healthz");
+            async move { Ok(client.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())) }
+        })
+        .await?;
+        let key = std::fs::read_to_string(data.path().join("admin-api-key"))?.trim().to_owned();
+        for body in [
+            json!({"action": "testing.leak", "parameters": {"token": SECRET}}),
+            json!({"action": "testing.wf_secret", "parameters": {"token": SECRET, "channel": "nowhere:room"}}),
+        ] {
+            let created: serde_json::Value = client
+                .post(format!("{base}/api/v1/executions"))
+                .header("St2-Api-Key", &key)
+                .json(&body)
+                .send()
+                .await?
+                .json()
+                .await?;
+            anyhow::ensure!(created["id"].is_string(), "{created}");
+        }
+        // Wait for the chained echo and for the workflow's notice to be refused.
+        eventually(Duration::from_secs(30), "the chain and the workflow's task", || {
+            let client = client.clone();
+            let (base, key) = (base.clone(), key.clone());
+            async move {
+                let list: serde_json::Value = client
+                    .get(format!("{base}/api/v1/executions?status=succeeded"))
+                    .header("St2-Api-Key", &key)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                let done = |action: &str| {
+                    list.as_array()
+                        .is_some_and(|l| l.iter().any(|e| e["action"] == action))
+                };
+                Ok((done("core.echo") && done("core.local")).then_some(()))
+            }
+        })
+        .await
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    outcome?;
+    let log = std::fs::read_to_string(&log_path)?;
+    assert!(log.contains("DEBUG"), "the log was at debug level or more");
+    assert_masked("the server log", &log);
+    db.cleanup().await
+}
