@@ -16,13 +16,35 @@ use squall_tests::{Backend, TestDb, eventually, free_port, pack_dirs, squall_bin
 
 const WEBHOOKS: usize = 200;
 
-struct Node {
+/// `squall serve` as a child process on a free loopback port.
+pub(crate) struct Node {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Node {
+    /// A node for the crash tests: 8 workers, 3 s leases, warnings only.
     async fn start(db_url: &str, data: &std::path::Path) -> Result<Node> {
+        Self::start_with(
+            db_url,
+            data,
+            &[
+                ("SQUALL_WORKER__CONCURRENCY", "8"),
+                ("SQUALL_WORKER__LEASE_SECONDS", "3"),
+                ("SQUALL_LOG", "warn"),
+            ],
+            Stdio::inherit(),
+        )
+        .await
+    }
+
+    /// A node with more `SQUALL_*` settings, its log going to `stderr`.
+    pub(crate) async fn start_with(
+        db_url: &str,
+        data: &std::path::Path,
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Result<Node> {
         let port = free_port()?;
         let packs = pack_dirs()
             .iter()
@@ -35,11 +57,9 @@ impl Node {
             .env("SQUALL_DATA_DIR", data)
             .env("SQUALL_DATABASE_URL", db_url)
             .env("SQUALL_PACKS", format!("[{packs}]"))
-            .env("SQUALL_WORKER__CONCURRENCY", "8")
-            .env("SQUALL_WORKER__LEASE_SECONDS", "3")
-            .env("SQUALL_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .context("starting squall serve")?;
         let base = format!("http://127.0.0.1:{port}");

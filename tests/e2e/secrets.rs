@@ -61,6 +61,23 @@ fn cli_execution_get(server: &TestServer, id: &str) -> Result<String> {
     Ok(text)
 }
 
+/// Start testing.wf_secret: it prints the secret, then posts what it printed
+/// to `channel`.
+async fn start_secret_workflow(server: &TestServer, channel: &str) -> Result<String> {
+    let mut params = Map::new();
+    params.insert("token".into(), json!(SECRET));
+    params.insert("channel".into(), json!(channel));
+    Ok(server
+        .engine
+        .request_execution(
+            "testing.wf_secret",
+            &params,
+            Casting::Strict,
+            ExecutionContext::default(),
+        )
+        .await?)
+}
+
 async fn on_backend(backend: Backend) -> Result<()> {
     chained_executions_keep_the_secret_masked(backend).await?;
     workflow_tasks_inherit_the_workflows_secrets(backend).await
@@ -133,19 +150,8 @@ async fn chained_executions_keep_the_secret_masked(backend: Backend) -> Result<(
 
 async fn workflow_tasks_inherit_the_workflows_secrets(backend: Backend) -> Result<()> {
     let server = TestServer::start(backend).await?;
-    let mut params = Map::new();
-    params.insert("token".into(), json!(SECRET));
     // A channel nobody serves here: the notice is queued, then fails.
-    params.insert("channel".into(), json!("nowhere:room"));
-    let wf = server
-        .engine
-        .request_execution(
-            "testing.wf_secret",
-            &params,
-            Casting::Strict,
-            ExecutionContext::default(),
-        )
-        .await?;
+    let wf = start_secret_workflow(&server, "nowhere:room").await?;
     // The print task ends before the notice does; look at it and at the
     // queued notice while the workflow waits for a chat node.
     let task = eventually(Duration::from_secs(30), "the print task", || async {
@@ -215,18 +221,7 @@ async fn chat_results_and_notices_mask_secrets() -> Result<()> {
     assert_masked("chat status", &status);
 
     // A workflow's notice to the console channel.
-    let mut params = Map::new();
-    params.insert("token".into(), json!(SECRET));
-    params.insert("channel".into(), json!("console:console"));
-    let wf = server
-        .engine
-        .request_execution(
-            "testing.wf_secret",
-            &params,
-            Casting::Strict,
-            ExecutionContext::default(),
-        )
-        .await?;
+    let wf = start_secret_workflow(&server, "console:console").await?;
     let mut seen = String::new();
     wait_output(&mut alice, &mut seen, "the workflow printed").await?;
     let done = server.engine.wait_for(&wf, Duration::from_secs(60)).await?;
@@ -249,32 +244,16 @@ async fn the_server_log_never_holds_a_secret() -> Result<()> {
     let db = squall_tests::TestDb::new(Backend::Sqlite).await?;
     let data = tempfile::tempdir()?;
     let log_path = data.path().join("squall.log");
-    let port = squall_tests::free_port()?;
-    let packs = squall_tests::pack_dirs()
-        .iter()
-        .map(|p| format!("\"{}\"", p.display()))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut child = std::process::Command::new(squall_binary()?)
-        .arg("serve")
-        .env("SQUALL_LISTEN", format!("127.0.0.1:{port}"))
-        .env("SQUALL_DATA_DIR", data.path())
-        .env("SQUALL_DATABASE_URL", &db.url)
-        .env("SQUALL_PACKS", format!("[{packs}]"))
-        .env("SQUALL_LOG", "trace,handlebars=debug")
-        .stdout(std::fs::File::create(data.path().join("stdout.log"))?)
-        .stderr(std::fs::File::create(&log_path)?)
-        .spawn()
-        .context("starting squall serve")?;
+    let node = crate::crash::Node::start_with(
+        &db.url,
+        data.path(),
+        &[("SQUALL_LOG", "trace,handlebars=debug")],
+        std::fs::File::create(&log_path)?.into(),
+    )
+    .await?;
     let outcome = async {
-        let base = format!("http://127.0.0.1:{port}");
+        let base = node.base.clone();
         let client = reqwest::Client::new();
-        eventually(Duration::from_secs(30), "squall to answer /healthz", || {
-            let client = client.clone();
-            let url = format!("{base}/healthz");
-            async move { Ok(client.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())) }
-        })
-        .await?;
         let key = std::fs::read_to_string(data.path().join("admin-api-key"))?.trim().to_owned();
         for body in [
             json!({"action": "testing.leak", "parameters": {"token": SECRET}}),
@@ -312,8 +291,7 @@ async fn the_server_log_never_holds_a_secret() -> Result<()> {
         .await
     }
     .await;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(node);
     outcome?;
     let log = std::fs::read_to_string(&log_path)?;
     assert!(log.contains("DEBUG"), "the log was at debug level or more");
