@@ -91,6 +91,9 @@ pub(crate) struct CompiledFormat {
     /// User-written named groups `(?P<name>...)`: (capture index, name).
     pub named_groups: Vec<(usize, String)>,
     pub lead: Lead,
+    /// Characters of literal text outside placeholders, white space not
+    /// counted: how specific the format is when several of one alias match.
+    pub literal_len: usize,
     /// Top-level nodes, kept only when a missing-parameter check makes sense.
     top: Option<Vec<Node>>,
     truncations: OnceLock<Vec<Truncation>>,
@@ -126,6 +129,10 @@ impl CompiledFormat {
         lead_checked: bool,
     ) -> Result<CompiledFormat, String> {
         let (toks, mut placeholders) = tokenize(format);
+        let literal_len = toks
+            .iter()
+            .filter(|t| matches!(t, Tok::Ch(c) if !c.is_whitespace()))
+            .count();
         let mut seen = std::collections::HashSet::new();
         for ph in &placeholders {
             if !pyregex::is_identifier(&ph.name) {
@@ -197,6 +204,7 @@ impl CompiledFormat {
             placeholders,
             named_groups,
             lead,
+            literal_len,
             top,
             truncations: OnceLock::new(),
         })

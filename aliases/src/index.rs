@@ -10,8 +10,9 @@
 //!
 //! Resolution follows st2's `get_matching_alias`: ordinary formats first; if
 //! none match, `match_multiple` aliases. Where st2 counts matching *patterns*,
-//! this index counts matching *aliases*: two representations of one alias
-//! matching the same command is not ambiguous (the first listed wins).
+//! this index counts matching *aliases*: when several representations of one
+//! alias match, the most specific (most literal text) wins, and a tie is
+//! reported as ambiguous with the tied representations.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -226,6 +227,16 @@ impl AliasIndex {
             {
                 return Err(self.ambiguous(&hits));
             }
+            // Several representations of one alias: the most specific (the
+            // most literal text) wins, so `show mysql processlist on {{hosts}}`
+            // beats `show mysql processlist {{hosts=db}}` for "… on db2"; a
+            // tie cannot be decided and is reported.
+            let literal = |id: u32| self.formats[id as usize].compiled.literal_len;
+            let most = hits.iter().map(|(id, _)| literal(*id)).max().unwrap_or(0);
+            hits.retain(|(id, _)| literal(*id) == most);
+            if hits.len() > 1 {
+                return Err(self.tied(&hits));
+            }
             let (id, caps) = hits.swap_remove(0);
             return self.resolve(id, &caps, &command);
         }
@@ -303,6 +314,18 @@ impl AliasIndex {
                 candidates.push(format!("{}: {}", self.aliases[f.alias].id, f.display));
             }
         }
+        MatchError::Ambiguous { candidates }
+    }
+
+    /// Representations of one alias that match equally specifically.
+    fn tied(&self, hits: &[(u32, Captures<'_>)]) -> MatchError {
+        let candidates = hits
+            .iter()
+            .map(|(id, _)| {
+                let f = &self.formats[*id as usize];
+                format!("{}: {}", self.aliases[f.alias].id, f.compiled.source)
+            })
+            .collect();
         MatchError::Ambiguous { candidates }
     }
 

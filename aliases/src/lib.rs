@@ -23,8 +23,10 @@
 //!   `deploy {{app}} to {{env=staging}}` the word `to` is still required.
 //!
 //! # Where this differs from st2, on purpose
-//! - Ambiguity is counted per alias, not per pattern: two representations of
-//!   one alias matching the same command pick the first listed.
+//! - Ambiguity is counted per alias, not per pattern: of several
+//!   representations of one alias matching the same command, the one with
+//!   the most literal text wins (st2 takes the first listed); equally
+//!   specific ones are an ambiguity error naming them.
 //! - Trailing extras are cut from the end of the command only (st2's
 //!   `str.replace` also deletes identical text elsewhere in it).
 //! - Regex constructs the `regex` crate lacks (look-around, back-references,

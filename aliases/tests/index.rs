@@ -545,6 +545,43 @@ fn help_lists_every_format_and_filters_by_substring() {
 }
 
 #[test]
+fn the_most_specific_representation_of_one_alias_wins() {
+    // Listed with the looser representation first, as packs often are.
+    let idx = index(vec![alias(
+        "mysql.processlist",
+        &[
+            "show mysql processlist {{ hosts=db }}",
+            "show mysql processlist on {{ hosts }}",
+        ],
+    )]);
+    let m = idx.match_command("show mysql processlist on db2").unwrap();
+    assert_eq!(m.parameters, obj(json!({"hosts": "db2"})));
+    assert_eq!(m.representation, "show mysql processlist on {{ hosts }}");
+    let m = idx.match_command("show mysql processlist").unwrap();
+    assert_eq!(m.parameters, obj(json!({"hosts": "db"})));
+    let m = idx.match_command("show mysql processlist db3").unwrap();
+    assert_eq!(m.parameters, obj(json!({"hosts": "db3"})));
+}
+
+#[test]
+fn equally_specific_representations_of_one_alias_are_an_ambiguity() {
+    let idx = index(vec![alias(
+        "ops.run",
+        &["run {{ a }} now", "run now {{ a }}"],
+    )]);
+    match idx.match_command("run now now") {
+        Err(MatchError::Ambiguous { candidates }) => assert_eq!(
+            candidates,
+            ["ops.run: run {{ a }} now", "ops.run: run now {{ a }}"]
+        ),
+        other => panic!("expected an ambiguity, got {other:?}"),
+    }
+    // Where only one matches there is nothing to decide.
+    let m = idx.match_command("run later now").unwrap();
+    assert_eq!(m.parameters, obj(json!({"a": "later"})));
+}
+
+#[test]
 fn hostile_input_gets_a_plain_answer() {
     let idx = deploy_index();
     let long_app = "a".repeat(100_000);
