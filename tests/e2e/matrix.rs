@@ -185,6 +185,13 @@ impl Human {
     }
 
     async fn room_with_bot(&self, bot: &OwnedUserId, encrypted: bool) -> Result<Room> {
+        let room = self.invite_bot(bot, encrypted).await?;
+        bot_joined(&room, bot).await?;
+        Ok(room)
+    }
+
+    /// A new room with the bot invited (it joins when it sees the invite).
+    async fn invite_bot(&self, bot: &OwnedUserId, encrypted: bool) -> Result<Room> {
         let mut request = CreateRoom::new();
         request.invite = vec![bot.clone()];
         request.preset = Some(RoomPreset::PrivateChat);
@@ -197,23 +204,7 @@ impl Human {
                 .to_raw_any(),
             ];
         }
-        let room = self.client.create_room(request).await?;
-        let joined = room.clone();
-        let bot = bot.clone();
-        eventually(
-            Duration::from_secs(30),
-            "the bot to join after the invite",
-            || {
-                let room = joined.clone();
-                let bot = bot.clone();
-                async move {
-                    let members = room.members(RoomMemberships::JOIN).await?;
-                    Ok(members.iter().any(|m| m.user_id() == bot).then_some(()))
-                }
-            },
-        )
-        .await?;
-        Ok(room)
+        Ok(self.client.create_room(request).await?)
     }
 
     fn said(&self, room: &Room, contains: &str) -> Vec<Seen> {
@@ -252,6 +243,23 @@ impl Human {
 
 /// squall's chat side: the Matrix adapter feeding the dispatcher, with the
 /// reactions it delivered recorded on the way.
+/// Wait until the bot is a member of `room`.
+async fn bot_joined(room: &Room, bot: &OwnedUserId) -> Result<()> {
+    eventually(
+        Duration::from_secs(30),
+        "the bot to join after the invite",
+        || {
+            let room = room.clone();
+            let bot = bot.clone();
+            async move {
+                let members = room.members(RoomMemberships::JOIN).await?;
+                Ok(members.iter().any(|m| m.user_id() == bot).then_some(()))
+            }
+        },
+    )
+    .await
+}
+
 struct Bot {
     reactions: Arc<Mutex<Vec<ReactionEvent>>>,
     shutdown: CancellationToken,
@@ -498,6 +506,35 @@ async fn matrix_round_trip_with_threads_reactions_encryption_and_a_restart() -> 
         "earlier commands were not answered again: {before:?}"
     );
 
+    bot.shutdown.cancel();
+    server.stop().await
+}
+
+/// An invite sent while squall is not running is accepted when it starts,
+/// and the room then works like any other.
+#[tokio::test]
+async fn matrix_invites_sent_while_squall_was_down_are_accepted_at_start() -> Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let env = matrix_env()?;
+    let server = TestServer::start(Backend::Sqlite).await?;
+    let bot_id: OwnedUserId = format!("@{}:localhost", env.bot_user).try_into()?;
+    let alice = Human::login(&env, bot_id.clone()).await?;
+    let room = alice.invite_bot(&bot_id, false).await?;
+    let bot = start_bot(&server, &env).await?;
+    bot_joined(&room, &bot_id).await?;
+    alice
+        .send(
+            &room,
+            RoomMessageEventContent::text_plain("!say joined late"),
+        )
+        .await?;
+    alice
+        .wait_for(
+            &room,
+            "joined late\n",
+            "the answer in the room joined at start",
+        )
+        .await?;
     bot.shutdown.cancel();
     server.stop().await
 }

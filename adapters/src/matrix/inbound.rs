@@ -137,33 +137,44 @@ pub fn register_handlers(
     });
 
     let allowed: Vec<String> = config.rooms.clone();
-    client.add_event_handler(move |ev: StrippedRoomMemberEvent, room: Room, client: Client| {
-        let allowed = allowed.clone();
-        async move {
-            if client.user_id() != Some(&ev.state_key) || ev.content.membership != MembershipState::Invite {
-                return;
-            }
-            if !allowed.is_empty() && !allowed.iter().any(|r| r == room.room_id().as_str()) {
-                tracing::info!(room = %room.room_id(), "ignoring an invite to a room outside matrix.rooms");
-                return;
-            }
-            // Joining right after the invite can race the homeserver; retry.
-            let mut delay = Duration::from_millis(200);
-            for _ in 0..8 {
-                match room.join().await {
-                    Ok(()) => {
-                        tracing::info!(room = %room.room_id(), "joined after an invite");
-                        return;
-                    }
-                    Err(err) => {
-                        tracing::warn!(room = %room.room_id(), error = %err, "joining failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                    }
+    client.add_event_handler(
+        move |ev: StrippedRoomMemberEvent, room: Room, client: Client| {
+            let allowed = allowed.clone();
+            async move {
+                if client.user_id() != Some(&ev.state_key)
+                    || ev.content.membership != MembershipState::Invite
+                {
+                    return;
                 }
+                accept_invite(room, &allowed).await;
+            }
+        },
+    );
+}
+
+/// Join a room the bot was invited to, when `allowed` (matrix.rooms) is empty
+/// or names it. Used for invites as they arrive and, at start-up, for those
+/// that arrived while squall was down.
+pub(super) async fn accept_invite(room: Room, allowed: &[String]) {
+    if !allowed.is_empty() && !allowed.iter().any(|r| r == room.room_id().as_str()) {
+        tracing::info!(room = %room.room_id(), "ignoring an invite to a room outside matrix.rooms");
+        return;
+    }
+    // Joining right after the invite can race the homeserver; retry.
+    let mut delay = Duration::from_millis(200);
+    for _ in 0..8 {
+        match room.join().await {
+            Ok(()) => {
+                tracing::info!(room = %room.room_id(), "joined after an invite");
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(room = %room.room_id(), error = %err, "joining failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
             }
         }
-    });
+    }
 }
 
 fn reaction_event(seen: SeenReaction, added: bool) -> ChatEvent {

@@ -148,6 +148,12 @@ impl ChatAdapter for MatrixAdapter {
             }
         };
         backoff.reset();
+        // Invites that arrived while squall was down are state of that first
+        // sync, not events the handlers will see: accept them now.
+        for room in client.invited_rooms() {
+            let allowed = self.config.rooms.clone();
+            tokio::spawn(async move { inbound::accept_invite(room, &allowed).await });
+        }
         inbound::register_handlers(
             &client,
             &self.config,
