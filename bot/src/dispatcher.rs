@@ -15,7 +15,7 @@ use squall_engine::chat::{
     ChannelRef, ChatAdapter, ChatEvent, IncomingMessage, OutgoingMessage, SentMessage, StatusColor,
 };
 use squall_engine::describe::execution_view;
-use squall_engine::execution::{ExecutionContext, ExecutionStatus};
+use squall_engine::execution::{ChatOrigin, ExecutionContext, ExecutionStatus};
 use squall_engine::params::Casting;
 use squall_engine::rbac::{Permission, Principal, Rbac};
 use squall_engine::store::{CancelOutcome, ExecutionFilter, execution};
@@ -228,7 +228,12 @@ impl Dispatcher {
             text.push_str(
                 match filter {
                     Some(f) => format!("No commands you may run match {f:?}.\n"),
-                    None => "There are no commands you may run.\n".to_owned(),
+                    None => format!(
+                        "There are no commands you may run. You are {}: an admin grants commands \
+                         in the rbac/ directory (`chat.rbac_dir`), by naming you under `users` with \
+                         a role, or with a `default_role` for everyone.\n",
+                        principal.identity
+                    ),
                 }
                 .as_str(),
             );
@@ -512,14 +517,20 @@ impl Dispatcher {
     ) {
         let me = self.clone();
         self.tasks.spawn(async move {
-            if let Err(err) = reply.adapter.typing(&reply.to, true).await {
-                tracing::debug!(error = %err, "typing notice failed");
-            }
             let started = Instant::now();
             let progress_every = Duration::from_secs(me.settings.progress_seconds.max(1));
             let mut next_progress = progress_every;
+            // Each typing notice is a homeserver event: only a command still
+            // running after a moment gets one (and then its "stopped").
+            let mut typing = false;
             let mut delay = Duration::from_millis(10);
+            let finished = me.engine.host.finished.clone();
             let model = loop {
+                // Registered before the read, so a completion stored between
+                // the read and the wait still wakes us.
+                let stored = finished.notified();
+                tokio::pin!(stored);
+                stored.as_mut().enable();
                 match me.engine.store.get_execution(&id).await {
                     Ok(Some(model))
                         if ExecutionStatus::parse(&model.status)
@@ -528,6 +539,12 @@ impl Dispatcher {
                         break model;
                     }
                     Ok(Some(model)) => {
+                        if !typing && started.elapsed() >= TYPING_AFTER {
+                            typing = true;
+                            if let Err(err) = reply.adapter.typing(&reply.to, true).await {
+                                tracing::debug!(error = %err, "typing notice failed");
+                            }
+                        }
                         if started.elapsed() >= next_progress && reply.adapter.capabilities().edits
                         {
                             if let Some(ack) = &ack {
@@ -551,10 +568,15 @@ impl Dispatcher {
                         tracing::warn!(error = %err, execution = %id, "polling an execution failed")
                     }
                 }
-                tokio::time::sleep(delay).await;
+                // Completions stored by this node wake us at once; the poll
+                // covers executions that finish on another node.
+                tokio::select! {
+                    () = &mut stored => {}
+                    () = tokio::time::sleep(delay) => {}
+                }
                 delay = (delay * 2).min(Duration::from_millis(500));
             };
-            if let Err(err) = reply.adapter.typing(&reply.to, false).await {
+            if typing && let Err(err) = reply.adapter.typing(&reply.to, false).await {
                 tracing::debug!(error = %err, "typing notice failed");
             }
             let message = me.result_message(&model, alias.as_ref(), me.settings.output_tail_chars);
@@ -651,13 +673,13 @@ fn chat_context(message: &IncomingMessage) -> ExecutionContext {
     ExecutionContext {
         source: "chat".into(),
         user: Some(message.identity()),
-        chat: Some(json!({
-            "platform": message.platform,
-            "channel": message.to.channel,
-            "thread": message.to.thread,
-            "user": message.user,
-            "message_id": message.message_id,
-        })),
+        chat: Some(ChatOrigin {
+            platform: message.platform.clone(),
+            channel: message.to.channel.clone(),
+            thread: message.to.thread.clone(),
+            user: message.user.clone(),
+            message_id: message.message_id.clone(),
+        }),
         ..ExecutionContext::default()
     }
 }
@@ -678,6 +700,9 @@ fn ack_text(engine: &Engine, alias: &Alias, id: &str, identity: &str) -> Option<
     });
     Some(engine.templates.render_str(format, &ctx).unwrap_or(default))
 }
+
+/// How long a command runs before its channel is told squall is typing.
+const TYPING_AFTER: Duration = Duration::from_secs(1);
 
 /// Where replies go, and through which adapter.
 #[derive(Clone)]

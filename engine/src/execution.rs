@@ -2,7 +2,6 @@
 //! the context an execution was started from, and time-ordered ids.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// Lifecycle of an execution (DESIGN.md §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -88,9 +87,9 @@ pub struct ExecutionContext {
     pub rule: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule_enforcement_id: Option<String>,
-    /// Chat origin (platform, channel, thread, user, message id) for replies.
+    /// Chat origin, for replies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chat: Option<Value>,
+    pub chat: Option<ChatOrigin>,
     /// The execution this one re-runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerun_of: Option<String>,
@@ -101,6 +100,24 @@ pub struct ExecutionContext {
     /// Set on the executions a workflow task starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<WorkflowRef>,
+}
+
+/// Where a chat command came from: replies (results, approval prompts) go
+/// back there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatOrigin {
+    /// The adapter's platform name (`matrix`, `console`, ...).
+    pub platform: String,
+    pub channel: String,
+    /// The thread the command was typed in, where the platform has threads.
+    #[serde(default)]
+    pub thread: Option<String>,
+    /// The platform's user id of who typed it.
+    #[serde(default)]
+    pub user: String,
+    /// The command's own message id.
+    #[serde(default)]
+    pub message_id: String,
 }
 
 /// Where an execution sits inside a workflow.

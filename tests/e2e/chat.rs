@@ -63,6 +63,15 @@ impl Session {
     pub(crate) fn new(server: &TestServer, user: &str, settings: ChatSection) -> Result<Session> {
         let rbac = Rbac::load_dir(&repo_root().join("tests/fixtures/rbac"))
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Self::with_rbac(server, user, settings, rbac)
+    }
+
+    pub(crate) fn with_rbac(
+        server: &TestServer,
+        user: &str,
+        settings: ChatSection,
+        rbac: Rbac,
+    ) -> Result<Session> {
         let output = Output::default();
         let console = Arc::new(ConsoleAdapter::new(
             user,
@@ -129,6 +138,21 @@ impl Session {
 
 async fn server() -> Result<TestServer> {
     TestServer::start(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn help_without_any_grant_says_how_to_grant_commands() -> Result<()> {
+    let server = server().await?;
+    // No rbac/ directory: nobody is granted anything.
+    let mut bob = Session::with_rbac(&server, "bob", ChatSection::default(), Rbac::default())?;
+    let help = bob.say("help").await;
+    assert!(
+        help.contains("There are no commands you may run. You are console:bob"),
+        "{help}"
+    );
+    assert!(help.contains("rbac/ directory (`chat.rbac_dir`)"), "{help}");
+    assert!(help.contains("`default_role`"), "{help}");
+    server.stop().await
 }
 
 #[tokio::test]

@@ -138,7 +138,10 @@ impl Runner for Inquirer {
             Some(channel) => {
                 Some(json!({ "channel": channel, "thread_key": ctx.param_str("thread") }))
             }
-            None => context.chat.clone(),
+            None => context
+                .chat
+                .as_ref()
+                .and_then(|origin| serde_json::to_value(origin).ok()),
         };
         let mut params = serde_json::Map::new();
         for key in [
