@@ -299,12 +299,7 @@ impl Catalog {
             }]);
         }
         let parameters = entry.params.resolve(provided, casting)?;
-        let secrets = crate::secrets::Secrets::from_values(
-            entry
-                .params
-                .secret_names()
-                .filter_map(|name| parameters.get(name)),
-        );
+        let secrets = entry.params.secret_values(&parameters);
         Ok(PlannedExecution {
             secrets,
             action: action_ref.to_owned(),

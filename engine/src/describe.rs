@@ -95,7 +95,5 @@ pub fn execution_secrets(model: &execution::Model, catalog: &Catalog, params: &V
     let (Some(entry), Value::Object(map)) = (catalog.action(&model.action), params) else {
         return stored;
     };
-    stored.union(&Secrets::from_values(
-        entry.params.secret_names().filter_map(|name| map.get(name)),
-    ))
+    stored.union(&entry.params.secret_values(map))
 }

@@ -169,6 +169,13 @@ impl ParamSet {
             .filter(|(_, s)| s.secret)
             .map(|(n, _)| n.as_str())
     }
+
+    /// The values `params` gives the secret parameters.
+    pub fn secret_values(&self, params: &Map<String, Value>) -> crate::secrets::Secrets {
+        crate::secrets::Secrets::from_values(
+            self.secret_names().filter_map(|name| params.get(name)),
+        )
+    }
 }
 
 fn merge(base: ParamSpec, over: &ParamSpec) -> ParamSpec {
