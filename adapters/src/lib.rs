@@ -4,6 +4,8 @@
 
 #[cfg(feature = "alerts")]
 pub mod alerts;
+pub mod common;
+pub mod config;
 #[cfg(feature = "console")]
 pub mod console;
 #[cfg(feature = "matrix")]

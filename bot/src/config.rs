@@ -32,7 +32,12 @@ pub struct Config {
     pub worker: WorkerSection,
     pub api: ApiSection,
     pub chat: ChatSection,
-    /// Matrix connection; chat on Matrix is off without it.
+    /// Chat platform connections, `[adapters.<name>]` (the `type` defaults
+    /// to the name): `[adapters.matrix]`, later `[adapters.slack]`, ...
+    pub adapters: squall_adapters::config::Adapters,
+    /// The older spelling of `[adapters.matrix]`, still read (and moved
+    /// there on load).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub matrix: Option<squall_adapters::matrix::MatrixConfig>,
     /// Authentication per webhook name (`[webhooks.github] auth = "github"`);
     /// webhooks not listed need an API key.
@@ -133,6 +138,7 @@ impl Default for Config {
             worker: WorkerSection::default(),
             api: ApiSection::default(),
             chat: ChatSection::default(),
+            adapters: squall_adapters::config::Adapters::default(),
             matrix: None,
             webhooks: std::collections::BTreeMap::new(),
             alerts: AlertsSection::default(),
@@ -184,12 +190,24 @@ impl Config {
                 })
                 .split("__"),
         );
-        let config: Config = figment.extract().map_err(|e| {
+        let mut config: Config = figment.extract().map_err(|e| {
             e.into_iter()
                 .map(|e| e.to_string())
                 .collect::<Vec<_>>()
                 .join("; ")
         })?;
+        if let Some(matrix) = config.matrix.take() {
+            if config.adapters.0.contains_key("matrix") {
+                return Err(
+                    "[matrix] and [adapters.matrix] are the same connection: keep [adapters.matrix]"
+                        .into(),
+                );
+            }
+            config.adapters.0.insert(
+                "matrix".into(),
+                squall_adapters::config::AdapterConfig::Matrix(matrix),
+            );
+        }
         config.validate()?;
         Ok(config)
     }
@@ -214,11 +232,7 @@ impl Config {
         if self.chat.prefix.trim().is_empty() {
             problems.push("chat.prefix: must not be empty".into());
         }
-        if let Some(matrix) = &self.matrix
-            && let Err(problem) = matrix.validate()
-        {
-            problems.push(problem);
-        }
+        problems.extend(self.adapters.validate());
         if self.packs.is_empty() {
             problems.push("packs: name at least one pack directory".into());
         }
@@ -313,6 +327,30 @@ mod tests {
             err.contains("alerts.receivers.nagios: no such receiver"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn adapters_are_read_from_their_tables_and_the_older_matrix_section() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("squall.toml");
+        let matrix = "homeserver = \"http://127.0.0.1:8008\"\nuser = \"@squall:localhost\"\npassword = \"p\"\n";
+        for text in [
+            format!("[adapters.matrix]\n{matrix}"),
+            format!("[matrix]\n{matrix}"),
+        ] {
+            std::fs::write(&path, text).expect("write");
+            let config = Config::load(Some(&path)).expect("valid");
+            assert!(config.matrix.is_none());
+            assert_eq!(config.adapters.0["matrix"].platform(), "matrix");
+        }
+        std::fs::write(
+            &path,
+            "[adapters.matrix]\nhomeserver = \"matrix.org\"\nuser = \"u\"\n",
+        )
+        .expect("write");
+        let err = Config::load(Some(&path)).expect_err("invalid");
+        assert!(err.contains("adapters.matrix: matrix.homeserver"), "{err}");
+        assert!(err.contains("set password or access_token"), "{err}");
     }
 
     #[test]

@@ -1,29 +1,32 @@
 //! The chat dispatcher: turns chat messages into commands, checks who may run
-//! them, runs them, acknowledges, and posts results back where they were
-//! asked. Platform-neutral: it speaks to adapters only through `ChatAdapter`.
+//! them, runs them, and queues what squall answers in the chat outbox (the
+//! ack and the result of a command are written with the execution itself).
+//! The delivery loop (`delivery`) sends the outbox. Platform-neutral: it
+//! speaks to adapters only through `ChatAdapter`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::task::TaskTracker;
 
 use squall_engine::Engine;
 use squall_engine::chat::{
-    ChannelRef, ChatAdapter, ChatEvent, IncomingMessage, OutgoingMessage, SentMessage, StatusColor,
+    ChannelRef, ChatAdapter, ChatEvent, IncomingMessage, OutgoingMessage, StatusColor,
 };
 use squall_engine::describe::execution_view;
-use squall_engine::execution::{ChatOrigin, ExecutionContext, ExecutionStatus};
+use squall_engine::execution::{ChatOrigin, ExecutionContext};
 use squall_engine::params::Casting;
 use squall_engine::rbac::{Permission, Principal, Rbac};
-use squall_engine::store::{CancelOutcome, ExecutionFilter, execution};
+use squall_engine::store::{CancelOutcome, ExecutionFilter, NewOutboxRow, OutboxKind, execution};
 use squall_engine::{EngineError, pack::Alias};
 
 use crate::config::ChatSection;
 
 mod approvals;
+mod delivery;
 
 /// Per-user command log for rate limiting.
 #[derive(Default)]
@@ -41,9 +44,27 @@ pub struct Dispatcher {
     settings: ChatSection,
     windows: Mutex<HashMap<String, UserWindow>>,
     tasks: TaskTracker,
-    /// Tells this dispatcher's prompts from another process's (console
-    /// prompts live in one process's terminal).
+    /// This dispatcher's name as the claimer of outbox rows.
     instance: String,
+    /// Wakes the delivery loop after a row was queued here.
+    outbox: Arc<Notify>,
+    /// Notified after each delivery (`wait_idle` waits on it).
+    delivered: Arc<Notify>,
+    /// Commands from here still running: typing notices and progress edits.
+    running: Mutex<HashMap<String, Running>>,
+    /// The delivery loop and the progress ticker, once started.
+    started: std::sync::OnceLock<()>,
+}
+
+/// A command still running, as the progress ticker sees it.
+struct Running {
+    platform: String,
+    to: ChannelRef,
+    started: Instant,
+    typing: bool,
+    /// Its ack can be edited with the time so far.
+    progress: bool,
+    next_progress: Duration,
 }
 
 impl Dispatcher {
@@ -61,40 +82,99 @@ impl Dispatcher {
             windows: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             instance: squall_engine::execution::new_id(),
+            outbox: Arc::new(Notify::new()),
+            delivered: Arc::new(Notify::new()),
+            running: Mutex::new(HashMap::new()),
+            started: std::sync::OnceLock::new(),
         })
     }
 
     /// Handle events until the channel closes.
     pub async fn run(self: Arc<Self>, mut events: mpsc::Receiver<ChatEvent>) {
-        let prompts = self.spawn_prompts();
+        self.start();
         while let Some(event) = events.recv().await {
             let me = self.clone();
             self.tasks.spawn(async move { me.handle(event).await });
         }
-        prompts.abort();
     }
 
-    /// Post approval prompts and their decisions (`run` does this; a caller
-    /// driving `handle` directly starts it here).
-    pub fn spawn_prompts(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(self.clone().prompt_loop())
+    /// Start delivering the outbox and ticking progress (once; `run` and
+    /// `handle` do it).
+    pub fn start(self: &Arc<Self>) {
+        self.started.get_or_init(|| {
+            tokio::spawn(self.clone().delivery_loop());
+            tokio::spawn(self.clone().progress_loop());
+        });
     }
 
-    /// Wait until every command in progress has posted its result.
+    /// A single node starting up: what an earlier process of it was sending
+    /// when it stopped goes out again, and results it never released (it
+    /// died between the end and the release) are released. Several nodes on
+    /// one database leave this to lease expiry instead.
+    pub async fn recover_outbox(&self) {
+        match self.engine.store.release_stale_outbox(&self.instance).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                rows = n,
+                "chat messages a stopped squall was sending go out again"
+            ),
+            Err(err) => tracing::warn!(error = %err, "recovering the chat outbox failed"),
+        }
+    }
+
+    /// Wait until every command in progress has had its answers delivered
+    /// (results included) to the channels this dispatcher holds.
     pub async fn wait_idle(&self) {
         self.tasks.close();
         self.tasks.wait().await;
         self.tasks.reopen();
+        self.wait_delivered(true).await;
     }
 
-    /// Handle one event: immediate replies are sent before this returns;
-    /// results of executions follow from tracked background tasks.
+    /// Wait until what has been queued so far is delivered: replies and
+    /// acks, not the results of commands still running.
+    pub async fn flush(&self) {
+        self.wait_delivered(false).await;
+    }
+
+    async fn wait_delivered(&self, held_too: bool) {
+        loop {
+            let delivered = self.delivered.notified();
+            tokio::pin!(delivered);
+            delivered.as_mut().enable();
+            match self.undelivered(held_too).await {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "reading the chat outbox failed");
+                    return;
+                }
+            }
+            tokio::select! {
+                () = &mut delivered => {}
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+
+    /// Handle one event: immediate replies are queued before this returns;
+    /// results follow when their executions end.
     pub async fn handle(self: &Arc<Self>, event: ChatEvent) {
+        self.start();
         match event {
             ChatEvent::Message(message) => self.handle_message(message).await,
-            // Reactions and buttons answer approval prompts.
-            ChatEvent::Reaction(reaction) => self.handle_reaction(reaction).await,
-            ChatEvent::Interaction(interaction) => self.handle_interaction(interaction).await,
+            // Votes (reactions, buttons) answer approval prompts.
+            ChatEvent::Vote(vote) => self.handle_vote(vote).await,
+        }
+    }
+
+    /// Where an answer to `to` on `platform` goes.
+    fn reply_to(&self, platform: &str, to: ChannelRef) -> Reply {
+        Reply {
+            engine: self.engine.clone(),
+            outbox: self.outbox.clone(),
+            platform: platform.to_owned(),
+            to,
         }
     }
 
@@ -107,20 +187,16 @@ impl Dispatcher {
     }
 
     async fn handle_message(self: &Arc<Self>, message: IncomingMessage) {
-        let Some(adapter) = self.adapters.get(message.platform.as_str()).cloned() else {
+        if !self.adapters.contains_key(message.platform.as_str()) {
             tracing::warn!(platform = %message.platform, "message from a platform without an adapter");
             return;
-        };
+        }
         let Some(command) = self.command_text(&message) else {
             return;
         };
         // Replies go to the command's thread; whether a command starts a
         // thread is the adapter's call (a platform convention).
-        let reply_to = message.to.clone();
-        let reply = Reply {
-            adapter: adapter.clone(),
-            to: reply_to,
-        };
+        let reply = self.reply_to(&message.platform, message.to.clone());
         if message.text.len() > self.settings.max_message_bytes {
             reply
                 .say(OutgoingMessage::text(format!(
@@ -377,24 +453,14 @@ impl Dispatcher {
         {
             return;
         }
+        // The ack ("Retrying ... as execution ...") and the result are
+        // written with the new execution.
         match self
             .engine
-            .rerun_with(id, chat_context(message), failed_only)
+            .rerun_with(id, chat_context(message, None, true, true), failed_only)
             .await
         {
-            Ok(new_id) => {
-                let how = if failed_only {
-                    " from its failed tasks"
-                } else {
-                    ""
-                };
-                let sent = reply
-                    .say(OutgoingMessage::text(format!(
-                        "Retrying {id}{how} as execution {new_id}."
-                    )))
-                    .await;
-                self.follow(reply.clone(), new_id, sent, None);
-            }
+            Ok(new_id) => self.started_command(&new_id, message, true),
             Err(err) => reply.engine_error(&err).await,
         }
     }
@@ -473,24 +539,18 @@ impl Dispatcher {
         let Some(alias) = catalog.alias(&matched.alias_id).cloned() else {
             return;
         };
+        let ack = alias.ack.as_ref().and_then(|a| a.get("enabled")) != Some(&Value::Bool(false));
+        let result =
+            alias.result.as_ref().and_then(|r| r.get("enabled")) != Some(&Value::Bool(false));
         for params in matched.parameter_sets() {
+            // The ack and the (held) result are written with the execution.
+            let context = chat_context(message, Some(alias.reference()), ack, result);
             match self
                 .engine
-                .request_execution(
-                    &alias.action_ref,
-                    params,
-                    Casting::FromText,
-                    chat_context(message),
-                )
+                .request_execution(&alias.action_ref, params, Casting::FromText, context)
                 .await
             {
-                Ok(id) => {
-                    let sent = match ack_text(&self.engine, &alias, &id, &principal.identity) {
-                        Some(text) => reply.say(OutgoingMessage::text(text)).await,
-                        None => None,
-                    };
-                    self.follow(reply.clone(), id, sent, Some(alias.clone()));
-                }
+                Ok(id) => self.started_command(&id, message, ack),
                 Err(err) => {
                     reply
                         .say(OutgoingMessage::text(format!(
@@ -506,89 +566,88 @@ impl Dispatcher {
         }
     }
 
-    /// Watch an execution and post its result; edit the ack with the elapsed
-    /// time while it runs, where the platform can edit.
-    fn follow(
-        self: &Arc<Self>,
-        reply: Reply,
-        id: String,
-        ack: Option<SentMessage>,
-        alias: Option<Alias>,
-    ) {
-        let me = self.clone();
-        self.tasks.spawn(async move {
-            let started = Instant::now();
-            let progress_every = Duration::from_secs(me.settings.progress_seconds.max(1));
-            let mut next_progress = progress_every;
-            // Each typing notice is a homeserver event: only a command still
-            // running after a moment gets one (and then its "stopped").
-            let mut typing = false;
-            let mut delay = Duration::from_millis(10);
-            let finished = me.engine.host.finished.clone();
-            let model = loop {
-                // Registered before the read, so a completion stored between
-                // the read and the wait still wakes us.
-                let stored = finished.notified();
-                tokio::pin!(stored);
-                stored.as_mut().enable();
-                match me.engine.store.get_execution(&id).await {
-                    Ok(Some(model))
-                        if ExecutionStatus::parse(&model.status)
-                            .is_some_and(ExecutionStatus::is_terminal) =>
-                    {
-                        break model;
+    /// A command's execution is stored (with its ack and held result):
+    /// wake the delivery loop, and watch it for typing and progress.
+    fn started_command(&self, id: &str, message: &IncomingMessage, ack: bool) {
+        self.outbox.notify_one();
+        let Some(adapter) = self.adapters.get(message.platform.as_str()) else {
+            return;
+        };
+        let caps = adapter.capabilities();
+        if !(caps.typing || caps.edits && ack) {
+            return;
+        }
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(
+                id.to_owned(),
+                Running {
+                    platform: message.platform.clone(),
+                    to: message.to.clone(),
+                    started: Instant::now(),
+                    typing: false,
+                    progress: caps.edits && ack,
+                    next_progress: Duration::from_secs(self.settings.progress_seconds.max(1)),
+                },
+            );
+        }
+    }
+
+    /// Typing notices for commands still running after `TYPING_AFTER`, and
+    /// a progress edit of their ack every `progress_seconds`. In memory: a
+    /// restart loses only these courtesies, never a message.
+    async fn progress_loop(self: Arc<Self>) {
+        let every = Duration::from_secs(self.settings.progress_seconds.max(1));
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let mut typing_on = Vec::new();
+            let mut progress = Vec::new();
+            if let Ok(mut running) = self.running.lock() {
+                for (id, r) in running.iter_mut() {
+                    let elapsed = r.started.elapsed();
+                    if !r.typing && elapsed >= TYPING_AFTER {
+                        r.typing = true;
+                        typing_on.push((r.platform.clone(), r.to.clone()));
                     }
-                    Ok(Some(model)) => {
-                        if !typing && started.elapsed() >= TYPING_AFTER {
-                            typing = true;
-                            if let Err(err) = reply.adapter.typing(&reply.to, true).await {
-                                tracing::debug!(error = %err, "typing notice failed");
-                            }
-                        }
-                        if started.elapsed() >= next_progress && reply.adapter.capabilities().edits
-                        {
-                            if let Some(ack) = &ack {
-                                let text = format!(
-                                    "{} is {} ({} s so far)",
-                                    id,
-                                    model.status,
-                                    started.elapsed().as_secs()
-                                );
-                                if let Err(err) =
-                                    reply.adapter.edit(ack, &OutgoingMessage::text(text)).await
-                                {
-                                    tracing::warn!(error = %err, "editing the ack failed");
-                                }
-                            }
-                            next_progress += progress_every;
-                        }
-                    }
-                    Ok(None) => return,
-                    Err(err) => {
-                        tracing::warn!(error = %err, execution = %id, "polling an execution failed")
+                    if r.progress && elapsed >= r.next_progress {
+                        r.next_progress += every;
+                        progress.push((id.clone(), elapsed.as_secs()));
                     }
                 }
-                // Completions stored by this node wake us at once; the poll
-                // covers executions that finish on another node.
-                tokio::select! {
-                    () = &mut stored => {}
-                    () = tokio::time::sleep(delay) => {}
+            }
+            for (platform, to) in typing_on {
+                if let Some(adapter) = self.adapters.get(platform.as_str())
+                    && adapter.capabilities().typing
+                    && let Err(err) = adapter.typing(&to, true).await
+                {
+                    tracing::debug!(error = %err, "typing notice failed");
                 }
-                delay = (delay * 2).min(Duration::from_millis(500));
-            };
-            if typing && let Err(err) = reply.adapter.typing(&reply.to, false).await {
-                tracing::debug!(error = %err, "typing notice failed");
             }
-            let message = me.result_message(&model, alias.as_ref(), me.settings.output_tail_chars);
-            let disabled = alias
-                .as_ref()
-                .and_then(|a| a.result.as_ref())
-                .and_then(|r| r.get("enabled"))
-                == Some(&Value::Bool(false));
-            if !disabled {
-                reply.say(message).await;
+            let mut queued = false;
+            for (id, secs) in progress {
+                let text = format!("{id} is running ({secs} s so far)");
+                match self.engine.store.queue_progress(&id, &text).await {
+                    Ok(true) => queued = true,
+                    Ok(false) => {}
+                    Err(err) => tracing::warn!(error = %err, "queueing a progress edit failed"),
+                }
             }
-        });
+            if queued {
+                self.outbox.notify_one();
+            }
+        }
+    }
+
+    /// The result of a command was delivered: stop its typing notice (after
+    /// the result, so the result is not kept waiting for it).
+    async fn command_answered(&self, id: &str) {
+        let stopped = self.running.lock().ok().and_then(|mut r| r.remove(id));
+        if let Some(r) = stopped
+            && r.typing
+            && let Some(adapter) = self.adapters.get(r.platform.as_str())
+            && let Err(err) = adapter.typing(&r.to, false).await
+        {
+            tracing::debug!(error = %err, "typing notice failed");
+        }
     }
 
     /// The result of an execution: the alias's `result.format` when it has one,
@@ -669,7 +728,14 @@ impl Dispatcher {
     }
 }
 
-fn chat_context(message: &IncomingMessage) -> ExecutionContext {
+/// The context of an execution a chat command starts: who asked, where, and
+/// what the outbox should say (`ack`, `result`) for it.
+fn chat_context(
+    message: &IncomingMessage,
+    alias: Option<String>,
+    ack: bool,
+    result: bool,
+) -> ExecutionContext {
     ExecutionContext {
         source: "chat".into(),
         user: Some(message.identity()),
@@ -679,6 +745,9 @@ fn chat_context(message: &IncomingMessage) -> ExecutionContext {
             thread: message.to.thread.clone(),
             user: message.user.clone(),
             message_id: message.message_id.clone(),
+            alias,
+            ack,
+            result,
         }),
         ..ExecutionContext::default()
     }
@@ -704,20 +773,31 @@ fn ack_text(engine: &Engine, alias: &Alias, id: &str, identity: &str) -> Option<
 /// How long a command runs before its channel is told squall is typing.
 const TYPING_AFTER: Duration = Duration::from_secs(1);
 
-/// Where replies go, and through which adapter.
+/// Where replies go: a channel (and thread) on a platform, through the outbox.
 #[derive(Clone)]
 struct Reply {
-    adapter: Arc<dyn ChatAdapter>,
+    engine: Arc<Engine>,
+    outbox: Arc<Notify>,
+    platform: String,
     to: ChannelRef,
 }
 
 impl Reply {
-    async fn say(&self, message: OutgoingMessage) -> Option<SentMessage> {
-        match self.adapter.send(&self.to, &message).await {
-            Ok(sent) => Some(sent),
+    /// Queue a reply; the delivery loop sends it, in order with everything
+    /// else said in that channel.
+    async fn say(&self, message: OutgoingMessage) {
+        let origin = ChatOrigin {
+            platform: self.platform.clone(),
+            channel: self.to.channel.clone(),
+            thread: self.to.thread.clone(),
+            ..ChatOrigin::default()
+        };
+        let body = serde_json::to_value(&message).unwrap_or(Value::Null);
+        let row = NewOutboxRow::to_origin(OutboxKind::Reply, &origin, body);
+        match self.engine.store.queue_outbox(row).await {
+            Ok(_) => self.outbox.notify_one(),
             Err(err) => {
-                tracing::warn!(error = %err, channel = %self.to.channel, "sending a chat reply failed");
-                None
+                tracing::error!(error = %err, channel = %self.to.channel, "queueing a chat reply failed")
             }
         }
     }

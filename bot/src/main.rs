@@ -85,7 +85,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Chat { user } => {
             let engine = std::sync::Arc::new(server::open_engine_with_worker(&config).await?);
             eprintln!("squall chat: you are console:{user}; type `help`, end with Ctrl-D.");
-            server::console_session(engine, &config, &user)
+            let edge = server::ChatEdge::from_config(&config).map_err(|e| anyhow!(e))?;
+            server::console_session(engine, &config, &user, edge, false)
                 .await
                 .map_err(|e| anyhow!(e))?;
             Ok(ExitCode::SUCCESS)
@@ -247,23 +248,28 @@ fn validate_packs(cli: &Cli, dirs: &[std::path::PathBuf]) -> Result<ExitCode> {
 }
 
 async fn serve(config: &Config, console_user: Option<String>) -> Result<ExitCode> {
-    let server = server::start(config).await?;
+    let mut server = server::start(config).await?;
     let chat_shutdown = tokio_util::sync::CancellationToken::new();
+    let edge = match server.chat.take() {
+        Some(edge) => edge,
+        None => server::ChatEdge::from_config(config).map_err(|e| anyhow!(e))?,
+    };
     match console_user {
         // The console session brings the configured adapters with it.
         Some(user) => {
             let engine = server.engine.clone();
             let config = config.clone();
             tokio::spawn(async move {
-                if let Err(err) = server::console_session(engine, &config, &user).await {
+                if let Err(err) = server::console_session(engine, &config, &user, edge, true).await
+                {
                     tracing::error!(error = %err, "the console stopped");
                 }
             });
         }
         None => {
-            let adapters = server::configured_adapters(config).map_err(|e| anyhow!(e))?;
-            if !adapters.is_empty() {
-                server::start_chat(server.engine.clone(), config, adapters, &chat_shutdown)
+            if !edge.adapters.is_empty() {
+                server::start_chat(server.engine.clone(), config, edge, &chat_shutdown)
+                    .await
                     .map_err(|e| anyhow!(e))?;
             }
         }

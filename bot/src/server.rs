@@ -7,7 +7,7 @@ use std::sync::Arc;
 use squall_engine::{Engine, EngineError, EngineOptions};
 
 use squall_adapters::console::ConsoleAdapter;
-use squall_engine::chat::ChatAdapter;
+use squall_engine::chat::{ChatAdapter, ChatEvent};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{AppState, router};
@@ -28,6 +28,8 @@ pub enum ServeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("chat: {0}")]
+    Chat(String),
 }
 
 /// A running server.
@@ -35,6 +37,45 @@ pub struct Server {
     pub engine: Arc<Engine>,
     pub addr: SocketAddr,
     pub task: tokio::task::JoinHandle<()>,
+    /// The configured chat adapters, built but not connected: `start_chat`
+    /// connects them (take it). Their HTTP ingress routes are mounted.
+    pub chat: Option<ChatEdge>,
+}
+
+/// Chat adapters and the one channel their events reach the dispatcher by.
+pub struct ChatEdge {
+    pub adapters: Vec<Arc<dyn ChatAdapter>>,
+    events: tokio::sync::mpsc::Sender<ChatEvent>,
+    receiver: tokio::sync::mpsc::Receiver<ChatEvent>,
+}
+
+impl ChatEdge {
+    /// Build every adapter the configuration names (`[adapters.*]`).
+    pub fn from_config(config: &Config) -> Result<ChatEdge, String> {
+        let adapters = config.adapters.build_all()?;
+        let (events, receiver) = tokio::sync::mpsc::channel(1024);
+        Ok(ChatEdge {
+            adapters,
+            events,
+            receiver,
+        })
+    }
+
+    /// The HTTP routes of adapters with HTTP ingress, each under
+    /// `/api/v1/chat/<platform>/`. They authenticate the platform's requests
+    /// themselves (signatures), so no API key is asked of them.
+    pub fn routes(&self, body_limit: usize) -> axum::Router {
+        let mut routes = axum::Router::new();
+        for adapter in &self.adapters {
+            if !adapter.capabilities().http_ingress {
+                continue;
+            }
+            if let Some(router) = adapter.http_routes(self.events.clone()) {
+                routes = routes.nest(&format!("/api/v1/chat/{}", adapter.platform()), router);
+            }
+        }
+        routes.layer(axum::extract::DefaultBodyLimit::max(body_limit))
+    }
 }
 
 /// Load the RBAC model from `chat.rbac_dir`. Without the directory only the
@@ -54,19 +95,30 @@ pub fn load_rbac(config: &Config) -> Result<squall_engine::rbac::Rbac, String> {
     })
 }
 
-/// Start chat: every adapter's events go to one dispatcher. Adapter
-/// connections retry on their own; one that gives up is logged.
-pub fn start_chat(
+/// Whether this process is the only node on its database: then what an
+/// earlier process left half-sent in the chat outbox is its to resend at
+/// start (several nodes on PostgreSQL wait for the lease to expire instead).
+fn single_node(engine: &Engine) -> bool {
+    engine.store.is_single_node()
+}
+
+/// Start chat: every adapter's events go to one dispatcher, which delivers
+/// the outbox. Adapter connections retry on their own; one that gives up is
+/// logged.
+pub async fn start_chat(
     engine: Arc<Engine>,
     config: &Config,
-    adapters: Vec<Arc<dyn ChatAdapter>>,
+    edge: ChatEdge,
     shutdown: &CancellationToken,
 ) -> Result<Arc<Dispatcher>, String> {
     let rbac = Arc::new(load_rbac(config).map_err(|e| format!("RBAC: {e}"))?);
-    let dispatcher = Dispatcher::new(engine, rbac, adapters.clone(), config.chat.clone());
-    let (tx, rx) = tokio::sync::mpsc::channel(1024);
-    tokio::spawn(dispatcher.clone().run(rx));
-    spawn_adapters(adapters, &tx, shutdown);
+    let single = single_node(&engine);
+    let dispatcher = Dispatcher::new(engine, rbac, edge.adapters.clone(), config.chat.clone());
+    if single {
+        dispatcher.recover_outbox().await;
+    }
+    tokio::spawn(dispatcher.clone().run(edge.receiver));
+    spawn_adapters(edge.adapters, &edge.events, shutdown);
     Ok(dispatcher)
 }
 
@@ -86,24 +138,18 @@ fn spawn_adapters(
     }
 }
 
-/// The chat adapters the configuration asks for (console aside).
-pub fn configured_adapters(config: &Config) -> Result<Vec<Arc<dyn ChatAdapter>>, String> {
-    let mut adapters: Vec<Arc<dyn ChatAdapter>> = Vec::new();
-    if let Some(matrix) = &config.matrix {
-        adapters.push(Arc::new(
-            squall_adapters::matrix::MatrixAdapter::new(matrix.clone())
-                .map_err(|e| e.to_string())?,
-        ));
-    }
-    Ok(adapters)
-}
-
 /// A console chat session on this terminal, beside the configured adapters.
 /// Returns when the console input ends and every command has answered.
+///
+/// `recover`: this is the server's own session (`squall serve --console`),
+/// not `squall chat` beside a running server, so the outbox an earlier
+/// process left half-sent is its to resend.
 pub async fn console_session(
     engine: Arc<Engine>,
     config: &Config,
     user: &str,
+    edge: ChatEdge,
+    recover: bool,
 ) -> Result<(), String> {
     let console = Arc::new(ConsoleAdapter::new(
         user,
@@ -111,10 +157,17 @@ pub async fn console_session(
         Box::new(tokio::io::stdout()),
     ));
     let rbac = Arc::new(load_rbac(config).map_err(|e| format!("RBAC: {e}"))?);
-    let mut adapters = configured_adapters(config)?;
+    let ChatEdge {
+        mut adapters,
+        events: tx,
+        receiver: rx,
+    } = edge;
     adapters.push(console.clone());
+    let recover = recover && single_node(&engine);
     let dispatcher = Dispatcher::new(engine, rbac, adapters.clone(), config.chat.clone());
-    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    if recover {
+        dispatcher.recover_outbox().await;
+    }
     let running = tokio::spawn(dispatcher.clone().run(rx));
     let shutdown = CancellationToken::new();
     // The console runs here, in the foreground: its end of input ends the session.
@@ -188,9 +241,10 @@ pub async fn start(config: &Config) -> Result<Server, ServeError> {
         addr: config.listen.clone(),
         source,
     })?;
+    let chat = ChatEdge::from_config(config).map_err(ServeError::Chat)?;
     let state = AppState::new(engine.clone(), config.api.auth, config.api.body_limit_bytes)
         .with_hooks(config.webhooks.clone(), config.alerts.clone());
-    let app = router(state);
+    let app = router(state).merge(chat.routes(config.api.body_limit_bytes));
     let task = tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {
             tracing::error!(error = %err, "HTTP server stopped");
@@ -205,7 +259,12 @@ pub async fn start(config: &Config) -> Result<Server, ServeError> {
         webhooks = ?catalog.webhook_urls(),
         "squall is serving"
     );
-    Ok(Server { engine, addr, task })
+    Ok(Server {
+        engine,
+        addr,
+        task,
+        chat: Some(chat),
+    })
 }
 
 /// On the very first start there is no way to authenticate, so squall makes

@@ -2,6 +2,8 @@
 //! squall says (OutgoingMessage), and the `ChatAdapter` trait every platform
 //! implements. Platform quirks stay inside adapters; nothing here names one.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -38,33 +40,62 @@ impl IncomingMessage {
     }
 }
 
-/// A reaction added to or removed from a message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReactionEvent {
-    pub platform: String,
-    pub to: ChannelRef,
-    pub user: String,
-    pub message_id: String,
-    pub emoji: String,
-    pub added: bool,
+/// What a vote is on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VoteTarget {
+    /// A prompt message, by its platform message id (a reaction on it).
+    Message(String),
+    /// An approval request, by its id (a button under its prompt).
+    Inquiry(String),
 }
 
-/// A button press.
+/// An approve or deny vote, normalised by the adapter from whatever the
+/// platform delivers (a reaction, a button press).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InteractionEvent {
+pub struct VoteEvent {
     pub platform: String,
     pub to: ChannelRef,
+    /// The platform's user id of the voter (never the bot itself: adapters
+    /// drop the bot's own reactions).
     pub user: String,
-    pub message_id: String,
-    pub button_id: String,
+    pub on: VoteTarget,
+    pub approve: bool,
+    /// A removed reaction: take back the vote it cast.
+    pub withdrawn: bool,
+}
+
+impl VoteEvent {
+    /// The identity squall knows the voter by: `platform:user_id`.
+    pub fn identity(&self) -> String {
+        format!("{}:{}", self.platform, self.user)
+    }
 }
 
 /// Everything an adapter delivers to the dispatcher.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ChatEvent {
     Message(IncomingMessage),
-    Reaction(ReactionEvent),
-    Interaction(InteractionEvent),
+    Vote(VoteEvent),
+}
+
+/// The id of a prompt's approve or deny button.
+pub fn vote_button_id(inquiry_id: &str, approve: bool) -> String {
+    let verb = if approve { "approve" } else { "deny" };
+    format!("inquiry:{inquiry_id}:{verb}")
+}
+
+/// An inquiry id and approve (true) or deny (false) from a button id made by
+/// [`vote_button_id`]; `None` for any other button.
+pub fn parse_vote_button(button_id: &str) -> Option<(String, bool)> {
+    let mut parts = button_id.splitn(3, ':');
+    let (Some("inquiry"), Some(id), Some(verb)) = (parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    match verb {
+        "approve" => Some((id.to_owned(), true)),
+        "deny" => Some((id.to_owned(), false)),
+        _ => None,
+    }
 }
 
 /// Colour of a message's status bar, where the platform shows one.
@@ -87,6 +118,7 @@ pub struct Button {
 
 /// What squall says, before a platform renders it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct OutgoingMessage {
     pub title: Option<String>,
     /// Markdown.
@@ -181,14 +213,23 @@ pub struct SentMessage {
     pub message_id: String,
 }
 
-/// What a platform can do beyond sending text.
+/// What a platform can do beyond sending text. The dispatcher and the
+/// delivery loop ask these; an adapter only implements the methods of the
+/// capabilities it declares.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Capabilities {
+    /// Replies can go to a thread under the command.
     pub threads: bool,
+    /// Sent messages can be replaced (`edit`).
     pub edits: bool,
-    /// People can react to messages (and the bot can add reactions).
+    /// People can react to messages, and the bot can add reactions (`react`).
     pub reactions: bool,
+    /// Messages can carry buttons.
     pub buttons: bool,
+    /// A typing notice can be shown (`typing`).
+    pub typing: bool,
+    /// The platform calls squall over HTTP (`http_routes`).
+    pub http_ingress: bool,
 }
 
 /// Errors from an adapter, saying whether trying again may help.
@@ -196,6 +237,13 @@ pub struct Capabilities {
 pub enum AdapterError {
     #[error("{platform}: the connection failed ({reason}); it will be retried")]
     Transient { platform: String, reason: String },
+    /// The platform asked squall to slow down.
+    #[error("{platform}: rate limited{}", retry_after.map(|d| format!(" for {} ms", d.as_millis())).unwrap_or_default())]
+    RateLimited {
+        platform: String,
+        retry_after: Option<Duration>,
+    },
+    /// The platform refused this for good (too long, no such room, ...).
     #[error("{platform}: {reason}")]
     Permanent { platform: String, reason: String },
     #[error("{platform} cannot {operation}")]
@@ -205,7 +253,21 @@ pub enum AdapterError {
     },
 }
 
+impl AdapterError {
+    pub fn unsupported(platform: &str, operation: &'static str) -> Self {
+        Self::Unsupported {
+            platform: platform.to_owned(),
+            operation,
+        }
+    }
+}
+
 /// One chat platform connection.
+///
+/// Every send carries an idempotency key (the outbox row id): a platform
+/// that supports one (Matrix transaction ids, Slack/Discord nonces) shows a
+/// message sent twice with one key once, so a send retried after a crash is
+/// never a duplicate.
 #[async_trait::async_trait]
 pub trait ChatAdapter: Send + Sync {
     fn platform(&self) -> &'static str;
@@ -220,18 +282,35 @@ pub trait ChatAdapter: Send + Sync {
         &self,
         to: &ChannelRef,
         message: &OutgoingMessage,
+        key: &str,
     ) -> Result<SentMessage, AdapterError>;
-    /// Replace a sent message (only when `capabilities().edits`).
-    async fn edit(&self, sent: &SentMessage, message: &OutgoingMessage)
-    -> Result<(), AdapterError>;
-    /// React to a message (only when `capabilities().reactions`).
-    async fn react(&self, sent: &SentMessage, emoji: &str) -> Result<(), AdapterError>;
-    /// The bot's own user id on the platform (its reactions are not votes).
-    fn bot_user(&self) -> Option<String> {
-        None
+    /// Replace a sent message (`capabilities().edits`).
+    async fn edit(
+        &self,
+        _sent: &SentMessage,
+        _message: &OutgoingMessage,
+        _key: &str,
+    ) -> Result<(), AdapterError> {
+        Err(AdapterError::unsupported(self.platform(), "edit messages"))
     }
-    /// Show or stop a typing notice; platforms without one ignore it.
+    /// React to a message (`capabilities().reactions`).
+    async fn react(&self, _sent: &SentMessage, _emoji: &str) -> Result<(), AdapterError> {
+        Err(AdapterError::unsupported(self.platform(), "react"))
+    }
+    /// Show or stop a typing notice (`capabilities().typing`).
     async fn typing(&self, _to: &ChannelRef, _on: bool) -> Result<(), AdapterError> {
         Ok(())
+    }
+    /// Whether this connection can deliver to `channel`. A platform
+    /// connection reaches every channel of its account; a terminal reaches
+    /// only its own, so each console delivers only what was said to it.
+    fn holds(&self, _channel: &str) -> bool {
+        true
+    }
+    /// Routes the platform calls (`capabilities().http_ingress`), mounted by
+    /// the API server under `/api/v1/chat/<platform>/`. They authenticate
+    /// requests themselves (platform signatures), and feed `events`.
+    fn http_routes(&self, _events: mpsc::Sender<ChatEvent>) -> Option<axum::Router> {
+        None
     }
 }

@@ -118,6 +118,15 @@ pub struct ChatOrigin {
     /// The command's own message id.
     #[serde(default)]
     pub message_id: String,
+    /// The alias the command matched (its ack and result formats).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// Say in chat that the execution started.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ack: bool,
+    /// Post its result in chat when it ends.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub result: bool,
 }
 
 /// Where an execution sits inside a workflow.

@@ -133,10 +133,11 @@ async fn main() -> Result<()> {
         rooms: Vec::new(),
         threads: false,
     });
-    let server = squall::server::start(&config).await?;
+    let mut server = squall::server::start(&config).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let adapters = squall::server::configured_adapters(&config).map_err(anyhow::Error::msg)?;
-    squall::server::start_chat(server.engine.clone(), &config, adapters, &shutdown)
+    let edge = server.chat.take().context("the server's chat adapters")?;
+    squall::server::start_chat(server.engine.clone(), &config, edge, &shutdown)
+        .await
         .map_err(anyhow::Error::msg)?;
 
     // The floor: a client that echoes every text message the moment its sync delivers it.

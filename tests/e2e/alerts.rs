@@ -470,9 +470,15 @@ async fn interval_due_times(db_url: &str) -> Result<Vec<i64>> {
 async fn alertmanager_alert_runs_the_remediation_loop_in_chat() -> Result<()> {
     let server = TestServer::start(Backend::Sqlite).await?;
     let am = Alertmanager::start(&server.url("/api/v1/alerts/alertmanager"), &server.key).await?;
-    let mut ops = Session::new(&server, "alice", ChatSection::default())?;
-    let prompts = ops.dispatcher.spawn_prompts();
-    let mut carol = Session::new(&server, "carol", ChatSection::default())?;
+    // The ops channel is alice's terminal (carol's console must not show
+    // what is posted there).
+    let settings = ChatSection {
+        channels: [("ops".to_owned(), "console:console-alice".to_owned())].into(),
+        ..ChatSection::default()
+    };
+    let mut ops = Session::new(&server, "alice", settings.clone())?;
+    ops.dispatcher.start();
+    let mut carol = Session::new(&server, "carol", settings)?;
     let disk = tempfile::tempdir()?;
     for f in ["a.tmp", "b.tmp", "c.tmp", "keep.log"] {
         std::fs::write(disk.path().join(f), "x")?;
@@ -549,7 +555,6 @@ async fn alertmanager_alert_runs_the_remediation_loop_in_chat() -> Result<()> {
     for r in &refs[1..] {
         assert_eq!(r["thread"], root, "{refs:?}");
     }
-    prompts.abort();
     drop(am);
     server.stop().await
 }

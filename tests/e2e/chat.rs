@@ -104,6 +104,7 @@ impl Session {
         self.dispatcher
             .handle(ChatEvent::Message(self.console.incoming(line)))
             .await;
+        self.dispatcher.flush().await;
         self.collect()
     }
 
@@ -345,7 +346,7 @@ pub(crate) async fn wait_output(
 async fn approvals_in_the_console_resume_or_stop_a_workflow() -> Result<()> {
     let server = server().await?;
     let mut alice = Session::new(&server, "alice", ChatSection::default())?;
-    let prompts = alice.dispatcher.spawn_prompts();
+    alice.dispatcher.start();
     let mut carol = Session::new(&server, "carol", ChatSection::default())?;
     let mut seen = String::new();
 
@@ -429,7 +430,6 @@ async fn approvals_in_the_console_resume_or_stop_a_workflow() -> Result<()> {
         .unwrap_or_default();
     let children = server.engine.store.children_of(&workflow).await?;
     assert!(!children.iter().any(|c| c.action == "examples.deploy"));
-    prompts.abort();
     server.stop().await
 }
 

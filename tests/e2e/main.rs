@@ -16,6 +16,7 @@ macro_rules! on_both_backends {
 
 mod alerts;
 mod chat;
+mod conformance;
 mod crash;
 mod executions;
 mod http_runner;

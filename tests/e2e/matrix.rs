@@ -25,7 +25,7 @@ use matrix_sdk::{Client, RoomMemberships};
 use squall::config::ChatSection;
 use squall::dispatcher::Dispatcher;
 use squall_adapters::matrix::{MatrixAdapter, MatrixConfig};
-use squall_engine::chat::{ChatAdapter, ChatEvent, ReactionEvent};
+use squall_engine::chat::{ChatAdapter, ChatEvent, VoteEvent, VoteTarget};
 use squall_engine::rbac::Rbac;
 use squall_engine::sensitive::Sensitive;
 use squall_tests::{Backend, eventually, repo_root};
@@ -35,20 +35,20 @@ use crate::server::TestServer;
 
 /// The Matrix tests share one bot account (and one test restarts the
 /// homeserver): they take turns.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-struct MatrixEnv {
-    homeserver: String,
-    bot_user: String,
-    bot_password: String,
-    human_user: String,
-    human_password: String,
-    second_user: String,
-    second_password: String,
-    ctl: String,
+pub(crate) struct MatrixEnv {
+    pub(crate) homeserver: String,
+    pub(crate) bot_user: String,
+    pub(crate) bot_password: String,
+    pub(crate) human_user: String,
+    pub(crate) human_password: String,
+    pub(crate) second_user: String,
+    pub(crate) second_password: String,
+    pub(crate) ctl: String,
 }
 
-fn matrix_env() -> Result<MatrixEnv> {
+pub(crate) fn matrix_env() -> Result<MatrixEnv> {
     let var = |name: &str| {
         std::env::var(name).with_context(|| {
             format!(
@@ -72,27 +72,27 @@ fn matrix_env() -> Result<MatrixEnv> {
 
 /// What alice sees the bot say.
 #[derive(Debug, Clone)]
-struct Seen {
-    room: OwnedRoomId,
-    event_id: OwnedEventId,
-    body: String,
-    html: Option<String>,
-    thread_root: Option<OwnedEventId>,
-    is_edit: bool,
+pub(crate) struct Seen {
+    pub(crate) room: OwnedRoomId,
+    pub(crate) event_id: OwnedEventId,
+    pub(crate) body: String,
+    pub(crate) html: Option<String>,
+    pub(crate) thread_root: Option<OwnedEventId>,
+    pub(crate) is_edit: bool,
 }
 
-struct Human {
-    client: Client,
-    seen: Arc<Mutex<Vec<Seen>>>,
+pub(crate) struct Human {
+    pub(crate) client: Client,
+    pub(crate) seen: Arc<Mutex<Vec<Seen>>>,
     _store: tempfile::TempDir,
 }
 
 impl Human {
-    async fn login(env: &MatrixEnv, bot: OwnedUserId) -> Result<Human> {
+    pub(crate) async fn login(env: &MatrixEnv, bot: OwnedUserId) -> Result<Human> {
         Self::login_as(env, &env.human_user, &env.human_password, bot).await
     }
 
-    async fn login_as(
+    pub(crate) async fn login_as(
         env: &MatrixEnv,
         user: &str,
         password: &str,
@@ -152,8 +152,17 @@ impl Human {
         let syncing = client.clone();
         tokio::spawn(async move {
             loop {
+                // A large timeline limit: bursts of commands and answers
+                // must not fall into a limited-timeline gap (Synapse's
+                // default is 10 events per sync).
+                let mut filter = matrix_sdk::ruma::api::client::filter::FilterDefinition::default();
+                filter.room.timeline.limit = Some(500u32.into());
                 let _ = syncing
-                    .sync(SyncSettings::default().timeout(Duration::from_secs(10)))
+                    .sync(
+                        SyncSettings::default()
+                            .timeout(Duration::from_secs(10))
+                            .filter(filter.into()),
+                    )
                     .await;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -167,7 +176,7 @@ impl Human {
 
     /// Get invited to `room` (by its owner) and join it; returns the room as
     /// this client sees it.
-    async fn join(&self, env: &MatrixEnv, room: &Room) -> Result<Room> {
+    pub(crate) async fn join(&self, env: &MatrixEnv, room: &Room) -> Result<Room> {
         let me: OwnedUserId = format!("@{}:localhost", env.second_user).try_into()?;
         room.invite_user_by_id(&me).await?;
         let room_id = room.room_id().to_owned();
@@ -184,14 +193,14 @@ impl Human {
         .await
     }
 
-    async fn room_with_bot(&self, bot: &OwnedUserId, encrypted: bool) -> Result<Room> {
+    pub(crate) async fn room_with_bot(&self, bot: &OwnedUserId, encrypted: bool) -> Result<Room> {
         let room = self.invite_bot(bot, encrypted).await?;
         bot_joined(&room, bot).await?;
         Ok(room)
     }
 
     /// A new room with the bot invited (it joins when it sees the invite).
-    async fn invite_bot(&self, bot: &OwnedUserId, encrypted: bool) -> Result<Room> {
+    pub(crate) async fn invite_bot(&self, bot: &OwnedUserId, encrypted: bool) -> Result<Room> {
         let mut request = CreateRoom::new();
         request.invite = vec![bot.clone()];
         request.preset = Some(RoomPreset::PrivateChat);
@@ -227,7 +236,11 @@ impl Human {
         .await
     }
 
-    async fn send(&self, room: &Room, content: RoomMessageEventContent) -> Result<OwnedEventId> {
+    pub(crate) async fn send(
+        &self,
+        room: &Room,
+        content: RoomMessageEventContent,
+    ) -> Result<OwnedEventId> {
         // After a homeserver restart the first sends can fail: retry.
         let mut last = None;
         for _ in 0..40 {
@@ -244,7 +257,7 @@ impl Human {
 /// squall's chat side: the Matrix adapter feeding the dispatcher, with the
 /// reactions it delivered recorded on the way.
 /// Wait until the bot is a member of `room`.
-async fn bot_joined(room: &Room, bot: &OwnedUserId) -> Result<()> {
+pub(crate) async fn bot_joined(room: &Room, bot: &OwnedUserId) -> Result<()> {
     eventually(
         Duration::from_secs(30),
         "the bot to join after the invite",
@@ -261,7 +274,7 @@ async fn bot_joined(room: &Room, bot: &OwnedUserId) -> Result<()> {
 }
 
 struct Bot {
-    reactions: Arc<Mutex<Vec<ReactionEvent>>>,
+    reactions: Arc<Mutex<Vec<VoteEvent>>>,
     shutdown: CancellationToken,
     _store: tempfile::TempDir,
 }
@@ -295,7 +308,7 @@ async fn start_bot(server: &TestServer, env: &MatrixEnv) -> Result<Bot> {
     let recorded = reactions.clone();
     tokio::spawn(async move {
         while let Some(event) = adapter_rx.recv().await {
-            if let ChatEvent::Reaction(reaction) = &event
+            if let ChatEvent::Vote(reaction) = &event
                 && let Ok(mut r) = recorded.lock()
             {
                 r.push(reaction.clone());
@@ -319,7 +332,7 @@ async fn start_bot(server: &TestServer, env: &MatrixEnv) -> Result<Bot> {
     })
 }
 
-fn synapse_ctl(env: &MatrixEnv, verb: &str) -> Result<()> {
+pub(crate) fn synapse_ctl(env: &MatrixEnv, verb: &str) -> Result<()> {
     let status = std::process::Command::new("bash")
         .arg(&env.ctl)
         .arg(verb)
@@ -409,9 +422,9 @@ async fn matrix_round_trip_with_threads_reactions_encryption_and_a_restart() -> 
                 .lock()
                 .map(|r| {
                     r.iter().any(|e| {
-                        e.added
-                            && e.message_id == target
-                            && e.emoji == "👍"
+                        !e.withdrawn
+                            && e.on == VoteTarget::Message(target.clone())
+                            && e.approve
                             && e.user == "@alice:localhost"
                     })
                 })
@@ -428,7 +441,10 @@ async fn matrix_round_trip_with_threads_reactions_encryption_and_a_restart() -> 
         || {
             let found = seen
                 .lock()
-                .map(|r| r.iter().any(|e| !e.added && e.message_id == target))
+                .map(|r| {
+                    r.iter()
+                        .any(|e| e.withdrawn && e.on == VoteTarget::Message(target.clone()))
+                })
                 .unwrap_or(false);
             async move { Ok(found.then_some(())) }
         },

@@ -210,7 +210,7 @@ async fn secrets_stay_masked_down_chains_and_workflows_on_postgres() -> Result<(
 async fn chat_results_and_notices_mask_secrets() -> Result<()> {
     let server = TestServer::start(Backend::Sqlite).await?;
     let mut alice = Session::new(&server, "alice", ChatSection::default())?;
-    let prompts = alice.dispatcher.spawn_prompts();
+    alice.dispatcher.start();
     let answer = alice.say(&format!("leak {SECRET}")).await;
     assert!(answer.contains("testing.leak succeeded"), "{answer}");
     assert!(answer.contains("token is ********"), "{answer}");
@@ -232,7 +232,6 @@ async fn chat_results_and_notices_mask_secrets() -> Result<()> {
         "{seen}"
     );
     assert_masked("the chat notice", &seen);
-    prompts.abort();
     server.stop().await
 }
 

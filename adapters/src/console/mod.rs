@@ -2,10 +2,17 @@
 //! reader (stdin for `squall chat`) and printing replies to any writer. It
 //! also drives the transcript tests, so its output is plain and stable.
 
+mod config;
+mod inbound;
+mod outbound;
+mod render;
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncWrite};
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -14,14 +21,23 @@ use squall_engine::chat::{
     OutgoingMessage, SentMessage,
 };
 
-/// The console's only channel.
+pub use config::ConsoleConfig;
+
+/// The channel name actions and prompts may use for "the console": any
+/// console may deliver what is sent there. What answers a command goes to
+/// its user's console channel (`console-<user>`), so a console started
+/// again after a crash gets the answers the last one could not print.
 pub const CHANNEL: &str = "console";
+
+const PLATFORM: &str = "console";
 
 type Reader = Box<dyn AsyncBufRead + Unpin + Send>;
 type Writer = Box<dyn AsyncWrite + Unpin + Send>;
 
 pub struct ConsoleAdapter {
-    user: String,
+    config: ConsoleConfig,
+    /// This terminal's own channel.
+    channel: String,
     input: Mutex<Option<Reader>>,
     output: Arc<Mutex<Writer>>,
     next_id: AtomicU64,
@@ -30,8 +46,10 @@ pub struct ConsoleAdapter {
 impl ConsoleAdapter {
     /// `user` is the console user's id: the identity is `console:<user>`.
     pub fn new(user: impl Into<String>, input: Reader, output: Writer) -> Self {
+        let user = user.into();
         Self {
-            user: user.into(),
+            channel: format!("{CHANNEL}-{user}"),
+            config: ConsoleConfig { user },
             input: Mutex::new(Some(input)),
             output: Arc::new(Mutex::new(output)),
             next_id: AtomicU64::new(1),
@@ -41,58 +59,25 @@ impl ConsoleAdapter {
     /// A message as the console user typed it (for tests that feed lines
     /// one at a time instead of through `run`).
     pub fn incoming(&self, text: &str) -> IncomingMessage {
-        IncomingMessage {
-            platform: "console".into(),
-            to: ChannelRef {
-                channel: CHANNEL.into(),
-                thread: None,
-            },
-            user: self.user.clone(),
-            text: text.to_owned(),
-            message_id: format!("in-{}", self.next_id.fetch_add(1, Ordering::Relaxed)),
-            // A terminal is a conversation with the bot: no prefix needed.
-            direct: true,
-            mentions_bot: false,
-        }
+        inbound::incoming(&self.config.user, &self.channel, text, self.next_id())
     }
 
-    async fn write(&self, text: &str) -> Result<(), AdapterError> {
-        let mut out = self.output.lock().await;
-        let result = async {
-            out.write_all(text.as_bytes()).await?;
-            out.flush().await
-        }
-        .await;
-        result.map_err(|e| AdapterError::Permanent {
-            platform: "console".into(),
-            reason: format!("cannot write to the console: {e}"),
-        })
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 }
 
-/// `squall> ` before the first line, two spaces before the rest.
-fn framed(prefix: &str, message: &OutgoingMessage) -> String {
-    let text = message.to_plain_text();
-    let mut out = String::new();
-    for (i, line) in text.lines().enumerate() {
-        if i == 0 {
-            out.push_str(prefix);
-        } else {
-            out.push_str("  ");
-        }
-        out.push_str(line);
-        out.push('\n');
+fn permanent(reason: String) -> AdapterError {
+    AdapterError::Permanent {
+        platform: PLATFORM.into(),
+        reason,
     }
-    if out.is_empty() {
-        out = format!("{prefix}\n");
-    }
-    out
 }
 
 #[async_trait::async_trait]
 impl ChatAdapter for ConsoleAdapter {
     fn platform(&self) -> &'static str {
-        "console"
+        PLATFORM
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -103,7 +88,16 @@ impl ChatAdapter for ConsoleAdapter {
             // answered with `approve <id>` / `deny <id>`.
             reactions: false,
             buttons: false,
+            typing: false,
+            http_ingress: false,
         }
+    }
+
+    /// Its own user's channel, and any channel an action or prompt names
+    /// (a terminal shows everything posted while it is the only chat), but
+    /// never another console user's answers.
+    fn holds(&self, channel: &str) -> bool {
+        channel == self.channel || !channel.starts_with(&format!("{CHANNEL}-"))
     }
 
     async fn run(
@@ -111,51 +105,20 @@ impl ChatAdapter for ConsoleAdapter {
         events: mpsc::Sender<ChatEvent>,
         shutdown: CancellationToken,
     ) -> Result<(), AdapterError> {
-        let Some(mut input) = self.input.lock().await.take() else {
-            return Err(AdapterError::Permanent {
-                platform: "console".into(),
-                reason: "the console is already running".into(),
-            });
+        let Some(input) = self.input.lock().await.take() else {
+            return Err(permanent("the console is already running".into()));
         };
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let read = tokio::select! {
-                read = input.read_line(&mut line) => read,
-                () = shutdown.cancelled() => return Ok(()),
-            };
-            match read {
-                Ok(0) => return Ok(()),
-                Ok(_) => {
-                    let text = line.trim_end_matches(['\n', '\r']);
-                    if text.trim().is_empty() {
-                        continue;
-                    }
-                    if events
-                        .send(ChatEvent::Message(self.incoming(text)))
-                        .await
-                        .is_err()
-                    {
-                        return Ok(());
-                    }
-                }
-                Err(err) => {
-                    return Err(AdapterError::Permanent {
-                        platform: "console".into(),
-                        reason: format!("cannot read the console: {err}"),
-                    });
-                }
-            }
-        }
+        inbound::read_lines(input, |text| self.incoming(text), events, shutdown).await
     }
 
     async fn send(
         &self,
         to: &ChannelRef,
         message: &OutgoingMessage,
+        _key: &str,
     ) -> Result<SentMessage, AdapterError> {
-        let id = format!("out-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
-        self.write(&framed("squall> ", message)).await?;
+        let id = format!("out-{}", self.next_id());
+        outbound::write(&self.output, &render::framed("squall> ", message)).await?;
         Ok(SentMessage {
             to: to.clone(),
             message_id: id,
@@ -166,16 +129,9 @@ impl ChatAdapter for ConsoleAdapter {
         &self,
         sent: &SentMessage,
         message: &OutgoingMessage,
+        _key: &str,
     ) -> Result<(), AdapterError> {
-        self.write(&framed(
-            &format!("squall (edit {})> ", sent.message_id),
-            message,
-        ))
-        .await
-    }
-
-    async fn react(&self, sent: &SentMessage, emoji: &str) -> Result<(), AdapterError> {
-        self.write(&format!("squall reacted {emoji} to {}\n", sent.message_id))
-            .await
+        let prefix = format!("squall (edit {})> ", sent.message_id);
+        outbound::write(&self.output, &render::framed(&prefix, message)).await
     }
 }

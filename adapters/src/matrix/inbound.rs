@@ -16,7 +16,7 @@ use matrix_sdk::ruma::events::room::redaction::OriginalSyncRoomRedactionEvent;
 use matrix_sdk::ruma::{MilliSecondsSinceUnixEpoch, OwnedEventId};
 use tokio::sync::mpsc;
 
-use squall_engine::chat::{ChannelRef, ChatEvent, IncomingMessage, ReactionEvent};
+use squall_engine::chat::{ChannelRef, ChatEvent, IncomingMessage};
 
 use super::{MatrixConfig, PLATFORM};
 
@@ -111,7 +111,9 @@ pub fn register_handlers(
                     }
                     log.seen.insert(ev.event_id.clone(), seen.clone());
                 }
-                let _ = tx.send(reaction_event(seen, true)).await;
+                if let Some(vote) = reaction_event(seen, true) {
+                    let _ = tx.send(vote).await;
+                }
             }
         },
     );
@@ -130,8 +132,11 @@ pub fn register_handlers(
                 .ok()
                 .and_then(|mut log| log.seen.remove(&redacted));
             // Only the reactor withdrawing their own reaction counts as a removed vote.
-            if let Some(seen) = removed.filter(|s| s.user == ev.sender.as_str()) {
-                let _ = tx.send(reaction_event(seen, false)).await;
+            if let Some(vote) = removed
+                .filter(|s| s.user == ev.sender.as_str())
+                .and_then(|seen| reaction_event(seen, false))
+            {
+                let _ = tx.send(vote).await;
             }
         }
     });
@@ -177,23 +182,26 @@ pub(super) async fn accept_invite(room: Room, allowed: &[String]) {
     }
 }
 
-fn reaction_event(seen: SeenReaction, added: bool) -> ChatEvent {
-    ChatEvent::Reaction(ReactionEvent {
-        platform: PLATFORM.into(),
-        to: ChannelRef {
+/// A reaction (or its removal) as a vote; `None` when it is not one.
+fn reaction_event(seen: SeenReaction, added: bool) -> Option<ChatEvent> {
+    // The bot's own reactions never reach here (they are filtered on arrival).
+    crate::common::reaction_to_vote(
+        PLATFORM,
+        ChannelRef {
             channel: seen.room,
             thread: None,
         },
-        user: seen.user,
-        message_id: seen.message_id,
-        emoji: seen.emoji,
+        &seen.user,
+        None,
+        &seen.message_id,
+        &seen.emoji,
         added,
-    })
+    )
 }
 
 /// Remove a leading mention of the bot (`@squall:hs: `, `squall: `) and say
 /// whether there was one.
-fn strip_mention(body: &str, user_id: &str, localpart: &str) -> (String, bool) {
+pub(super) fn strip_mention(body: &str, user_id: &str, localpart: &str) -> (String, bool) {
     let trimmed = body.trim();
     for name in [user_id, localpart] {
         if let Some(rest) = trimmed.strip_prefix(name) {
@@ -204,25 +212,4 @@ fn strip_mention(body: &str, user_id: &str, localpart: &str) -> (String, bool) {
         }
     }
     (trimmed.to_owned(), false)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::strip_mention;
-
-    #[test]
-    fn leading_mentions_are_stripped() {
-        assert_eq!(
-            strip_mention("squall: help", "@squall:hs", "squall"),
-            ("help".into(), true)
-        );
-        assert_eq!(
-            strip_mention("@squall:hs help", "@squall:hs", "squall"),
-            ("help".into(), true)
-        );
-        assert_eq!(
-            strip_mention("!help", "@squall:hs", "squall"),
-            ("!help".into(), false)
-        );
-    }
 }

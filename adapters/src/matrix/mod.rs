@@ -7,6 +7,9 @@
 mod config;
 mod inbound;
 mod outbound;
+mod render;
+#[cfg(test)]
+mod tests;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 use squall_engine::chat::{
     AdapterError, Capabilities, ChannelRef, ChatAdapter, ChatEvent, OutgoingMessage, SentMessage,
 };
+
+use crate::common::Backoff;
 
 pub use config::MatrixConfig;
 
@@ -68,6 +73,27 @@ fn transient(err: impl std::fmt::Display) -> AdapterError {
     }
 }
 
+/// A failed request: the homeserver's 429 (with its retry-after) is a rate
+/// limit, other 4xx answers (M_TOO_LARGE, M_FORBIDDEN, ...) are refusals a
+/// retry cannot fix, the rest (no answer, 5xx) transient.
+fn request_error(err: matrix_sdk::Error) -> AdapterError {
+    use matrix_sdk::ruma::api::error::{ErrorKind, LimitExceededErrorData, RetryAfter};
+    let api = err.as_client_api_error();
+    let status = api.map(|e| e.status_code.as_u16());
+    let retry_after = match err.client_api_error_kind() {
+        Some(ErrorKind::LimitExceeded(LimitExceededErrorData {
+            retry_after: Some(RetryAfter::Delay(d)),
+            ..
+        })) => Some(*d),
+        Some(ErrorKind::LimitExceeded(LimitExceededErrorData {
+            retry_after: Some(RetryAfter::DateTime(at)),
+            ..
+        })) => at.duration_since(std::time::SystemTime::now()).ok(),
+        _ => None,
+    };
+    crate::common::http_error(PLATFORM, status, retry_after, err)
+}
+
 fn permanent(err: impl std::fmt::Display) -> AdapterError {
     AdapterError::Permanent {
         platform: PLATFORM.into(),
@@ -75,22 +101,25 @@ fn permanent(err: impl std::fmt::Display) -> AdapterError {
     }
 }
 
-/// Exponential backoff between reconnection attempts.
-struct Backoff(Duration);
+/// Events per room one sync may carry. Synapse's default (10) would drop
+/// commands sent in a burst while squall was (re)connecting: a limited
+/// timeline leaves a gap.
+const TIMELINE_LIMIT: u32 = 200;
 
-impl Backoff {
-    fn new() -> Self {
-        Self(Duration::from_millis(250))
-    }
-    fn reset(&mut self) {
-        self.0 = Duration::from_millis(250);
-    }
-    async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
-        let delay = self.0;
-        self.0 = (self.0 * 2).min(Duration::from_secs(15));
-        tokio::select! {
-            () = tokio::time::sleep(delay) => true,
-            () = shutdown.cancelled() => false,
+fn sync_settings() -> SyncSettings {
+    use matrix_sdk::ruma::api::client::filter::FilterDefinition;
+    let mut filter = FilterDefinition::default();
+    filter.room.timeline.limit = Some(TIMELINE_LIMIT.into());
+    SyncSettings::default().filter(filter.into())
+}
+
+/// A room whose timeline was cut in a sync may have lost commands: say so.
+fn warn_if_limited(response: &matrix_sdk::sync::SyncResponse) {
+    for (room, update) in &response.rooms.joined {
+        if update.timeline.limited {
+            // Expected for a room just joined (its history); otherwise a
+            // burst larger than the limit, whose earlier commands are lost.
+            tracing::info!(%room, "a sync cut the room's timeline to its last {TIMELINE_LIMIT} events");
         }
     }
 }
@@ -107,6 +136,8 @@ impl ChatAdapter for MatrixAdapter {
             edits: true,
             reactions: true,
             buttons: false,
+            typing: true,
+            http_ingress: false,
         }
     }
 
@@ -131,11 +162,19 @@ impl ChatAdapter for MatrixAdapter {
             }
         };
         let client = self.client.get_or_init(|| async { client }).await.clone();
-        // One sync before the handlers exist: what happened before squall
-        // started is state, not commands.
+        // Handlers before the first sync: a command sent while squall was
+        // starting arrives in it. What happened before squall started is
+        // state, not commands: the handlers drop events older than `started`.
+        inbound::register_handlers(
+            &client,
+            &self.config,
+            events,
+            started,
+            self.reactions.clone(),
+        );
         let token = loop {
             match client
-                .sync_once(SyncSettings::default().timeout(Duration::from_secs(0)))
+                .sync_once(sync_settings().timeout(Duration::from_secs(0)))
                 .await
             {
                 Ok(response) => break response.next_batch,
@@ -154,19 +193,12 @@ impl ChatAdapter for MatrixAdapter {
             let allowed = self.config.rooms.clone();
             tokio::spawn(async move { inbound::accept_invite(room, &allowed).await });
         }
-        inbound::register_handlers(
-            &client,
-            &self.config,
-            events,
-            started,
-            self.reactions.clone(),
-        );
         // Our own loop over sync_once: matrix-sdk's sync loop sleeps a second
         // after any sync that returned quickly, which in a busy room delays
         // every command by up to that second.
         let mut token = token;
         loop {
-            let settings = SyncSettings::default()
+            let settings = sync_settings()
                 .token(token.clone())
                 .timeout(Duration::from_secs(30));
             let synced = tokio::select! {
@@ -175,6 +207,7 @@ impl ChatAdapter for MatrixAdapter {
             };
             match synced {
                 Ok(response) => {
+                    warn_if_limited(&response);
                     token = response.next_batch;
                     backoff.reset();
                 }
@@ -192,16 +225,18 @@ impl ChatAdapter for MatrixAdapter {
         &self,
         to: &ChannelRef,
         message: &OutgoingMessage,
+        key: &str,
     ) -> Result<SentMessage, AdapterError> {
-        outbound::send(self.client()?, to, message).await
+        outbound::send(self.client()?, to, message, key).await
     }
 
     async fn edit(
         &self,
         sent: &SentMessage,
         message: &OutgoingMessage,
+        key: &str,
     ) -> Result<(), AdapterError> {
-        outbound::edit(self.client()?, sent, message).await
+        outbound::edit(self.client()?, sent, message, key).await
     }
 
     async fn react(&self, sent: &SentMessage, emoji: &str) -> Result<(), AdapterError> {

@@ -1,5 +1,6 @@
-//! Login and everything squall sends to Matrix: messages (markdown rendered
-//! to HTML with a plain body), threads, edits (m.replace), reactions, typing.
+//! Login and everything squall sends to Matrix: messages, threads, edits
+//! (m.replace), reactions, typing. Each message is sent with the outbox row
+//! id as its transaction id, so the homeserver drops a resend of one it has.
 
 use std::path::Path;
 
@@ -7,15 +8,13 @@ use matrix_sdk::Client;
 use matrix_sdk::authentication::matrix::MatrixSession;
 use matrix_sdk::ruma::events::reaction::ReactionEventContent;
 use matrix_sdk::ruma::events::relation::{Annotation, Thread};
-use matrix_sdk::ruma::events::room::message::{
-    Relation, ReplacementMetadata, RoomMessageEventContent,
-};
-use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId};
+use matrix_sdk::ruma::events::room::message::{Relation, ReplacementMetadata};
+use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedTransactionId};
 use matrix_sdk::store::RoomLoadSettings;
 
 use squall_engine::chat::{AdapterError, ChannelRef, OutgoingMessage, SentMessage};
 
-use super::{MatrixConfig, permanent, transient};
+use super::{MatrixConfig, permanent, render, request_error, transient};
 
 /// Build the client and log in, restoring the saved session (same device,
 /// same crypto identity) when there is one.
@@ -113,23 +112,23 @@ fn event_id(text: &str) -> Result<OwnedEventId, AdapterError> {
     OwnedEventId::try_from(text).map_err(permanent)
 }
 
-fn content(message: &OutgoingMessage) -> RoomMessageEventContent {
-    // Notices: clients show them as bot output, and bots do not answer them.
-    RoomMessageEventContent::notice_markdown(message.to_markdown())
-}
-
 pub async fn send(
     client: &Client,
     to: &ChannelRef,
     message: &OutgoingMessage,
+    key: &str,
 ) -> Result<SentMessage, AdapterError> {
     let room = room(client, &to.channel)?;
-    let mut content = content(message);
+    let mut content = render::content(message);
     if let Some(thread) = &to.thread {
         let root = event_id(thread)?;
         content.relates_to = Some(Relation::Thread(Thread::plain(root.clone(), root)));
     }
-    let response = room.send(content).await.map_err(transient)?;
+    let response = room
+        .send(content)
+        .with_transaction_id(OwnedTransactionId::from(key))
+        .await
+        .map_err(request_error)?;
     Ok(SentMessage {
         to: to.clone(),
         message_id: response.response.event_id.to_string(),
@@ -140,11 +139,16 @@ pub async fn edit(
     client: &Client,
     sent: &SentMessage,
     message: &OutgoingMessage,
+    key: &str,
 ) -> Result<(), AdapterError> {
     let room = room(client, &sent.to.channel)?;
     let original = event_id(&sent.message_id)?;
-    let content = content(message).make_replacement(ReplacementMetadata::new(original, None));
-    room.send(content).await.map_err(transient)?;
+    let content =
+        render::content(message).make_replacement(ReplacementMetadata::new(original, None));
+    room.send(content)
+        .with_transaction_id(OwnedTransactionId::from(key))
+        .await
+        .map_err(request_error)?;
     Ok(())
 }
 
@@ -156,7 +160,7 @@ pub async fn react(client: &Client, sent: &SentMessage, emoji: &str) -> Result<(
         emoji.to_owned(),
     )))
     .await
-    .map_err(transient)?;
+    .map_err(request_error)?;
     Ok(())
 }
 
@@ -164,5 +168,5 @@ pub async fn typing(client: &Client, to: &ChannelRef, on: bool) -> Result<(), Ad
     room(client, &to.channel)?
         .typing_notice(on)
         .await
-        .map_err(transient)
+        .map_err(request_error)
 }

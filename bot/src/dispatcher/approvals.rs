@@ -1,15 +1,14 @@
-//! Approvals in chat: post inquiry prompts where the execution was started,
-//! take votes from reactions, buttons and `approve`/`deny`, and edit the
-//! prompt with the decision.
+//! Approvals in chat: what prompts and decisions say (the delivery loop
+//! posts them where the execution was started), and votes from reactions,
+//! buttons and `approve`/`deny`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use squall_engine::chat::{
-    Button, ChannelRef, ChatAdapter, InteractionEvent, OutgoingMessage, ReactionEvent, SentMessage,
-    StatusColor,
+    Button, ChannelRef, ChatAdapter, OutgoingMessage, StatusColor, VoteEvent, VoteTarget,
+    vote_button_id,
 };
 use squall_engine::execution::ms_to_rfc3339;
 use squall_engine::inquiry::{self, Vote, VoteOutcome, Voter};
@@ -17,29 +16,6 @@ use squall_engine::rbac::{Permission, Principal};
 use squall_engine::store::inquiry as inquiry_row;
 
 use super::{Dispatcher, Reply};
-
-/// Reactions that approve or deny (platforms send the emoji or its name).
-const APPROVE: &[&str] = &[
-    "✅",
-    "✔️",
-    "👍",
-    "white_check_mark",
-    "heavy_check_mark",
-    "+1",
-    "thumbsup",
-];
-const DENY: &[&str] = &["❌", "👎", "x", "-1", "thumbsdown", "no_entry"];
-
-fn reaction_vote(emoji: &str) -> Option<bool> {
-    let e = emoji.trim().trim_matches(':');
-    if APPROVE.contains(&e) {
-        Some(true)
-    } else if DENY.contains(&e) {
-        Some(false)
-    } else {
-        None
-    }
-}
 
 impl Dispatcher {
     pub(super) fn voter(&self, principal: &Principal) -> Voter {
@@ -174,32 +150,30 @@ impl Dispatcher {
             .await;
     }
 
-    /// A reaction on a prompt votes; removing it withdraws the vote.
-    pub(super) async fn handle_reaction(&self, event: ReactionEvent) {
-        let Some(approve) = reaction_vote(&event.emoji) else {
+    /// A vote on a prompt (a reaction, a button), or a vote taken back (a
+    /// removed reaction: only the vote that reaction cast is withdrawn).
+    pub(super) async fn handle_vote(&self, event: VoteEvent) {
+        let inq = match &event.on {
+            VoteTarget::Message(message_id) => {
+                let key = format!("{}:{}", event.platform, message_id);
+                self.engine.store.inquiry_by_prompt(&key).await
+            }
+            VoteTarget::Inquiry(id) => self.engine.store.get_inquiry(id).await,
+        };
+        let Ok(Some(inq)) = inq else {
             return;
         };
-        let key = format!("{}:{}", event.platform, event.message_id);
-        let Ok(Some(inq)) = self.engine.store.inquiry_by_prompt(&key).await else {
-            return;
-        };
-        let Some(adapter) = self.adapters.get(event.platform.as_str()).cloned() else {
-            return;
-        };
-        let identity = format!("{}:{}", event.platform, event.user);
-        if self.bot_identity(&adapter, &event.user) {
+        let from_reaction = matches!(event.on, VoteTarget::Message(_));
+        if from_reaction && !event.withdrawn && inq.status != "pending" {
             return;
         }
-        if event.added && inq.status != "pending" {
-            return;
-        }
+        let identity = event.identity();
         let principal = self.rbac.principal(&identity);
         let voter = self.voter(&principal);
-        let vote = match (event.added, approve) {
-            (true, true) => Vote::Approve(None),
-            (true, false) => Vote::Deny(None),
-            (false, _) => {
-                // Only withdraw the vote this reaction cast.
+        let vote = match (event.withdrawn, event.approve) {
+            (false, true) => Vote::Approve(None),
+            (false, false) => Vote::Deny(None),
+            (true, approve) => {
                 let votes = self
                     .engine
                     .store
@@ -215,16 +189,13 @@ impl Dispatcher {
                 Vote::Withdraw
             }
         };
-        let verb = if approve { "approve" } else { "deny" };
-        let reply = Reply {
-            adapter,
-            to: event.to.clone(),
-        };
+        let verb = if event.approve { "approve" } else { "deny" };
+        let reply = self.reply_to(&event.platform, event.to.clone());
         match self.engine.vote(&inq.id, &voter, vote).await {
             Ok(outcome) => {
-                // Reactions of people who may not vote get a notice; a removed
+                // Votes of people who may not vote get a notice; a removed
                 // reaction that changes nothing stays quiet.
-                let quiet = !event.added && matches!(outcome, VoteOutcome::Closed(_));
+                let quiet = event.withdrawn && matches!(outcome, VoteOutcome::Closed(_));
                 if !quiet {
                     let text = outcome_text(&identity, verb, &inq.id, &outcome);
                     reply.say(OutgoingMessage::text(text)).await;
@@ -233,116 +204,6 @@ impl Dispatcher {
             }
             Err(err) => reply.internal_error(&err).await,
         }
-    }
-
-    /// Buttons under a prompt: `inquiry:<id>:approve|deny`.
-    pub(super) async fn handle_interaction(&self, event: InteractionEvent) {
-        let mut parts = event.button_id.splitn(3, ':');
-        let (Some("inquiry"), Some(id), Some(action)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return;
-        };
-        let Some(adapter) = self.adapters.get(event.platform.as_str()).cloned() else {
-            return;
-        };
-        let identity = format!("{}:{}", event.platform, event.user);
-        let principal = self.rbac.principal(&identity);
-        let voter = self.voter(&principal);
-        let (vote, verb) = match action {
-            "approve" => (Vote::Approve(None), "approve"),
-            "deny" => (Vote::Deny(None), "deny"),
-            _ => return,
-        };
-        let reply = Reply {
-            adapter,
-            to: event.to.clone(),
-        };
-        match self.engine.vote(id, &voter, vote).await {
-            Ok(outcome) => {
-                reply
-                    .say(OutgoingMessage::text(outcome_text(
-                        &identity, verb, id, &outcome,
-                    )))
-                    .await;
-                self.engine.host.inquiries.notify_waiters();
-            }
-            Err(err) => reply.internal_error(&err).await,
-        }
-    }
-
-    fn bot_identity(&self, adapter: &Arc<dyn ChatAdapter>, user: &str) -> bool {
-        adapter.bot_user().as_deref() == Some(user)
-    }
-
-    /// Post new prompts and edit decided ones, until the process ends.
-    pub(super) async fn prompt_loop(self: Arc<Self>) {
-        loop {
-            let notified = self.engine.host.inquiries.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match self.engine.store.inquiries_needing_prompt().await {
-                Ok(list) => {
-                    for inq in list {
-                        if inq.prompt_state == "new" {
-                            self.post_prompt(&inq).await;
-                        } else {
-                            self.finish_prompt(&inq).await;
-                        }
-                    }
-                }
-                Err(err) => tracing::warn!(error = %err, "looking for approval prompts failed"),
-            }
-            self.deliver_notices().await;
-            tokio::select! {
-                () = &mut notified => {}
-                () = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-        }
-    }
-
-    /// Where an inquiry's prompt goes: the chat it was started from, or its
-    /// `channel` (a platform room id, `platform:room`, or a named channel).
-    fn prompt_target(
-        &self,
-        inq: &inquiry_row::Model,
-    ) -> Option<(Arc<dyn ChatAdapter>, ChannelRef)> {
-        let target: Value = inq
-            .target
-            .as_deref()
-            .and_then(|t| serde_json::from_str(t).ok())?;
-        let channel = target.get("channel")?.as_str()?;
-        let thread = target
-            .get("thread")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        match target.get("platform").and_then(Value::as_str) {
-            Some(platform) => {
-                let adapter = self.adapters.get(platform)?.clone();
-                Some((
-                    adapter,
-                    ChannelRef {
-                        channel: channel.to_owned(),
-                        thread,
-                    },
-                ))
-            }
-            None => {
-                let (adapter, mut to) = self.resolve_channel(channel)?;
-                to.thread = thread;
-                Some((adapter, to))
-            }
-        }
-    }
-
-    /// The root message of a thread key in a channel, when it has one.
-    async fn thread_root(
-        &self,
-        key: &str,
-        adapter: &Arc<dyn ChatAdapter>,
-        to: &ChannelRef,
-    ) -> Option<String> {
-        let key = format!("{key}|{}|{}", adapter.platform(), to.channel);
-        self.engine.store.chat_thread(&key).await.ok().flatten()
     }
 
     /// A channel as actions and approvals name it: a name from
@@ -368,182 +229,8 @@ impl Dispatcher {
         ))
     }
 
-    /// Send the notices actions queued (`chatops.post_message`).
-    async fn deliver_notices(&self) {
-        let queued = match self.engine.store.chat_messages_to_send().await {
-            Ok(q) => q,
-            Err(err) => {
-                tracing::warn!(error = %err, "looking for chat notices failed");
-                return;
-            }
-        };
-        for notice in queued {
-            let Some((adapter, mut to)) = self.resolve_channel(&notice.target) else {
-                // Another node may have the adapter for this channel.
-                if self.adapters.is_empty() {
-                    continue;
-                }
-                let _ = self
-                    .engine
-                    .store
-                    .move_chat_message(
-                        &notice.id,
-                        "new",
-                        "failed",
-                        None,
-                        Some(&format!(
-                            "unknown channel {:?}: name it in [chat.channels] or write platform:room",
-                            notice.target
-                        )),
-                    )
-                    .await;
-                continue;
-            };
-            match self
-                .engine
-                .store
-                .move_chat_message(&notice.id, "new", "sending", None, None)
-                .await
-            {
-                Ok(true) => {}
-                _ => continue,
-            }
-            let body: Value = serde_json::from_str(&notice.message).unwrap_or(Value::Null);
-            let message = OutgoingMessage {
-                title: body["title"].as_str().map(str::to_owned),
-                text: body["text"].as_str().unwrap_or_default().to_owned(),
-                ..OutgoingMessage::default()
-            };
-            let thread_key = notice
-                .thread_key
-                .as_ref()
-                .map(|k| format!("{k}|{}|{}", adapter.platform(), to.channel));
-            if let Some(key) = &thread_key
-                && let Ok(Some(root)) = self.engine.store.chat_thread(key).await
-            {
-                to.thread = Some(root);
-            }
-            match adapter.send(&to, &message).await {
-                Ok(sent) => {
-                    if let Some(key) = &thread_key
-                        && to.thread.is_none()
-                        && let Err(err) = self
-                            .engine
-                            .store
-                            .set_chat_thread(key, &sent.message_id)
-                            .await
-                    {
-                        tracing::warn!(error = %err, "recording a notice thread failed");
-                    }
-                    let reference = json!({
-                        "platform": adapter.platform(),
-                        "channel": sent.to.channel,
-                        "thread": to.thread,
-                        "message_id": sent.message_id,
-                    });
-                    let _ = self
-                        .engine
-                        .store
-                        .move_chat_message(&notice.id, "sending", "sent", Some(&reference), None)
-                        .await;
-                }
-                Err(squall_engine::chat::AdapterError::Transient { reason, .. }) => {
-                    // The connection is down for now: try again on the next round.
-                    tracing::warn!(notice = %notice.id, %reason, "sending a notice failed; will retry");
-                    let _ = self
-                        .engine
-                        .store
-                        .move_chat_message(&notice.id, "sending", "new", None, None)
-                        .await;
-                }
-                Err(err) => {
-                    let _ = self
-                        .engine
-                        .store
-                        .move_chat_message(
-                            &notice.id,
-                            "sending",
-                            "failed",
-                            None,
-                            Some(&err.to_string()),
-                        )
-                        .await;
-                }
-            }
-        }
-    }
-
-    async fn post_prompt(&self, inq: &inquiry_row::Model) {
-        let Some((adapter, mut to)) = self.prompt_target(inq) else {
-            // Started outside chat (API, CLI, rule): answered with
-            // `squall inquiry respond` or the API.
-            let _ = self
-                .engine
-                .store
-                .move_prompt(&inq.id, "new", "none", None)
-                .await;
-            return;
-        };
-        match self
-            .engine
-            .store
-            .move_prompt(&inq.id, "new", "posting", None)
-            .await
-        {
-            Ok(true) => {}
-            _ => return,
-        }
-        let thread_key = inq
-            .target
-            .as_deref()
-            .and_then(|t| serde_json::from_str::<Value>(t).ok())
-            .and_then(|t| {
-                t.get("thread_key")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            });
-        if let Some(key) = thread_key
-            && let Some(root) = self.thread_root(&key, &adapter, &to).await
-        {
-            to.thread = Some(root);
-        }
-        let caps = adapter.capabilities();
-        let message = self.prompt_message(inq, caps.buttons, caps.reactions);
-        let Ok(sent) = adapter.send(&to, &message).await else {
-            tracing::warn!(inquiry = %inq.id, "posting an approval prompt failed; will retry");
-            let _ = self
-                .engine
-                .store
-                .move_prompt(&inq.id, "posting", "new", None)
-                .await;
-            return;
-        };
-        if caps.reactions {
-            for emoji in ["✅", "❌"] {
-                if let Err(err) = adapter.react(&sent, emoji).await {
-                    tracing::debug!(error = %err, "adding a vote reaction failed");
-                }
-            }
-        }
-        let reference = json!({
-            "platform": adapter.platform(),
-            "channel": sent.to.channel,
-            "thread": sent.to.thread,
-            "message_id": sent.message_id,
-            "poster": self.instance,
-        });
-        let key = format!("{}:{}", adapter.platform(), sent.message_id);
-        if let Err(err) = self
-            .engine
-            .store
-            .move_prompt(&inq.id, "posting", "posted", Some((&reference, &key)))
-            .await
-        {
-            tracing::warn!(error = %err, "recording an approval prompt failed");
-        }
-    }
-
-    fn prompt_message(
+    /// An approval request, with the ways to answer it the platform has.
+    pub(super) fn prompt_message(
         &self,
         inq: &inquiry_row::Model,
         buttons: bool,
@@ -591,11 +278,11 @@ impl Dispatcher {
             buttons: if buttons {
                 vec![
                     Button {
-                        id: format!("inquiry:{}:approve", inq.id),
+                        id: vote_button_id(&inq.id, true),
                         label: "Approve".into(),
                     },
                     Button {
-                        id: format!("inquiry:{}:deny", inq.id),
+                        id: vote_button_id(&inq.id, false),
                         label: "Deny".into(),
                     },
                 ]
@@ -606,32 +293,8 @@ impl Dispatcher {
         }
     }
 
-    /// Edit a decided prompt to show the decision, who made it and when.
-    async fn finish_prompt(&self, inq: &inquiry_row::Model) {
-        let Some(reference) = inq
-            .prompt_ref
-            .as_deref()
-            .and_then(|r| serde_json::from_str::<Value>(r).ok())
-        else {
-            return;
-        };
-        let platform = reference["platform"].as_str().unwrap_or_default();
-        let Some(adapter) = self.adapters.get(platform).cloned() else {
-            return;
-        };
-        // A console prompt belongs to the process that printed it.
-        if platform == "console" && reference["poster"].as_str() != Some(self.instance.as_str()) {
-            return;
-        }
-        match self
-            .engine
-            .store
-            .move_prompt(&inq.id, "posted", "final", None)
-            .await
-        {
-            Ok(true) => {}
-            _ => return,
-        }
+    /// A decided prompt: the decision, who made it and when.
+    pub(super) fn decision_message(&self, inq: &inquiry_row::Model) -> OutgoingMessage {
         let p = inquiry::params(inq);
         let by: Vec<String> = inq
             .decided_by
@@ -670,30 +333,12 @@ impl Dispatcher {
                 format!("The request was {other} at {at}."),
             ),
         };
-        let message = OutgoingMessage {
+        OutgoingMessage {
             title: Some(format!("{title}: {}", what(&p))),
             text,
             fields: vec![("Inquiry".into(), inq.id.clone())],
             color: Some(color),
             ..OutgoingMessage::default()
-        };
-        let sent = SentMessage {
-            to: ChannelRef {
-                channel: reference["channel"].as_str().unwrap_or_default().to_owned(),
-                thread: reference["thread"].as_str().map(str::to_owned),
-            },
-            message_id: reference["message_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        };
-        let edited = if adapter.capabilities().edits {
-            adapter.edit(&sent, &message).await.is_ok()
-        } else {
-            false
-        };
-        if !edited {
-            let _ = adapter.send(&sent.to, &message).await;
         }
     }
 }

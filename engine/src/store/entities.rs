@@ -231,6 +231,17 @@ pub mod chat_outbox {
         pub error: Option<String>,
         pub created_at: i64,
         pub updated_at: i64,
+        pub kind: String,
+        pub platform: Option<String>,
+        pub channel: Option<String>,
+        pub thread: Option<String>,
+        pub inquiry_id: Option<String>,
+        pub edit_of: Option<String>,
+        pub ready_at: i64,
+        pub attempts: i32,
+        pub next_attempt_at: Option<i64>,
+        pub claimed_by: Option<String>,
+        pub lease_until: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

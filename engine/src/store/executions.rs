@@ -5,7 +5,7 @@
 
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
-    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Statement, Value,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait, Value,
 };
 
 use super::{INSERT_CHUNK, Store, StoreError, execution, shaped_chunks};
@@ -103,6 +103,17 @@ pub(super) async fn insert_executions(
         execution::Entity::insert_many(rows)
             .exec_without_returning(txn)
             .await?;
+    }
+    // Executions started from chat bring their ack and their (held) result.
+    let chat_rows: Vec<_> = executions
+        .iter()
+        .flat_map(|e| super::chat::rows_for_execution(&e.id, &e.context))
+        .collect();
+    if !chat_rows.is_empty() {
+        super::chat::insert_outbox(txn, chat_rows, now).await?;
+        if executions.iter().any(|e| e.outcome.is_some()) {
+            super::chat::release_results(txn, now).await?;
+        }
     }
     Ok(())
 }
@@ -290,8 +301,8 @@ impl Store {
         let mut values: Vec<Value> = vec![now.into(), true.into()];
         values.extend(cond_values.iter().cloned());
         let _turn = self.write_turn().await;
-        let requeued = self
-            .db
+        let txn = self.db.begin().await?;
+        let requeued = txn
             .execute_raw(Statement::from_sql_and_values(backend, requeue, values))
             .await?
             .rows_affected();
@@ -306,11 +317,15 @@ impl Store {
         );
         let mut values: Vec<Value> = vec![now.into(), now.into()];
         values.extend(cond_values);
-        let abandoned = self
-            .db
+        let abandoned = txn
             .execute_raw(Statement::from_sql_and_values(backend, abandon, values))
             .await?
             .rows_affected();
+        // Abandoned commands from chat get their final message.
+        if abandoned > 0 {
+            super::chat::release_results(&txn, now).await?;
+        }
+        txn.commit().await?;
         Ok(RecoveryReport {
             abandoned,
             requeued,
@@ -394,8 +409,8 @@ impl Store {
         let backend = self.backend();
         let now = now_ms();
         let _turn = self.write_turn().await;
-        let queued = self
-            .db
+        let txn = self.db.begin().await?;
+        let queued = txn
             .execute_raw(Statement::from_sql_and_values(
                 backend,
                 placeholders(
@@ -410,21 +425,31 @@ impl Store {
             .rows_affected();
         if queued > 0 {
             // A pending approval request ends with its execution.
-            self.db
+            let closed = txn
                 .execute_raw(Statement::from_sql_and_values(
                     backend,
                     placeholders(
                         backend,
-                        "UPDATE inquiries SET status = 'canceled', updated_at = ? \
+                        "UPDATE inquiries SET status = 'canceled', decided_at = ?, updated_at = ? \
                          WHERE execution_id = ? AND status = 'pending'",
                     ),
-                    [now.into(), id.into()],
+                    [now.into(), now.into(), id.into()],
                 ))
-                .await?;
+                .await?
+                .rows_affected();
+            if closed > 0
+                && let Some(inq) = super::inquiry::Entity::find()
+                    .filter(super::inquiry::Column::ExecutionId.eq(id))
+                    .one(&txn)
+                    .await?
+            {
+                super::chat::queue_decision(&txn, &inq.id, now).await?;
+            }
+            super::chat::release_results(&txn, now).await?;
+            txn.commit().await?;
             return Ok(CancelOutcome::Canceled);
         }
-        let running = self
-            .db
+        let running = txn
             .execute_raw(Statement::from_sql_and_values(
                 backend,
                 placeholders(
@@ -435,6 +460,7 @@ impl Store {
             ))
             .await?
             .rows_affected();
+        txn.commit().await?;
         if running > 0 {
             return Ok(CancelOutcome::Canceling);
         }

@@ -102,6 +102,10 @@ async fn finish(
         ],
     )
     .await?;
+    // The prompt's decision edit and, for a request asked straight from chat,
+    // the command's result.
+    super::chat::queue_decision(txn, &inq.id, now).await?;
+    super::chat::release_results(txn, now).await?;
     if let Some(workflow) = &inq.workflow_id {
         exec(
             txn,
@@ -131,6 +135,15 @@ impl Store {
             .await?
             .is_some();
         if !exists {
+            let has_target = new.target.is_some();
+            if let Some(target) = &new.target {
+                super::chat::insert_outbox(
+                    &txn,
+                    vec![super::chat::prompt_row(&new.id, &new.execution_id, target)],
+                    now,
+                )
+                .await?;
+            }
             inquiry::Entity::insert(inquiry::ActiveModel {
                 id: Set(new.id),
                 execution_id: Set(new.execution_id.clone()),
@@ -141,7 +154,7 @@ impl Store {
                 target: Set(new.target.map(|t| t.to_string())),
                 prompt_ref: Set(None),
                 prompt_key: Set(None),
-                prompt_state: Set("new".into()),
+                prompt_state: Set(if has_target { "new" } else { "none" }.into()),
                 response: Set(None),
                 decided_by: Set(None),
                 decided_at: Set(None),

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use squall_migrations::{Migrator, MigratorTrait};
 
+pub use chat::{Delivery, NewOutboxRow, OutboxKind};
 pub use entities::{
     api_key, audit, chat_outbox, execution, inquiry, inquiry_vote, rule_enforcement,
     trigger_instance, workflow_task,
@@ -191,6 +192,12 @@ impl Store {
         self.db.get_database_backend()
     }
 
+    /// SQLite: one node by construction (whatever a dead process held is
+    /// this process's to recover at start).
+    pub fn is_single_node(&self) -> bool {
+        self.backend() == DbBackend::Sqlite
+    }
+
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
     }
@@ -237,6 +244,11 @@ impl Store {
         }
         executions::insert_executions(&txn, &batch.executions, now).await?;
         executions::apply_completions(&txn, &batch.completions, now).await?;
+        if !batch.completions.is_empty() {
+            // The final chat message of what just ended becomes deliverable
+            // in the same commit as the end itself.
+            chat::release_results(&txn, now).await?;
+        }
         insert_audit(&txn, &batch.audit, now).await?;
         txn.commit().await?;
         Ok(())
