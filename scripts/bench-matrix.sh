@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Matrix command -> reply latency of squall beside an echo-client floor, on a
-# separate Synapse whose database is on tmpfs (its fsync would dominate
-# otherwise). Prints median and p95 for both.
+# Matrix command -> result latency of squall beside an echo-client floor, on
+# a separate Synapse whose database is on tmpfs (its fsync would dominate
+# otherwise). Prints median and p95 for both, and the time to the final
+# message after kill -9 and a restart of the squall binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/squall-target}"
@@ -10,5 +11,5 @@ eval "$(bash scripts/testenv/synapse.sh up)"
 trap 'bash scripts/testenv/synapse.sh stop' EXIT
 # Debug build: both sides (squall and the echo floor) are matrix-sdk in the
 # same profile, and the homeserver dominates the latency.
-cargo build --locked -p squall-tests --bin matrix-latency >/dev/null
+cargo build --locked -p squall -p squall-tests --bin squall --bin matrix-latency >/dev/null
 SQUALL_LOG=warn "$CARGO_TARGET_DIR/debug/matrix-latency"

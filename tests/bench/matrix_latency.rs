@@ -1,11 +1,18 @@
-//! Matrix command -> reply latency: squall beside the floor.
+//! Matrix command -> result latency: squall beside the floor, and the time
+//! to the final message after a crash.
 //!
 //! alice (a matrix-sdk client) sends 100 commands to squall in one room and
 //! 100 messages to a minimal echo client in another, alternating, one at a
 //! time; each latency runs from alice's send to the reply arriving in her
-//! sync. squall's reply is its acknowledgement of `!say <n>` (the execution
-//! is durable by then). The echo client replies from its sync handler at
-//! once: no bot can do better on the same homeserver.
+//! sync. squall's reply is the result of `!bench ping` (an alias running
+//! `core.echo` with the ack off): the execution is stored, run, finished and
+//! its result delivered through the outbox. The echo client replies from its
+//! sync handler at once: no bot can do better on the same homeserver.
+//!
+//! Then, five times, the real `squall` binary gets `!sleep 30`, is killed
+//! with SIGKILL once it acknowledged, and started again: the time from the
+//! new process's start to the "abandoned when squall stopped" message in
+//! alice's sync is the time to the final message after a restart.
 //!
 //! Run through `scripts/bench-matrix.sh` (Synapse with its database on tmpfs).
 
@@ -117,12 +124,14 @@ async fn main() -> Result<()> {
             "sqlite://{}",
             dir.path().join("squall.db").display()
         ))),
-        packs: pack_dirs(),
+        packs: bench_packs(dir.path())?,
         ..Config::default()
     };
     config.chat.rbac_dir = repo_root().join("tests/fixtures/rbac");
     config.chat.rate_limit_per_minute = 0;
-    config.matrix = Some(MatrixConfig {
+    config.adapters.0.insert(
+        "matrix".into(),
+        squall_adapters::config::AdapterConfig::Matrix(MatrixConfig {
         homeserver: homeserver.clone(),
         user: bot_user.clone(),
         password: Some(Sensitive(var("SQUALL_TEST_MATRIX_BOT_PASSWORD")?)),
@@ -132,7 +141,8 @@ async fn main() -> Result<()> {
         store_passphrase: None,
         rooms: Vec::new(),
         threads: false,
-    });
+    }),
+    );
     let mut server = squall::server::start(&config).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let edge = server.chat.take().context("the server's chat adapters")?;
@@ -183,7 +193,7 @@ async fn main() -> Result<()> {
         &dir.path().join("alice"),
     )
     .await?;
-    let (tx, mut rx) = mpsc::unbounded_channel::<(String, Instant)>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(String, String, Instant)>();
     let me = alice.user_id().context("alice's id")?.to_owned();
     let tx = Arc::new(tx);
     alice.add_event_handler(move |ev: OriginalSyncRoomMessageEvent, room: Room| {
@@ -191,7 +201,12 @@ async fn main() -> Result<()> {
         let me = me.clone();
         async move {
             if ev.sender != me {
-                let _ = tx.send((room.room_id().to_string(), Instant::now()));
+                let body = match &ev.content.msgtype {
+                    MessageType::Notice(n) => n.body.clone(),
+                    MessageType::Text(t) => t.body.clone(),
+                    _ => String::new(),
+                };
+                let _ = tx.send((room.room_id().to_string(), body, Instant::now()));
             }
         }
     });
@@ -207,13 +222,13 @@ async fn main() -> Result<()> {
     // A few unmeasured rounds first (connections, caches).
     for round in 0..ROUNDS + 5 {
         for (room, text, times) in [
-            (&squall_room, format!("!say n{round}"), &mut squall_times),
+            (&squall_room, "!bench ping".to_owned(), &mut squall_times),
             (&echo_room, format!("n{round}"), &mut echo_times),
         ] {
             let started = Instant::now();
             room.send(RoomMessageEventContent::text_plain(text)).await?;
             let arrived = loop {
-                let Some((room_id, at)) =
+                let Some((room_id, _, at)) =
                     tokio::time::timeout(Duration::from_secs(30), rx.recv()).await?
                 else {
                     bail!("alice's sync stopped");
@@ -225,10 +240,6 @@ async fn main() -> Result<()> {
             if round >= 5 {
                 times.push(arrived - started);
             }
-            // squall also posts the result; let it arrive before the next round.
-            if room.room_id() == squall_room.room_id() {
-                let _ = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await;
-            }
         }
     }
     squall_times.sort();
@@ -238,7 +249,7 @@ async fn main() -> Result<()> {
         percentile(&squall_times, 0.95),
     );
     let (ec50, ec95) = (percentile(&echo_times, 0.5), percentile(&echo_times, 0.95));
-    println!("command -> reply over {ROUNDS} commands, alternating, same homeserver, same run:");
+    println!("command -> result over {ROUNDS} commands, alternating, same homeserver, same run:");
     println!(
         "  echo floor: median {:>7.1} ms   p95 {:>7.1} ms",
         ec50.as_secs_f64() * 1e3,
@@ -254,5 +265,110 @@ async fn main() -> Result<()> {
         sq50.as_secs_f64() / ec50.as_secs_f64()
     );
     shutdown.cancel();
+    server.engine.shutdown();
+
+    let restarts = after_restarts(&homeserver, &bot_user, dir.path(), &squall_room, &mut rx).await?;
+    let mut sorted = restarts.clone();
+    sorted.sort();
+    println!(
+        "time to the final message after kill -9 and a restart ({} runs): median {:.0} ms, max {:.0} ms",
+        sorted.len(),
+        percentile(&sorted, 0.5).as_secs_f64() * 1e3,
+        sorted.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
     Ok(())
+}
+
+/// The repository's packs and a `bench` pack: `bench ping` runs `core.echo`
+/// with the ack off, so the result is the command's only reply.
+fn bench_packs(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    let pack = dir.join("packs/bench");
+    std::fs::create_dir_all(pack.join("aliases"))?;
+    std::fs::write(
+        pack.join("pack.yaml"),
+        "name: bench\nref: bench\ndescription: latency bench\nversion: 0.1.0\nauthor: squall\n",
+    )?;
+    std::fs::write(
+        pack.join("aliases/ping.yaml"),
+        "name: ping\npack: bench\ndescription: ping\naction_ref: core.echo\nformats:\n  - \"bench ping\"\nimmutable_parameters:\n  message: pong\nack:\n  enabled: false\n",
+    )?;
+    let mut packs = pack_dirs();
+    packs.push(dir.join("packs"));
+    Ok(packs)
+}
+
+/// `squall serve` (the binary beside this one) with the Matrix adapter.
+fn spawn_squall(homeserver: &str, bot_user: &str, dir: &std::path::Path) -> Result<std::process::Child> {
+    let exe = std::env::current_exe()?;
+    let binary = exe.parent().context("bench location")?.join("squall");
+    if !binary.exists() {
+        bail!("{} is missing: build it with `cargo build -p squall`", binary.display());
+    }
+    let packs = pack_dirs()
+        .iter()
+        .map(|p| format!("\"{}\"", p.display()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let port = squall_tests::free_port()?;
+    let data = dir.join("restarts");
+    Ok(std::process::Command::new(binary)
+        .arg("serve")
+        .env("SQUALL_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SQUALL_DATA_DIR", &data)
+        .env("SQUALL_PACKS", format!("[{packs}]"))
+        .env("SQUALL_CHAT__RBAC_DIR", repo_root().join("tests/fixtures/rbac"))
+        .env("SQUALL_ADAPTERS__MATRIX__HOMESERVER", homeserver)
+        .env("SQUALL_ADAPTERS__MATRIX__USER", bot_user)
+        .env("SQUALL_ADAPTERS__MATRIX__PASSWORD", var("SQUALL_TEST_MATRIX_BOT_PASSWORD")?)
+        .env("SQUALL_ADAPTERS__MATRIX__STORE_DIR", data.join("matrix"))
+        .env("SQUALL_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .spawn()?)
+}
+
+type Replies = mpsc::UnboundedReceiver<(String, String, Instant)>;
+
+/// The next reply in `room` whose body contains `needle`.
+async fn reply_containing(rx: &mut Replies, room: &Room, needle: &str) -> Result<Instant> {
+    loop {
+        let Some((room_id, body, at)) = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await? else {
+            bail!("alice's sync stopped");
+        };
+        if room_id == room.room_id().as_str() && body.contains(needle) {
+            return Ok(at);
+        }
+    }
+}
+
+async fn after_restarts(
+    homeserver: &str,
+    bot_user: &str,
+    dir: &std::path::Path,
+    room: &Room,
+    rx: &mut Replies,
+) -> Result<Vec<Duration>> {
+    let mut squall = spawn_squall(homeserver, bot_user, dir)?;
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        // The process may still be connecting: repeat the command until acked.
+        loop {
+            room.send(RoomMessageEventContent::text_plain("!sleep 30")).await?;
+            match tokio::time::timeout(Duration::from_secs(10), reply_containing(rx, room, "Running testing.sleep")).await {
+                Ok(acked) => {
+                    acked?;
+                    break;
+                }
+                Err(_) => continue,
+            }
+        }
+        squall.kill()?;
+        squall.wait()?;
+        let started = Instant::now();
+        squall = spawn_squall(homeserver, bot_user, dir)?;
+        let arrived = reply_containing(rx, room, "abandoned when squall stopped").await?;
+        times.push(arrived - started);
+    }
+    squall.kill()?;
+    squall.wait()?;
+    Ok(times)
 }

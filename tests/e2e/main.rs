@@ -21,6 +21,7 @@ mod crash;
 mod executions;
 mod http_runner;
 mod matrix;
+mod outbox;
 mod packs;
 mod secrets;
 mod server;
