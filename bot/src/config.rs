@@ -185,8 +185,12 @@ impl Config {
             Env::prefixed("SQUALL_")
                 .filter(|key| {
                     let key = key.as_str().to_ascii_lowercase();
-                    // SQUALL_TEST_* belongs to the test harness.
-                    !CLI_ENV.contains(&key.as_str()) && !key.starts_with("test_")
+                    // SQUALL_TEST_* and SQUALL_TESTENV belong to the test
+                    // harness and its scripts.
+                    !CLI_ENV.contains(&key.as_str())
+                        && !key.starts_with("test_")
+                        && key != "testenv"
+                        && !key.starts_with("testenv_")
                 })
                 .split("__"),
         );

@@ -16,8 +16,8 @@ use squall_engine::Engine;
 use squall_engine::chat::{
     ChannelRef, ChatAdapter, ChatEvent, IncomingMessage, OutgoingMessage, StatusColor,
 };
-use squall_engine::describe::execution_view;
-use squall_engine::execution::{ChatOrigin, ExecutionContext};
+use squall_engine::describe::execution_summary;
+use squall_engine::execution::{ChatOrigin, ExecutionContext, ExecutionStatus};
 use squall_engine::params::Casting;
 use squall_engine::rbac::{Permission, Principal, Rbac};
 use squall_engine::store::{CancelOutcome, ExecutionFilter, NewOutboxRow, OutboxKind, execution};
@@ -354,9 +354,9 @@ impl Dispatcher {
     /// Whether `principal` may see or act on an execution: their own, or one
     /// of an action they may run.
     fn may_touch(&self, principal: &Principal, model: &execution::Model) -> bool {
-        let owner = serde_json::from_str::<Value>(&model.context)
+        let owner = serde_json::from_str::<ExecutionContext>(&model.context)
             .ok()
-            .and_then(|c| c.get("user").and_then(Value::as_str).map(str::to_owned));
+            .and_then(|c| c.user);
         owner.as_deref() == Some(principal.identity.as_str())
             || self
                 .rbac
@@ -420,6 +420,8 @@ impl Dispatcher {
         {
             return;
         }
+        // The answer sorts before the canceled result the cancel releases.
+        let asked = squall_engine::execution::now_ms();
         let text = match self.engine.cancel(id).await {
             Ok(CancelOutcome::Canceled) => format!("Canceled {id} before it started."),
             Ok(CancelOutcome::Canceling) => {
@@ -431,7 +433,7 @@ impl Dispatcher {
             Ok(CancelOutcome::NotFound) => format!("There is no execution {id}."),
             Err(err) => return reply.internal_error(&err).await,
         };
-        reply.say(OutgoingMessage::text(text)).await;
+        reply.say_at(OutgoingMessage::text(text), Some(asked)).await;
     }
 
     async fn retry(
@@ -659,12 +661,13 @@ impl Dispatcher {
         tail: usize,
     ) -> OutgoingMessage {
         let catalog = self.engine.catalog.current();
-        let view = execution_view(model, &catalog);
-        let status = model.status.as_str();
-        let color = match status {
-            "succeeded" => StatusColor::Success,
-            "failed" | "timeout" | "abandoned" => StatusColor::Failure,
-            "canceled" => StatusColor::Warning,
+        let view = execution_summary(model, &catalog);
+        let color = match view.status {
+            Some(ExecutionStatus::Succeeded) => StatusColor::Success,
+            Some(
+                ExecutionStatus::Failed | ExecutionStatus::Timeout | ExecutionStatus::Abandoned,
+            ) => StatusColor::Failure,
+            Some(ExecutionStatus::Canceled) => StatusColor::Warning,
             _ => StatusColor::Running,
         };
         let template = alias
@@ -684,30 +687,33 @@ impl Dispatcher {
                 Err(err) => tracing::warn!(error = %err, "rendering an alias result format failed"),
             }
         }
-        let duration = view["duration_ms"]
-            .as_i64()
+        let duration = view
+            .duration_ms
             .map(|ms| format!(" in {ms} ms"))
             .unwrap_or_default();
         let mut message = OutgoingMessage {
-            title: Some(format!("{} {} {status}{duration}", model.id, model.action)),
+            title: Some(format!(
+                "{} {} {}{duration}",
+                model.id, model.action, model.status
+            )),
             color: Some(color),
             ..OutgoingMessage::default()
         };
-        if let Some(error) = view["error"].as_str() {
-            message.text = error.to_owned();
+        if let Some(error) = &view.error {
+            message.text = error.clone();
         }
         // Output first; a structured result only for runners that print
         // nothing (echo, http) and only when it succeeded: a failure already
         // said why in the text.
-        let non_empty = |key: &str| view[key].as_str().filter(|s| !s.trim().is_empty());
-        let output = match (non_empty("stdout"), non_empty("stderr")) {
+        let non_empty = |text: &Option<String>| text.clone().filter(|s| !s.trim().is_empty());
+        let output = match (non_empty(&view.stdout), non_empty(&view.stderr)) {
             (Some(out), _) | (None, Some(out)) => out.trim_end().to_owned(),
             (None, None)
-                if status == "succeeded"
-                    && !view["result"].is_null()
-                    && view["result"] != json!({}) =>
+                if view.status == Some(ExecutionStatus::Succeeded)
+                    && !view.result.is_null()
+                    && view.result != json!({}) =>
             {
-                serde_json::to_string_pretty(&view["result"]).unwrap_or_default()
+                serde_json::to_string_pretty(&view.result).unwrap_or_default()
             }
             (None, None) => String::new(),
         };
@@ -786,6 +792,11 @@ impl Reply {
     /// Queue a reply; the delivery loop sends it, in order with everything
     /// else said in that channel.
     async fn say(&self, message: OutgoingMessage) {
+        self.say_at(message, None).await;
+    }
+
+    /// `say`, in the channel's order as of `ready_at`.
+    async fn say_at(&self, message: OutgoingMessage, ready_at: Option<i64>) {
         let origin = ChatOrigin {
             platform: self.platform.clone(),
             channel: self.to.channel.clone(),
@@ -793,7 +804,8 @@ impl Reply {
             ..ChatOrigin::default()
         };
         let body = serde_json::to_value(&message).unwrap_or(Value::Null);
-        let row = NewOutboxRow::to_origin(OutboxKind::Reply, &origin, body);
+        let mut row = NewOutboxRow::to_origin(OutboxKind::Reply, &origin, body);
+        row.ready_at = ready_at;
         match self.engine.store.queue_outbox(row).await {
             Ok(_) => self.outbox.notify_one(),
             Err(err) => {

@@ -52,13 +52,22 @@ pub struct ChatEdge {
 impl ChatEdge {
     /// Build every adapter the configuration names (`[adapters.*]`).
     pub fn from_config(config: &Config) -> Result<ChatEdge, String> {
-        let adapters = config.adapters.build_all()?;
+        Ok(Self::new(config.adapters.build_all()?))
+    }
+
+    pub fn new(adapters: Vec<Arc<dyn ChatAdapter>>) -> ChatEdge {
         let (events, receiver) = tokio::sync::mpsc::channel(1024);
-        Ok(ChatEdge {
+        ChatEdge {
             adapters,
             events,
             receiver,
-        })
+        }
+    }
+
+    /// The next event an adapter delivered (for a caller driving a
+    /// dispatcher itself; `start_chat` hands them to one).
+    pub async fn next_event(&mut self) -> Option<ChatEvent> {
+        self.receiver.recv().await
     }
 
     /// The HTTP routes of adapters with HTTP ingress, each under

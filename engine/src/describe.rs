@@ -4,15 +4,45 @@
 //! secret value the row holds or inherited (`crate::secrets`) wherever it
 //! appears, so no view can forget to.
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::catalog::Catalog;
-use crate::execution::ms_to_rfc3339;
+use crate::execution::{ExecutionStatus, ms_to_rfc3339};
 use crate::secrets::Secrets;
 use crate::store::{Store, StoreError, execution, trigger_instance};
 
 /// JSON view of one execution (without trigger details).
 pub fn execution_view(model: &execution::Model, catalog: &Catalog) -> Value {
+    serde_json::to_value(execution_summary(model, catalog)).unwrap_or(Value::Null)
+}
+
+/// An execution as people may see it (API, CLI, chat): parameters masked,
+/// and every secret value it holds scrubbed from result, output and error.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExecutionView {
+    pub id: String,
+    pub action: String,
+    pub runner: String,
+    /// `None` only for a status this version does not know (a newer node's).
+    pub status: Option<ExecutionStatus>,
+    pub parameters: Value,
+    pub result: Value,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub context: Value,
+    pub parent_id: Option<String>,
+    pub attempt: i32,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+}
+
+/// The typed view of an execution ([`execution_view`] is its JSON).
+pub fn execution_summary(model: &execution::Model, catalog: &Catalog) -> ExecutionView {
     let params: Value = serde_json::from_str(&model.parameters).unwrap_or(Value::Null);
     let secrets = execution_secrets(model, catalog, &params);
     let scrub = |text: &str| secrets.scrub_text(text);
@@ -26,25 +56,26 @@ pub fn execution_view(model: &execution::Model, catalog: &Catalog) -> Value {
         (Some(s), Some(f)) => Some(f - s),
         _ => None,
     };
-    json!({
-        "id": model.id,
-        "action": model.action,
-        "runner": model.runner,
-        "status": model.status,
-        "parameters": secrets.scrub_value(catalog.mask_parameters(&model.action, &params)),
-        "result": result,
-        "stdout": model.stdout.as_deref().map(scrub),
-        "stderr": model.stderr.as_deref().map(scrub),
-        "exit_code": model.exit_code,
-        "error": model.error.as_deref().map(scrub),
-        "context": secrets.scrub_value(serde_json::from_str::<Value>(&model.context).unwrap_or(Value::Null)),
-        "parent_id": model.parent_id,
-        "attempt": model.attempt,
-        "created_at": ms_to_rfc3339(model.created_at),
-        "started_at": model.started_at.map(ms_to_rfc3339),
-        "finished_at": model.finished_at.map(ms_to_rfc3339),
-        "duration_ms": duration_ms,
-    })
+    ExecutionView {
+        id: model.id.clone(),
+        action: model.action.clone(),
+        runner: model.runner.clone(),
+        status: ExecutionStatus::parse(&model.status),
+        parameters: secrets.scrub_value(catalog.mask_parameters(&model.action, &params)),
+        result,
+        stdout: model.stdout.as_deref().map(scrub),
+        stderr: model.stderr.as_deref().map(scrub),
+        exit_code: model.exit_code,
+        error: model.error.as_deref().map(scrub),
+        context: secrets
+            .scrub_value(serde_json::from_str::<Value>(&model.context).unwrap_or(Value::Null)),
+        parent_id: model.parent_id.clone(),
+        attempt: model.attempt,
+        created_at: ms_to_rfc3339(model.created_at),
+        started_at: model.started_at.map(ms_to_rfc3339),
+        finished_at: model.finished_at.map(ms_to_rfc3339),
+        duration_ms,
+    }
 }
 
 /// Full view: the execution plus the trigger instance and rule that caused it.

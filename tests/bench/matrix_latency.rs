@@ -132,16 +132,16 @@ async fn main() -> Result<()> {
     config.adapters.0.insert(
         "matrix".into(),
         squall_adapters::config::AdapterConfig::Matrix(MatrixConfig {
-        homeserver: homeserver.clone(),
-        user: bot_user.clone(),
-        password: Some(Sensitive(var("SQUALL_TEST_MATRIX_BOT_PASSWORD")?)),
-        access_token: None,
-        device_id: None,
-        store_dir: dir.path().join("matrix"),
-        store_passphrase: None,
-        rooms: Vec::new(),
-        threads: false,
-    }),
+            homeserver: homeserver.clone(),
+            user: bot_user.clone(),
+            password: Some(Sensitive(var("SQUALL_TEST_MATRIX_BOT_PASSWORD")?)),
+            access_token: None,
+            device_id: None,
+            store_dir: dir.path().join("matrix"),
+            store_passphrase: None,
+            rooms: Vec::new(),
+            threads: false,
+        }),
     );
     let mut server = squall::server::start(&config).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -267,7 +267,8 @@ async fn main() -> Result<()> {
     shutdown.cancel();
     server.engine.shutdown();
 
-    let restarts = after_restarts(&homeserver, &bot_user, dir.path(), &squall_room, &mut rx).await?;
+    let restarts =
+        after_restarts(&homeserver, &bot_user, dir.path(), &squall_room, &mut rx).await?;
     let mut sorted = restarts.clone();
     sorted.sort();
     println!(
@@ -298,11 +299,18 @@ fn bench_packs(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
 }
 
 /// `squall serve` (the binary beside this one) with the Matrix adapter.
-fn spawn_squall(homeserver: &str, bot_user: &str, dir: &std::path::Path) -> Result<std::process::Child> {
+fn spawn_squall(
+    homeserver: &str,
+    bot_user: &str,
+    dir: &std::path::Path,
+) -> Result<std::process::Child> {
     let exe = std::env::current_exe()?;
     let binary = exe.parent().context("bench location")?.join("squall");
     if !binary.exists() {
-        bail!("{} is missing: build it with `cargo build -p squall`", binary.display());
+        bail!(
+            "{} is missing: build it with `cargo build -p squall`",
+            binary.display()
+        );
     }
     let packs = pack_dirs()
         .iter()
@@ -316,10 +324,16 @@ fn spawn_squall(homeserver: &str, bot_user: &str, dir: &std::path::Path) -> Resu
         .env("SQUALL_LISTEN", format!("127.0.0.1:{port}"))
         .env("SQUALL_DATA_DIR", &data)
         .env("SQUALL_PACKS", format!("[{packs}]"))
-        .env("SQUALL_CHAT__RBAC_DIR", repo_root().join("tests/fixtures/rbac"))
+        .env(
+            "SQUALL_CHAT__RBAC_DIR",
+            repo_root().join("tests/fixtures/rbac"),
+        )
         .env("SQUALL_ADAPTERS__MATRIX__HOMESERVER", homeserver)
         .env("SQUALL_ADAPTERS__MATRIX__USER", bot_user)
-        .env("SQUALL_ADAPTERS__MATRIX__PASSWORD", var("SQUALL_TEST_MATRIX_BOT_PASSWORD")?)
+        .env(
+            "SQUALL_ADAPTERS__MATRIX__PASSWORD",
+            var("SQUALL_TEST_MATRIX_BOT_PASSWORD")?,
+        )
         .env("SQUALL_ADAPTERS__MATRIX__STORE_DIR", data.join("matrix"))
         .env("SQUALL_LOG", "error")
         .stdout(std::process::Stdio::null())
@@ -331,7 +345,9 @@ type Replies = mpsc::UnboundedReceiver<(String, String, Instant)>;
 /// The next reply in `room` whose body contains `needle`.
 async fn reply_containing(rx: &mut Replies, room: &Room, needle: &str) -> Result<Instant> {
     loop {
-        let Some((room_id, body, at)) = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await? else {
+        let Some((room_id, body, at)) =
+            tokio::time::timeout(Duration::from_secs(60), rx.recv()).await?
+        else {
             bail!("alice's sync stopped");
         };
         if room_id == room.room_id().as_str() && body.contains(needle) {
@@ -352,13 +368,23 @@ async fn after_restarts(
     for _ in 0..5 {
         // The process may still be connecting: repeat the command until acked.
         loop {
-            room.send(RoomMessageEventContent::text_plain("!sleep 30")).await?;
-            match tokio::time::timeout(Duration::from_secs(10), reply_containing(rx, room, "Running testing.sleep")).await {
+            room.send(RoomMessageEventContent::text_plain("!sleep 30"))
+                .await?;
+            match tokio::time::timeout(
+                Duration::from_secs(10),
+                reply_containing(rx, room, "Running testing.sleep"),
+            )
+            .await
+            {
                 Ok(acked) => {
                     acked?;
                     break;
                 }
-                Err(_) => continue,
+                Err(_) => {
+                    if let Some(status) = squall.try_wait()? {
+                        bail!("squall serve exited ({status})");
+                    }
+                }
             }
         }
         squall.kill()?;

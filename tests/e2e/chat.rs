@@ -226,7 +226,13 @@ async fn refusals_say_what_is_wrong() -> Result<()> {
 #[tokio::test]
 async fn status_cancel_and_retry() -> Result<()> {
     let server = server().await?;
-    let mut alice = Session::new(&server, "alice", ChatSection::default())?;
+    // No progress edits of the sleep's ack in the transcript, however long
+    // a busy machine takes to cancel it.
+    let settings = ChatSection {
+        progress_seconds: 3600,
+        ..ChatSection::default()
+    };
+    let mut alice = Session::new(&server, "alice", settings)?;
     let done = alice.say("say first").await;
     let first = alice.last_id(&done);
     alice.say(&format!("status {first}")).await;
@@ -470,4 +476,94 @@ async fn retry_failed_reruns_a_workflow_from_its_failed_tasks() -> Result<()> {
     let answer = alice.say(&format!("retry {plain} failed")).await;
     assert!(answer.contains("is not a workflow"), "{answer}");
     server.stop().await
+}
+
+/// An adapter whose platform calls squall over HTTP (as Slack's Events API
+/// and Discord's Interactions endpoint do): its routes are mounted under
+/// `/api/v1/chat/<platform>/`, and what they receive reaches the dispatcher.
+struct Hooked;
+
+#[async_trait::async_trait]
+impl ChatAdapter for Hooked {
+    fn platform(&self) -> &'static str {
+        "hooked"
+    }
+    fn capabilities(&self) -> squall_engine::chat::Capabilities {
+        squall_engine::chat::Capabilities {
+            http_ingress: true,
+            ..Default::default()
+        }
+    }
+    async fn run(
+        &self,
+        _: tokio::sync::mpsc::Sender<ChatEvent>,
+        _: tokio_util::sync::CancellationToken,
+    ) -> std::result::Result<(), squall_engine::chat::AdapterError> {
+        Ok(())
+    }
+    async fn send(
+        &self,
+        to: &squall_engine::chat::ChannelRef,
+        _: &squall_engine::chat::OutgoingMessage,
+        key: &str,
+    ) -> std::result::Result<squall_engine::chat::SentMessage, squall_engine::chat::AdapterError>
+    {
+        Ok(squall_engine::chat::SentMessage {
+            to: to.clone(),
+            message_id: key.to_owned(),
+        })
+    }
+    fn http_routes(&self, events: tokio::sync::mpsc::Sender<ChatEvent>) -> Option<axum::Router> {
+        let route = axum::routing::post(move |body: String| {
+            let events = events.clone();
+            async move {
+                let message = squall_engine::chat::IncomingMessage {
+                    platform: "hooked".into(),
+                    to: squall_engine::chat::ChannelRef {
+                        channel: "c".into(),
+                        thread: None,
+                    },
+                    user: "u".into(),
+                    text: body,
+                    message_id: "m".into(),
+                    direct: true,
+                    mentions_bot: false,
+                };
+                let _ = events.send(ChatEvent::Message(message)).await;
+                "ok"
+            }
+        });
+        Some(axum::Router::new().route("/events", route))
+    }
+}
+
+#[tokio::test]
+async fn adapters_with_http_ingress_get_their_routes_mounted() -> Result<()> {
+    use tower::ServiceExt;
+    let mut edge = squall::server::ChatEdge::new(vec![Arc::new(Hooked)]);
+    let app = edge.routes(1024);
+    let post = |path: &str, body: String| {
+        axum::http::Request::post(path)
+            .body(axum::body::Body::from(body))
+            .expect("request")
+    };
+    let answer = app
+        .clone()
+        .oneshot(post("/api/v1/chat/hooked/events", "!help".into()))
+        .await?;
+    assert_eq!(answer.status(), 200);
+    let Some(ChatEvent::Message(message)) = edge.next_event().await else {
+        anyhow::bail!("no event from the ingress route");
+    };
+    assert_eq!(message.text, "!help");
+    let elsewhere = app
+        .clone()
+        .oneshot(post("/api/v1/chat/other/events", String::new()))
+        .await?;
+    assert_eq!(elsewhere.status(), 404);
+    let huge = app
+        .oneshot(post("/api/v1/chat/hooked/events", "x".repeat(4096)))
+        .await?;
+    assert_eq!(huge.status(), 413, "the API's body limit applies");
+    Ok(())
 }

@@ -49,6 +49,7 @@ fn reply(channel: &str, text: &str) -> NewOutboxRow {
         message: json!({"text": text}),
         thread_key: None,
         edit_of: None,
+        ready_at: None,
     }
 }
 
@@ -84,7 +85,11 @@ async fn a_chat_command_brings_its_ack_and_a_held_result_released_once_when_it_e
         .map(|r| (r.kind.as_str(), r.state.as_str()))
         .collect();
     assert_eq!(kinds, [("ack", "new"), ("result", "held")]);
-    assert_eq!(rows[1].thread.as_deref(), Some("$cmd"), "results go to the command's thread");
+    assert_eq!(
+        rows[1].thread.as_deref(),
+        Some("$cmd"),
+        "results go to the command's thread"
+    );
     // Running is not the end: still held, and a sweep does not release it.
     store.claim_executions("node", 1, now_ms() + 60_000).await?;
     assert_eq!(store.release_results().await?, 0);
@@ -105,8 +110,14 @@ async fn a_chat_command_brings_its_ack_and_a_held_result_released_once_when_it_e
             ..WriteBatch::default()
         })
         .await?;
-    let result = rows_of(&store, &id).await?.pop().context("the result row")?;
-    assert_eq!(result.state, "new", "released in the completion's transaction");
+    let result = rows_of(&store, &id)
+        .await?
+        .pop()
+        .context("the result row")?;
+    assert_eq!(
+        result.state, "new",
+        "released in the completion's transaction"
+    );
     assert_eq!(store.release_results().await?, 0, "released exactly once");
     assert!(due_ids(&store).await?.contains(&result.id));
     db.cleanup().await
@@ -145,7 +156,10 @@ async fn one_channel_is_delivered_in_order_and_a_lease_can_be_taken_over(
         !store.claim_outbox(&second, "n1", lease, None).await?,
         "not before the earlier row of its channel"
     );
-    assert!(store.claim_outbox(&other, "n2", lease, None).await?, "other channels go on");
+    assert!(
+        store.claim_outbox(&other, "n2", lease, None).await?,
+        "other channels go on"
+    );
     assert!(store.claim_outbox(&first, "n1", lease, None).await?);
     assert!(
         !store.claim_outbox(&first, "n2", lease, None).await?,
@@ -154,7 +168,11 @@ async fn one_channel_is_delivered_in_order_and_a_lease_can_be_taken_over(
     assert!(!store.claim_outbox(&second, "n1", lease, None).await?);
     let sent = Delivery::Sent(json!({"message_id": "$1"}));
     assert!(store.finish_outbox(&first, "n1", &sent).await?);
-    assert!(store.claim_outbox(&second, "n1", now_ms() - 1, None).await?);
+    assert!(
+        store
+            .claim_outbox(&second, "n1", now_ms() - 1, None)
+            .await?
+    );
     // n1's lease has run out: n2 takes the row over, and n1's late answer
     // no longer counts.
     assert!(store.claim_outbox(&second, "n2", lease, None).await?);
@@ -188,7 +206,11 @@ async fn retries_wait_for_their_time(backend: Backend) -> Result<()> {
     let store = Store::connect(&db.url).await?;
     let row = store.queue_outbox(reply("!a", "later")).await?;
     let behind = store.queue_outbox(reply("!a", "after it")).await?;
-    assert!(store.claim_outbox(&row, "n", now_ms() + 60_000, None).await?);
+    assert!(
+        store
+            .claim_outbox(&row, "n", now_ms() + 60_000, None)
+            .await?
+    );
     let at = now_ms() + 3_600_000;
     store
         .finish_outbox(
@@ -200,10 +222,15 @@ async fn retries_wait_for_their_time(backend: Backend) -> Result<()> {
             },
         )
         .await?;
-    assert!(!due_ids(&store).await?.contains(&row), "not due before its time");
+    assert!(
+        !due_ids(&store).await?.contains(&row),
+        "not due before its time"
+    );
     assert_eq!(store.outbox_next_retry().await?, Some(at));
     assert!(
-        !store.claim_outbox(&behind, "n", now_ms() + 60_000, None).await?,
+        !store
+            .claim_outbox(&behind, "n", now_ms() + 60_000, None)
+            .await?,
         "the channel waits for it: order is kept"
     );
     db.cleanup().await

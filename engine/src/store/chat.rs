@@ -79,6 +79,10 @@ pub struct NewOutboxRow {
     pub thread_key: Option<String>,
     /// The row whose sent message this one edits.
     pub edit_of: Option<String>,
+    /// When it became deliverable, if earlier than its insertion: an answer
+    /// about a state change sorts before what that change released (a
+    /// "Canceling …" before the canceled result).
+    pub ready_at: Option<i64>,
 }
 
 impl NewOutboxRow {
@@ -95,6 +99,7 @@ impl NewOutboxRow {
             message,
             thread_key: None,
             edit_of: None,
+            ready_at: None,
         }
     }
 }
@@ -148,7 +153,7 @@ pub(crate) async fn insert_outbox<C: ConnectionTrait>(
                     thread: Set(row.thread.clone()),
                     inquiry_id: Set(row.inquiry_id.clone()),
                     edit_of: Set(row.edit_of.clone()),
-                    ready_at: Set(now),
+                    ready_at: Set(row.ready_at.unwrap_or(now)),
                     attempts: Set(0),
                     next_attempt_at: Set(None),
                     claimed_by: Set(None),
@@ -211,6 +216,7 @@ pub(crate) fn prompt_row(inquiry_id: &str, execution_id: &str, target: &Value) -
         message: Value::Null,
         thread_key: text("thread_key"),
         edit_of: None,
+        ready_at: None,
     }
 }
 
@@ -292,6 +298,7 @@ impl Store {
             message: message.clone(),
             thread_key: thread_key.map(str::to_owned),
             edit_of: None,
+            ready_at: None,
         })
         .await
     }
