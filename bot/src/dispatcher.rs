@@ -194,6 +194,7 @@ impl Dispatcher {
         let Some(command) = self.command_text(&message) else {
             return;
         };
+        tracing::debug!(platform = %message.platform, message = %message.message_id, "chat command");
         // Replies go to the command's thread; whether a command starts a
         // thread is the adapter's call (a platform convention).
         let reply = self.reply_to(&message.platform, message.to.clone());
@@ -462,7 +463,7 @@ impl Dispatcher {
             .rerun_with(id, chat_context(message, None, true, true), failed_only)
             .await
         {
-            Ok(new_id) => self.started_command(&new_id, message, true),
+            Ok(new_id) => self.started_command(&new_id, message, true, true),
             Err(err) => reply.engine_error(&err).await,
         }
     }
@@ -552,7 +553,7 @@ impl Dispatcher {
                 .request_execution(&alias.action_ref, params, Casting::FromText, context)
                 .await
             {
-                Ok(id) => self.started_command(&id, message, ack),
+                Ok(id) => self.started_command(&id, message, ack, result),
                 Err(err) => {
                     reply
                         .say(OutgoingMessage::text(format!(
@@ -570,8 +571,13 @@ impl Dispatcher {
 
     /// A command's execution is stored (with its ack and held result):
     /// wake the delivery loop, and watch it for typing and progress.
-    fn started_command(&self, id: &str, message: &IncomingMessage, ack: bool) {
+    fn started_command(&self, id: &str, message: &IncomingMessage, ack: bool, result: bool) {
+        tracing::debug!(execution = %id, message = %message.message_id, "chat command stored");
         self.outbox.notify_one();
+        // Without a result to wait for, nothing would ever end its typing.
+        if !result {
+            return;
+        }
         let Some(adapter) = self.adapters.get(message.platform.as_str()) else {
             return;
         };
@@ -604,6 +610,8 @@ impl Dispatcher {
             let mut typing_on = Vec::new();
             let mut progress = Vec::new();
             if let Ok(mut running) = self.running.lock() {
+                // A result another node delivered never reaches this one.
+                running.retain(|_, r| r.started.elapsed() < WATCH_AT_MOST);
                 for (id, r) in running.iter_mut() {
                     let elapsed = r.started.elapsed();
                     if !r.typing && elapsed >= TYPING_AFTER {
@@ -778,6 +786,9 @@ fn ack_text(engine: &Engine, alias: &Alias, id: &str, identity: &str) -> Option<
 
 /// How long a command runs before its channel is told squall is typing.
 const TYPING_AFTER: Duration = Duration::from_secs(1);
+
+/// Typing and progress stop for a command running longer than this.
+const WATCH_AT_MOST: Duration = Duration::from_secs(6 * 3600);
 
 /// Where replies go: a channel (and thread) on a platform, through the outbox.
 #[derive(Clone)]

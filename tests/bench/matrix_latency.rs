@@ -111,6 +111,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main]
 async fn main() -> Result<()> {
     squall_engine::install_crypto_provider();
+    // SQUALL_LOG (e.g. `squall=debug`) shows where a command's time goes.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("SQUALL_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let homeserver = var("SQUALL_TEST_MATRIX_HOMESERVER")?;
     let server_name = "localhost";
     let dir = tempfile::tempdir()?;

@@ -196,7 +196,9 @@ impl Dispatcher {
         }
         let attempts = row.attempts + 1;
         let kind = OutboxKind::parse(&row.kind).unwrap_or(OutboxKind::Notice);
+        tracing::debug!(row = %row.id, kind = %row.kind, "delivering a chat message");
         let outcome = self.send_row(kind, &row, &adapter, to, attempts).await;
+        tracing::debug!(row = %row.id, "delivered");
         match &outcome {
             Delivery::Failed(reason) => {
                 tracing::warn!(row = %row.id, kind = %row.kind, %reason, "the platform refused a chat message")
