@@ -319,18 +319,13 @@ fn spawn_squall(
             binary.display()
         );
     }
-    let packs = pack_dirs()
-        .iter()
-        .map(|p| format!("\"{}\"", p.display()))
-        .collect::<Vec<_>>()
-        .join(",");
     let port = squall_tests::free_port()?;
     let data = dir.join("restarts");
     Ok(std::process::Command::new(binary)
         .arg("serve")
         .env("SQUALL_LISTEN", format!("127.0.0.1:{port}"))
         .env("SQUALL_DATA_DIR", &data)
-        .env("SQUALL_PACKS", format!("[{packs}]"))
+        .env("SQUALL_PACKS", squall_tests::pack_dirs_env())
         .env(
             "SQUALL_CHAT__RBAC_DIR",
             repo_root().join("tests/fixtures/rbac"),

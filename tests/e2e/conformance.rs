@@ -26,7 +26,7 @@ use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use matrix_sdk::ruma::{OwnedEventId, OwnedUserId};
 use squall_engine::chat::Capabilities;
 use squall_engine::store::Store;
-use squall_tests::{eventually, free_port, pack_dirs, repo_root, squall_binary};
+use squall_tests::{eventually, free_port, pack_dirs_env, repo_root, squall_binary, wait_http_ok};
 
 use crate::matrix::{Human, MatrixEnv, ONE_AT_A_TIME, bot_joined, matrix_env, synapse_ctl};
 
@@ -327,17 +327,12 @@ fn serve(
     env: &[(String, String)],
 ) -> Result<(Child, String)> {
     let port = free_port()?;
-    let packs = pack_dirs()
-        .iter()
-        .map(|p| format!("\"{}\"", p.display()))
-        .collect::<Vec<_>>()
-        .join(",");
     let child = Command::new(squall_binary()?)
         .arg("serve")
         .args(args)
         .env("SQUALL_LISTEN", format!("127.0.0.1:{port}"))
         .env("SQUALL_DATA_DIR", data)
-        .env("SQUALL_PACKS", format!("[{packs}]"))
+        .env("SQUALL_PACKS", pack_dirs_env())
         .env(
             "SQUALL_CHAT__RBAC_DIR",
             repo_root().join("tests/fixtures/rbac"),
@@ -356,22 +351,7 @@ fn serve(
 }
 
 async fn healthy(base: &str) -> Result<()> {
-    let client = reqwest::Client::new();
-    let health = format!("{base}/healthz");
-    eventually(Duration::from_secs(30), "squall to answer /healthz", || {
-        let client = client.clone();
-        let health = health.clone();
-        async move {
-            Ok(client
-                .get(&health)
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-                .map(|_| ()))
-        }
-    })
-    .await
+    wait_http_ok(&format!("{base}/healthz"), "squall to answer /healthz").await
 }
 
 /// Collect a child's stdout lines into `sink`, on a thread.
@@ -517,11 +497,6 @@ impl Harness for ConsoleHarness {
         // carol at `squall chat` beside the server, only for this: its
         // workers would otherwise run alice's commands too (and a kill -9
         // of the server would not stop them).
-        let packs = pack_dirs()
-            .iter()
-            .map(|p| format!("\"{}\"", p.display()))
-            .collect::<Vec<_>>()
-            .join(",");
         let mut approver = Command::new(squall_binary()?)
             .args(["chat", "--user", "carol"])
             .env("SQUALL_DATA_DIR", self.data.path())
@@ -529,7 +504,7 @@ impl Harness for ConsoleHarness {
                 "SQUALL_CHAT__RBAC_DIR",
                 repo_root().join("tests/fixtures/rbac"),
             )
-            .env("SQUALL_PACKS", format!("[{packs}]"))
+            .env("SQUALL_PACKS", pack_dirs_env())
             .env("SQUALL_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -12,7 +12,9 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use squall_engine::execution::ExecutionStatus;
 use squall_engine::store::Store;
-use squall_tests::{Backend, TestDb, eventually, free_port, pack_dirs, squall_binary};
+use squall_tests::{
+    Backend, TestDb, eventually, free_port, pack_dirs_env, squall_binary, wait_http_ok,
+};
 
 const WEBHOOKS: usize = 200;
 
@@ -46,39 +48,19 @@ impl Node {
         stderr: Stdio,
     ) -> Result<Node> {
         let port = free_port()?;
-        let packs = pack_dirs()
-            .iter()
-            .map(|p| format!("\"{}\"", p.display()))
-            .collect::<Vec<_>>()
-            .join(",");
         let child = Command::new(squall_binary()?)
             .arg("serve")
             .env("SQUALL_LISTEN", format!("127.0.0.1:{port}"))
             .env("SQUALL_DATA_DIR", data)
             .env("SQUALL_DATABASE_URL", db_url)
-            .env("SQUALL_PACKS", format!("[{packs}]"))
+            .env("SQUALL_PACKS", pack_dirs_env())
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
             .context("starting squall serve")?;
         let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        let health = format!("{base}/healthz");
-        eventually(Duration::from_secs(30), "squall to answer /healthz", || {
-            let client = client.clone();
-            let health = health.clone();
-            async move {
-                Ok(client
-                    .get(&health)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ()))
-            }
-        })
-        .await?;
+        wait_http_ok(&format!("{base}/healthz"), "squall to answer /healthz").await?;
         Ok(Node { child, base })
     }
 

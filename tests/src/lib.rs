@@ -17,6 +17,34 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// The shipped packs plus the test fixtures.
+/// A GET of `url` answering 2xx, within 30 s (a server starting up).
+pub async fn wait_http_ok(url: &str, what: &str) -> Result<()> {
+    let client = reqwest::Client::new();
+    eventually(Duration::from_secs(30), what, || {
+        let client = client.clone();
+        let url = url.to_owned();
+        async move {
+            Ok(client
+                .get(&url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ()))
+        }
+    })
+    .await
+}
+
+/// [`pack_dirs`] as the value of `SQUALL_PACKS` (a TOML array).
+pub fn pack_dirs_env() -> String {
+    let quoted: Vec<String> = pack_dirs()
+        .iter()
+        .map(|p| format!("\"{}\"", p.display()))
+        .collect();
+    format!("[{}]", quoted.join(","))
+}
+
 pub fn pack_dirs() -> Vec<PathBuf> {
     vec![
         repo_root().join("packs"),
@@ -220,21 +248,7 @@ impl Alertmanager {
             child,
             _dir: dir,
         };
-        let client = reqwest::Client::new();
-        eventually(Duration::from_secs(30), "Alertmanager to be ready", || {
-            let client = client.clone();
-            let ready = format!("{url}/-/ready");
-            async move {
-                Ok(client
-                    .get(&ready)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ()))
-            }
-        })
-        .await?;
+        wait_http_ok(&format!("{url}/-/ready"), "Alertmanager to be ready").await?;
         Ok(am)
     }
 

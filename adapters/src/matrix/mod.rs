@@ -107,9 +107,13 @@ fn permanent(err: impl std::fmt::Display) -> AdapterError {
 const TIMELINE_LIMIT: u32 = 200;
 
 fn sync_settings() -> SyncSettings {
-    use matrix_sdk::ruma::api::client::filter::FilterDefinition;
+    use matrix_sdk::ruma::api::client::filter::{Filter, FilterDefinition, RoomEventFilter};
     let mut filter = FilterDefinition::default();
     filter.room.timeline.limit = Some(TIMELINE_LIMIT.into());
+    // Presence, typing and read receipts are nothing squall acts on: left
+    // out, every sync is smaller and handled sooner.
+    filter.presence = Filter::ignore_all();
+    filter.room.ephemeral = RoomEventFilter::ignore_all();
     SyncSettings::default().filter(filter.into())
 }
 

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use squall_engine::chat::{AdapterError, ChannelRef, ChatAdapter, OutgoingMessage, SentMessage};
 use squall_engine::execution::{ExecutionContext, ExecutionStatus, now_ms};
-use squall_engine::store::{Delivery, OutboxKind, StoreError, chat_outbox, execution};
+use squall_engine::store::{Delivery, OutboxKind, StoreError, chat_outbox, execution, inquiry};
 
 use super::{Dispatcher, ack_text};
 
@@ -267,11 +267,7 @@ impl Dispatcher {
                 }
             }
             OutboxKind::Prompt => {
-                let inq = match &row.inquiry_id {
-                    Some(id) => store.get_inquiry(id).await.ok().flatten(),
-                    None => None,
-                };
-                let Some(inq) = inq else {
+                let Some(inq) = self.inquiry_of(row).await else {
                     return Delivery::Skipped("the approval request no longer exists".into());
                 };
                 if inq.status != "pending" {
@@ -308,11 +304,7 @@ impl Dispatcher {
                 outcome
             }
             OutboxKind::Decision => {
-                let inq = match &row.inquiry_id {
-                    Some(id) => store.get_inquiry(id).await.ok().flatten(),
-                    None => None,
-                };
-                let Some(inq) = inq else {
+                let Some(inq) = self.inquiry_of(row).await else {
                     return Delivery::Skipped("the approval request no longer exists".into());
                 };
                 let message = self.decision_message(&inq);
@@ -375,6 +367,11 @@ impl Dispatcher {
             }
             Err(err) => failure(err, attempts),
         }
+    }
+
+    async fn inquiry_of(&self, row: &chat_outbox::Model) -> Option<inquiry::Model> {
+        let id = row.inquiry_id.as_deref()?;
+        self.engine.store.get_inquiry(id).await.ok().flatten()
     }
 
     async fn execution_of(&self, row: &chat_outbox::Model) -> Option<execution::Model> {

@@ -478,7 +478,7 @@ impl Store {
         let (platform, channel) = resolved.unzip();
         let _turn = self.write_turn().await;
         let res = self
-            .db
+            .lazy
             .execute_raw(Statement::from_sql_and_values(
                 backend,
                 sql,
@@ -521,7 +521,7 @@ impl Store {
         );
         let _turn = self.write_turn().await;
         let res = self
-            .db
+            .lazy
             .execute_raw(Statement::from_sql_and_values(
                 backend,
                 sql,

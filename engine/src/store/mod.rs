@@ -153,6 +153,11 @@ pub struct Store {
     /// SQLite's busy handler sleeps for up to 100 ms. Writers of this process
     /// queue here instead. Unused on PostgreSQL.
     sqlite_writer: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// For writes that need not survive a power loss because they are
+    /// redone when lost (claims of chat outbox rows and their delivery
+    /// marks: a lost one means a resend with the same idempotency key). On
+    /// SQLite a connection without a sync per commit; on PostgreSQL `db`.
+    lazy: DatabaseConnection,
 }
 
 impl Store {
@@ -175,9 +180,31 @@ impl Store {
         });
         let db = Database::connect(opts).await?;
         Migrator::up(&db, None).await?;
-        let sqlite_writer = (db.get_database_backend() == DbBackend::Sqlite)
-            .then(|| Arc::new(tokio::sync::Mutex::new(())));
-        Ok(Store { db, sqlite_writer })
+        let sqlite = db.get_database_backend() == DbBackend::Sqlite;
+        let sqlite_writer = sqlite.then(|| Arc::new(tokio::sync::Mutex::new(())));
+        let lazy = if sqlite {
+            let mut opts = ConnectOptions::new(normalise_url(url)?);
+            opts.sqlx_logging(false)
+                .max_connections(1)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(30));
+            opts.map_sqlx_sqlite_opts(|o| {
+                // WAL with NORMAL: a commit is not synced on its own; the
+                // next synced commit (any FULL one) makes it durable too.
+                o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(30))
+                    .foreign_keys(true)
+            });
+            Database::connect(opts).await?
+        } else {
+            db.clone()
+        };
+        Ok(Store {
+            db,
+            sqlite_writer,
+            lazy,
+        })
     }
 
     /// Hold this while writing (see `sqlite_writer`).
