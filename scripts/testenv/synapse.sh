@@ -88,8 +88,16 @@ YAML
   [ -f "$DIR/localhost.signing.key" ] || (cd "$DIR" && "$PY" -m synapse.app.homeserver -c homeserver.yaml --generate-keys >/dev/null 2>&1)
 }
 
+ours() { [ -f "$DIR/run.pid" ] && kill -0 "$(cat "$DIR/run.pid")" 2>/dev/null; }
+
 start() {
-  if healthy; then return; fi
+  if healthy; then
+    ours && return
+    # Another homeserver (another test environment's) has the port: its users
+    # are not ours, and every login would be refused.
+    echo "a homeserver this script did not start answers at $HS; stop it or set SYNAPSE_PORT" >&2
+    exit 1
+  fi
   # A plain background command (no subshell around it), with every stream
   # redirected: whoever captures this script's output must not wait on Synapse.
   pushd "$DIR" >/dev/null
