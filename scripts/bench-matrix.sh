@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/squall-target}"
 export SQUALL_TESTENV=/dev/shm/squall-bench-env SYNAPSE_PORT=8018 SYNAPSE_DB_DIR=/dev/shm/squall-bench-env/db
 eval "$(bash scripts/testenv/synapse.sh up)"
 trap 'bash scripts/testenv/synapse.sh stop' EXIT
-# Debug build: both sides (squall and the echo floor) are matrix-sdk in the
-# same profile, and the homeserver dominates the latency.
-cargo build --locked -p squall -p squall-tests --bin squall --bin matrix-latency >/dev/null
-SQUALL_LOG=warn "$CARGO_TARGET_DIR/debug/matrix-latency"
+# Release build, both sides (squall and the echo floor are matrix-sdk in the
+# same profile): what users run.
+cargo build --locked --release -p squall -p squall-tests --bin squall --bin matrix-latency >/dev/null
+SQUALL_LOG=warn "$CARGO_TARGET_DIR/release/matrix-latency"
