@@ -54,6 +54,9 @@ pub struct Dispatcher {
     running: Mutex<HashMap<String, Running>>,
     /// The delivery loop and the progress ticker, once started.
     started: std::sync::OnceLock<()>,
+    /// Executions commands here started whose result is not delivered yet
+    /// (`wait_idle` waits for these, not for every command anywhere).
+    asked: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A command still running, as the progress ticker sees it.
@@ -86,15 +89,37 @@ impl Dispatcher {
             delivered: Arc::new(Notify::new()),
             running: Mutex::new(HashMap::new()),
             started: std::sync::OnceLock::new(),
+            asked: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
     /// Handle events until the channel closes.
     pub async fn run(self: Arc<Self>, mut events: mpsc::Receiver<ChatEvent>) {
         self.start();
+        // One queue per channel: a channel's commands are handled, and so
+        // answered, in the order they were typed (handling only stores; it
+        // never waits for an execution); channels do not wait for each other.
+        let mut queues: HashMap<(String, String), mpsc::UnboundedSender<ChatEvent>> =
+            HashMap::new();
         while let Some(event) = events.recv().await {
-            let me = self.clone();
-            self.tasks.spawn(async move { me.handle(event).await });
+            let key = match &event {
+                ChatEvent::Message(m) => (m.platform.clone(), m.to.channel.clone()),
+                ChatEvent::Vote(v) => (v.platform.clone(), v.to.channel.clone()),
+            };
+            let queue = queues.entry(key).or_insert_with(|| {
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                let me = self.clone();
+                self.tasks.spawn(async move {
+                    while let Some(event) = rx.recv().await {
+                        me.handle(event).await;
+                    }
+                });
+                tx
+            });
+            if let Err(lost) = queue.send(event) {
+                // Its task ended (a panic in a handler): handle this one here.
+                self.handle(lost.0).await;
+            }
         }
     }
 
@@ -578,6 +603,9 @@ impl Dispatcher {
         if !result {
             return;
         }
+        if let Ok(mut asked) = self.asked.lock() {
+            asked.insert(id.to_owned());
+        }
         let Some(adapter) = self.adapters.get(message.platform.as_str()) else {
             return;
         };
@@ -650,6 +678,9 @@ impl Dispatcher {
     /// The result of a command was delivered: stop its typing notice (after
     /// the result, so the result is not kept waiting for it).
     async fn command_answered(&self, id: &str) {
+        if let Ok(mut asked) = self.asked.lock() {
+            asked.remove(id);
+        }
         let stopped = self.running.lock().ok().and_then(|mut r| r.remove(id));
         if let Some(r) = stopped
             && r.typing

@@ -119,7 +119,17 @@ async fn a_chat_command_brings_its_ack_and_a_held_result_released_once_when_it_e
         "released in the completion's transaction"
     );
     assert_eq!(store.release_results().await?, 0, "released exactly once");
-    assert!(due_ids(&store).await?.contains(&result.id));
+    // The result waits for the ack before it in its channel.
+    let ack = rows_of(&store, &id).await?[0].id.clone();
+    assert_eq!(due_ids(&store).await?, [ack.clone()]);
+    assert!(
+        store
+            .claim_outbox(&ack, "n", now_ms() + 60_000, None)
+            .await?
+    );
+    let sent = Delivery::Sent(json!({"message_id": "$ack"}));
+    assert!(store.finish_outbox(&ack, "n", &sent).await?);
+    assert_eq!(due_ids(&store).await?, [result.id]);
     db.cleanup().await
 }
 
@@ -226,7 +236,12 @@ async fn retries_wait_for_their_time(backend: Backend) -> Result<()> {
         !due_ids(&store).await?.contains(&row),
         "not due before its time"
     );
-    assert_eq!(store.outbox_next_retry().await?, Some(at));
+    assert_eq!(store.outbox_next_retry(&["matrix"]).await?, Some(at));
+    assert_eq!(
+        store.outbox_next_retry(&["slack"]).await?,
+        None,
+        "only the platforms asked about"
+    );
     assert!(
         !store
             .claim_outbox(&behind, "n", now_ms() + 60_000, None)

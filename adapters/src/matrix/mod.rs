@@ -78,6 +78,13 @@ fn transient(err: impl std::fmt::Display) -> AdapterError {
 /// retry cannot fix, the rest (no answer, 5xx) transient.
 fn request_error(err: matrix_sdk::Error) -> AdapterError {
     use matrix_sdk::ruma::api::error::{ErrorKind, LimitExceededErrorData, RetryAfter};
+    // Not in the room (left, kicked), or not allowed to post there: a retry
+    // cannot fix that.
+    if matches!(err, matrix_sdk::Error::WrongRoomState(_))
+        || matches!(err.client_api_error_kind(), Some(ErrorKind::Forbidden))
+    {
+        return permanent(err);
+    }
     let api = err.as_client_api_error();
     let status = api.map(|e| e.status_code.as_u16());
     let retry_after = match err.client_api_error_kind() {

@@ -101,6 +101,15 @@ fn write_session(path: &Path, session: &MatrixSession) -> Result<(), AdapterErro
     file.write_all(text.as_bytes()).map_err(permanent)
 }
 
+/// One attempt, answered within 20 s: squall's outbox retries (with the
+/// same transaction id) and honours rate limits itself, and must not sit in
+/// matrix-sdk's own retries past its claim's lease.
+fn send_config() -> matrix_sdk::config::RequestConfig {
+    matrix_sdk::config::RequestConfig::new()
+        .disable_retry()
+        .timeout(std::time::Duration::from_secs(20))
+}
+
 fn room(client: &Client, channel: &str) -> Result<matrix_sdk::Room, AdapterError> {
     let id = OwnedRoomId::try_from(channel).map_err(permanent)?;
     client
@@ -127,6 +136,7 @@ pub async fn send(
     let response = room
         .send(content)
         .with_transaction_id(OwnedTransactionId::from(key))
+        .with_request_config(send_config())
         .await
         .map_err(request_error)?;
     Ok(SentMessage {
@@ -147,6 +157,7 @@ pub async fn edit(
         render::content(message).make_replacement(ReplacementMetadata::new(original, None));
     room.send(content)
         .with_transaction_id(OwnedTransactionId::from(key))
+        .with_request_config(send_config())
         .await
         .map_err(request_error)?;
     Ok(())

@@ -206,6 +206,21 @@ impl Dispatcher {
         }
     }
 
+    /// Whether `name` is `platform:room` of a platform this node does not
+    /// hold (another node delivers it).
+    pub(super) fn held_elsewhere(&self, name: &str) -> bool {
+        let name = self
+            .settings
+            .channels
+            .get(name)
+            .map_or(name, String::as_str);
+        name.split_once(':').is_some_and(|(p, _)| {
+            !p.is_empty()
+                && p.chars().all(|c| c.is_ascii_lowercase())
+                && !self.adapters.contains_key(p)
+        })
+    }
+
     /// A channel as actions and approvals name it: a name from
     /// `[chat.channels]`, `platform:room`, or a room id of the only adapter.
     pub(super) fn resolve_channel(&self, name: &str) -> Option<(Arc<dyn ChatAdapter>, ChannelRef)> {
@@ -216,6 +231,11 @@ impl Dispatcher {
         let (adapter, room) = match channel.split_once(':') {
             Some((p, room)) if self.adapters.contains_key(p) => {
                 (self.adapters.get(p)?.clone(), room.to_owned())
+            }
+            // `platform:room` of a platform another node holds: not ours
+            // (a Matrix room id starts with `!`, never a bare word).
+            Some((p, _)) if !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()) => {
+                return None;
             }
             _ if self.adapters.len() == 1 => (self.adapters.values().next()?.clone(), channel),
             _ => return None,

@@ -26,6 +26,11 @@ const LEASE: Duration = Duration::from_secs(60);
 /// The longest sleep between looks at the outbox (rows released by others).
 const SWEEP: Duration = Duration::from_secs(2);
 const BATCH: u64 = 200;
+/// The shortest sleep between looks at the outbox.
+const MIN_WAIT: Duration = Duration::from_millis(100);
+/// A row the platform keeps answering with transient errors for this long
+/// is marked failed (a room the bot can no longer post to, a platform gone).
+const GIVE_UP_AFTER_MS: i64 = 24 * 3600 * 1000;
 
 /// Retry delay after `attempts` transient failures: 250 ms doubling to 30 s.
 fn backoff(attempts: i32) -> Duration {
@@ -33,8 +38,15 @@ fn backoff(attempts: i32) -> Duration {
     (Duration::from_millis(250) * 2u32.pow(doublings)).min(Duration::from_secs(30))
 }
 
-fn failure(err: AdapterError, attempts: i32) -> Delivery {
-    let at = |delay: Duration| now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+fn failure(err: AdapterError, attempts: i32, created_at: i64) -> Delivery {
+    let now = now_ms();
+    let at =
+        |delay: Duration| now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+    if now - created_at > GIVE_UP_AFTER_MS && !matches!(err, AdapterError::Permanent { .. }) {
+        return Delivery::Failed(format!(
+            "not delivered within 24 h after {attempts} attempts; last: {err}"
+        ));
+    }
     match err {
         AdapterError::Transient { .. } => Delivery::Retry {
             at: at(backoff(attempts)),
@@ -77,6 +89,12 @@ fn sent_message(row: &chat_outbox::Model) -> Option<SentMessage> {
 impl Dispatcher {
     pub(super) async fn delivery_loop(self: Arc<Self>) {
         let platforms: Vec<&str> = self.adapters.keys().copied().collect();
+        // Requests asked before prompts were outbox rows get theirs now.
+        match self.engine.store.queue_missing_prompts().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(prompts = n, "queued approval prompts that had none"),
+            Err(err) => tracing::warn!(error = %err, "queueing missing approval prompts failed"),
+        }
         let mut last_sweep: Option<Instant> = None;
         loop {
             let outbox = self.outbox.notified();
@@ -97,11 +115,12 @@ impl Dispatcher {
                 Ok(_) => {}
                 Err(err) => tracing::warn!(error = %err, "reading the chat outbox failed"),
             }
-            let wait = match self.engine.store.outbox_next_retry().await {
+            let wait = match self.engine.store.outbox_next_retry(&platforms).await {
                 Ok(Some(at)) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
                 _ => SWEEP,
             }
-            .min(SWEEP);
+            // A due row can still wait behind its channel's earlier row: no spinning.
+            .clamp(MIN_WAIT, SWEEP);
             tokio::select! {
                 () = &mut outbox => {}
                 () = &mut finished => {}
@@ -159,7 +178,7 @@ impl Dispatcher {
         let store = &self.engine.store;
         let lease_until = now_ms() + i64::try_from(LEASE.as_millis()).unwrap_or(60_000);
         let Some((adapter, to, resolved)) = self.destination(&row) else {
-            if row.platform.is_some() {
+            if row.platform.is_some() || self.held_elsewhere(&row.target) {
                 // Another node holds that platform.
                 return false;
             }
@@ -263,7 +282,7 @@ impl Dispatcher {
                     serde_json::from_str::<OutgoingMessage>(&row.message).unwrap_or_default();
                 match adapter.edit(&sent, &message, &row.id).await {
                     Ok(()) => Delivery::Sent(reference(adapter.platform(), &sent)),
-                    Err(err) => failure(err, attempts),
+                    Err(err) => failure(err, attempts, row.created_at),
                 }
             }
             OutboxKind::Prompt => {
@@ -316,7 +335,7 @@ impl Dispatcher {
                     Some(sent) if caps.edits => {
                         match adapter.edit(&sent, &message, &row.id).await {
                             Ok(()) => Delivery::Sent(reference(adapter.platform(), &sent)),
-                            Err(err) => failure(err, attempts),
+                            Err(err) => failure(err, attempts, row.created_at),
                         }
                     }
                     // No edits, or the prompt never went out: say it anew.
@@ -365,7 +384,7 @@ impl Dispatcher {
                 }
                 Delivery::Sent(reference(adapter.platform(), &sent))
             }
-            Err(err) => failure(err, attempts),
+            Err(err) => failure(err, attempts, row.created_at),
         }
     }
 
@@ -438,9 +457,18 @@ impl Dispatcher {
     /// Rows this dispatcher still has to deliver (results held included).
     pub(super) async fn undelivered(&self, held_too: bool) -> Result<usize, StoreError> {
         let rows = self.engine.store.chat_messages_unsent().await?;
+        let asked = self.asked.lock().map(|a| a.clone()).unwrap_or_default();
         Ok(rows
             .iter()
-            .filter(|row| held_too || row.state != "held")
+            // Held results count only for commands asked here.
+            .filter(|row| {
+                row.state != "held"
+                    || held_too
+                        && row
+                            .execution_id
+                            .as_ref()
+                            .is_some_and(|id| asked.contains(id))
+            })
             .filter(|row| {
                 self.destination(row)
                     .is_some_and(|(adapter, to, _)| adapter.holds(&to.channel))

@@ -118,6 +118,11 @@ pub enum Delivery {
     Retry { at: i64, reason: String },
 }
 
+/// A row of `chat_outbox` waits for an earlier unsent row of its channel.
+const BLOCKED: &str = "EXISTS (SELECT 1 FROM chat_outbox o WHERE o.platform = chat_outbox.platform \
+     AND o.channel = chat_outbox.channel AND o.state IN ('new', 'sending') AND o.id <> chat_outbox.id \
+     AND (o.ready_at < chat_outbox.ready_at OR (o.ready_at = chat_outbox.ready_at AND o.id < chat_outbox.id)))";
+
 /// Statuses after which an execution never changes again.
 const TERMINAL: &str = "('succeeded', 'failed', 'timeout', 'canceled', 'abandoned')";
 
@@ -417,7 +422,8 @@ impl Store {
             self.backend(),
             &format!(
                 "SELECT * FROM chat_outbox WHERE ((state = 'new' AND (next_attempt_at IS NULL OR next_attempt_at <= ?)) \
-                 OR (state = 'sending' AND lease_until < ?)) AND ({platform_filter}) ORDER BY ready_at, id LIMIT ?"
+                 OR (state = 'sending' AND (lease_until IS NULL OR lease_until < ?))) AND ({platform_filter}) \
+                 AND NOT {BLOCKED} ORDER BY ready_at, id LIMIT ?"
             ),
         );
         Ok(chat_outbox::Entity::find()
@@ -437,18 +443,64 @@ impl Store {
     }
 
     /// The earliest time a row waiting for a retry becomes due.
-    pub async fn outbox_next_retry(&self) -> Result<Option<i64>, StoreError> {
+    pub async fn outbox_next_retry(&self, platforms: &[&str]) -> Result<Option<i64>, StoreError> {
         #[derive(FromQueryResult)]
         struct Next {
             at: Option<i64>,
         }
-        Ok(Next::find_by_statement(Statement::from_string(
+        let mut filter = String::from("platform IS NULL");
+        if !platforms.is_empty() {
+            filter.push_str(&format!(
+                " OR platform IN ({})",
+                vec!["?"; platforms.len()].join(", ")
+            ));
+        }
+        let sql = placeholders(
             self.backend(),
-            "SELECT MIN(next_attempt_at) AS at FROM chat_outbox WHERE state = 'new' AND next_attempt_at IS NOT NULL",
-        ))
-        .one(&self.db)
-        .await?
-        .and_then(|n| n.at))
+            &format!(
+                "SELECT MIN(next_attempt_at) AS at FROM chat_outbox WHERE state = 'new' \
+                 AND next_attempt_at IS NOT NULL AND ({filter})"
+            ),
+        );
+        let values: Vec<sea_orm::Value> = platforms.iter().map(|p| (*p).into()).collect();
+        Ok(
+            Next::find_by_statement(Statement::from_sql_and_values(self.backend(), sql, values))
+                .one(&self.db)
+                .await?
+                .and_then(|n| n.at),
+        )
+    }
+
+    /// Approval requests still waiting for a prompt that has no outbox row
+    /// (asked before the outbox carried prompts): queue their prompts.
+    pub async fn queue_missing_prompts(&self) -> Result<u64, StoreError> {
+        let waiting = super::inquiry::Entity::find()
+            .filter(super::inquiry::Column::PromptState.eq("new"))
+            .filter(super::inquiry::Column::Status.eq("pending"))
+            .all(&self.db)
+            .await?;
+        let mut rows = Vec::new();
+        for inq in waiting {
+            let has_row = chat_outbox::Entity::find()
+                .filter(chat_outbox::Column::Kind.eq(OutboxKind::Prompt.as_str()))
+                .filter(chat_outbox::Column::InquiryId.eq(inq.id.as_str()))
+                .one(&self.db)
+                .await?
+                .is_some();
+            let target = inq
+                .target
+                .as_deref()
+                .and_then(|t| serde_json::from_str::<Value>(t).ok());
+            if let (false, Some(target)) = (has_row, target) {
+                rows.push(prompt_row(&inq.id, &inq.execution_id, &target));
+            }
+        }
+        let n = rows.len() as u64;
+        if n > 0 {
+            let _turn = self.write_turn().await;
+            insert_outbox(&self.db, rows, now_ms()).await?;
+        }
+        Ok(n)
     }
 
     /// Claim a row for delivery by `owner` until `lease_until`: it must be
@@ -467,13 +519,13 @@ impl Store {
         let now = now_ms();
         let sql = placeholders(
             backend,
-            "UPDATE chat_outbox SET state = 'sending', claimed_by = ?, lease_until = ?, \
-             attempts = attempts + 1, updated_at = ?, platform = COALESCE(platform, ?), \
-             channel = COALESCE(channel, ?) WHERE id = ? \
-             AND (state = 'new' OR (state = 'sending' AND lease_until < ?)) \
-             AND NOT EXISTS (SELECT 1 FROM chat_outbox o WHERE o.platform = chat_outbox.platform \
-             AND o.channel = chat_outbox.channel AND o.state IN ('new', 'sending') AND o.id <> chat_outbox.id \
-             AND (o.ready_at < chat_outbox.ready_at OR (o.ready_at = chat_outbox.ready_at AND o.id < chat_outbox.id)))",
+            &format!(
+                "UPDATE chat_outbox SET state = 'sending', claimed_by = ?, lease_until = ?, \
+                 attempts = attempts + 1, updated_at = ?, platform = COALESCE(platform, ?), \
+                 channel = COALESCE(channel, ?) WHERE id = ? \
+                 AND ((state = 'new' AND (next_attempt_at IS NULL OR next_attempt_at <= ?)) \
+                 OR (state = 'sending' AND (lease_until IS NULL OR lease_until < ?))) AND NOT {BLOCKED}"
+            ),
         );
         let (platform, channel) = resolved.unzip();
         let _turn = self.write_turn().await;
@@ -489,6 +541,7 @@ impl Store {
                     platform.map(str::to_owned).into(),
                     channel.map(str::to_owned).into(),
                     id.into(),
+                    now.into(),
                     now.into(),
                 ],
             ))

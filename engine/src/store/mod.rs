@@ -182,7 +182,9 @@ impl Store {
         Migrator::up(&db, None).await?;
         let sqlite = db.get_database_backend() == DbBackend::Sqlite;
         let sqlite_writer = sqlite.then(|| Arc::new(tokio::sync::Mutex::new(())));
-        let lazy = if sqlite {
+        // An in-memory database is private to its connection: no second one.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let lazy = if sqlite && !in_memory {
             let mut opts = ConnectOptions::new(normalise_url(url)?);
             opts.sqlx_logging(false)
                 .max_connections(1)
