@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::sea_query::OnConflict;
+use sea_orm::sqlx::sqlite::SqliteSynchronous;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
     DbBackend, EntityTrait, QueryFilter, QueryOrder, Statement, TransactionTrait,
@@ -164,41 +165,19 @@ impl Store {
     /// Connect and bring the schema up to date. `url` is `sqlite://path` (the
     /// file is created) or `postgres://...`.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        let mut opts = ConnectOptions::new(normalise_url(url)?);
-        opts.sqlx_logging(false)
-            .max_connections(16)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(30));
-        opts.map_sqlx_sqlite_opts(|o| {
-            // WAL lets readers run beside the writer; FULL syncs every commit so
-            // an accepted webhook survives power loss, and the intake batches
-            // commits so that costs one fsync per batch, not per request.
-            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
-                .busy_timeout(Duration::from_secs(30))
-                .foreign_keys(true)
-        });
-        let db = Database::connect(opts).await?;
+        // WAL lets readers run beside the writer; FULL syncs every commit so
+        // an accepted webhook survives power loss, and the intake batches
+        // commits so that costs one fsync per batch, not per request.
+        let db = Database::connect(options(url, 16, SqliteSynchronous::Full)?).await?;
         Migrator::up(&db, None).await?;
         let sqlite = db.get_database_backend() == DbBackend::Sqlite;
         let sqlite_writer = sqlite.then(|| Arc::new(tokio::sync::Mutex::new(())));
         // An in-memory database is private to its connection: no second one.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let lazy = if sqlite && !in_memory {
-            let mut opts = ConnectOptions::new(normalise_url(url)?);
-            opts.sqlx_logging(false)
-                .max_connections(1)
-                .min_connections(1)
-                .acquire_timeout(Duration::from_secs(30));
-            opts.map_sqlx_sqlite_opts(|o| {
-                // WAL with NORMAL: a commit is not synced on its own; the
-                // next synced commit (any FULL one) makes it durable too.
-                o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(30))
-                    .foreign_keys(true)
-            });
-            Database::connect(opts).await?
+            // WAL with NORMAL: a commit is not synced on its own; the next
+            // synced commit (any FULL one) makes it durable too.
+            Database::connect(options(url, 1, SqliteSynchronous::Normal)?).await?
         } else {
             db.clone()
         };
@@ -400,6 +379,26 @@ pub fn hash_api_key(key: &str) -> String {
 
 /// Accept `sqlite:path`, `sqlite://path` and `postgres(ql)://`; create SQLite
 /// files on first use.
+/// Pool options for `url`; `synchronous` applies to SQLite only.
+fn options(
+    url: &str,
+    max_connections: u32,
+    synchronous: SqliteSynchronous,
+) -> Result<ConnectOptions, StoreError> {
+    let mut opts = ConnectOptions::new(normalise_url(url)?);
+    opts.sqlx_logging(false)
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(30));
+    opts.map_sqlx_sqlite_opts(move |o| {
+        o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(synchronous)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true)
+    });
+    Ok(opts)
+}
+
 fn normalise_url(url: &str) -> Result<String, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(url.to_owned());
