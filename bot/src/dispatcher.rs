@@ -54,17 +54,18 @@ pub struct Dispatcher {
     running: Mutex<HashMap<String, Running>>,
     /// The delivery loop and the progress ticker, once started.
     started: std::sync::OnceLock<()>,
-    /// Executions commands here started whose result is not delivered yet
-    /// (`wait_idle` waits for these, not for every command anywhere).
-    asked: Mutex<std::collections::HashSet<String>>,
 }
 
-/// A command still running, as the progress ticker sees it.
+/// A command from here whose result is not delivered yet: `wait_idle`
+/// waits for these (not for every command anywhere), and the progress
+/// ticker shows typing and edits the ack for them.
 struct Running {
     platform: String,
     to: ChannelRef,
     started: Instant,
     typing: bool,
+    /// The platform shows typing notices.
+    may_type: bool,
     /// Its ack can be edited with the time so far.
     progress: bool,
     next_progress: Duration,
@@ -89,7 +90,6 @@ impl Dispatcher {
             delivered: Arc::new(Notify::new()),
             running: Mutex::new(HashMap::new()),
             started: std::sync::OnceLock::new(),
-            asked: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -603,16 +603,10 @@ impl Dispatcher {
         if !result {
             return;
         }
-        if let Ok(mut asked) = self.asked.lock() {
-            asked.insert(id.to_owned());
-        }
         let Some(adapter) = self.adapters.get(message.platform.as_str()) else {
             return;
         };
         let caps = adapter.capabilities();
-        if !(caps.typing || caps.edits && ack) {
-            return;
-        }
         if let Ok(mut running) = self.running.lock() {
             running.insert(
                 id.to_owned(),
@@ -621,6 +615,7 @@ impl Dispatcher {
                     to: message.to.clone(),
                     started: Instant::now(),
                     typing: false,
+                    may_type: caps.typing,
                     progress: caps.edits && ack,
                     next_progress: Duration::from_secs(self.settings.progress_seconds.max(1)),
                 },
@@ -642,7 +637,7 @@ impl Dispatcher {
                 running.retain(|_, r| r.started.elapsed() < WATCH_AT_MOST);
                 for (id, r) in running.iter_mut() {
                     let elapsed = r.started.elapsed();
-                    if !r.typing && elapsed >= TYPING_AFTER {
+                    if r.may_type && !r.typing && elapsed >= TYPING_AFTER {
                         r.typing = true;
                         typing_on.push((r.platform.clone(), r.to.clone()));
                     }
@@ -654,7 +649,6 @@ impl Dispatcher {
             }
             for (platform, to) in typing_on {
                 if let Some(adapter) = self.adapters.get(platform.as_str())
-                    && adapter.capabilities().typing
                     && let Err(err) = adapter.typing(&to, true).await
                 {
                     tracing::debug!(error = %err, "typing notice failed");
@@ -678,9 +672,6 @@ impl Dispatcher {
     /// The result of a command was delivered: stop its typing notice (after
     /// the result, so the result is not kept waiting for it).
     async fn command_answered(&self, id: &str) {
-        if let Ok(mut asked) = self.asked.lock() {
-            asked.remove(id);
-        }
         let stopped = self.running.lock().ok().and_then(|mut r| r.remove(id));
         if let Some(r) = stopped
             && r.typing

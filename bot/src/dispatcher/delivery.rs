@@ -457,7 +457,11 @@ impl Dispatcher {
     /// Rows this dispatcher still has to deliver (results held included).
     pub(super) async fn undelivered(&self, held_too: bool) -> Result<usize, StoreError> {
         let rows = self.engine.store.chat_messages_unsent().await?;
-        let asked = self.asked.lock().map(|a| a.clone()).unwrap_or_default();
+        let asked: std::collections::HashSet<String> = self
+            .running
+            .lock()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default();
         Ok(rows
             .iter()
             // Held results count only for commands asked here.

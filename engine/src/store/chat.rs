@@ -331,13 +331,11 @@ impl Store {
              AND p.state IN ('new', 'sending'))",
         );
         let message = serde_json::json!({"text": text}).to_string();
-        let _turn = self.write_turn().await;
-        let res = self
-            .db
-            .execute_raw(Statement::from_sql_and_values(
-                backend,
+        let rows = self
+            .execute_write(
+                false,
                 sql,
-                [
+                vec![
                     new_id().into(),
                     message.into(),
                     now.into(),
@@ -347,9 +345,26 @@ impl Store {
                     execution_id.into(),
                     execution_id.into(),
                 ],
-            ))
+            )
             .await?;
-        Ok(res.rows_affected() == 1)
+        Ok(rows == 1)
+    }
+
+    /// Run one write statement (`sql` with its placeholders already in the
+    /// backend's form), in this process's write turn; returns the rows it
+    /// changed. `lazy`: on the connection without a sync per commit.
+    async fn execute_write(
+        &self,
+        lazy: bool,
+        sql: String,
+        values: Vec<sea_orm::Value>,
+    ) -> Result<u64, StoreError> {
+        let conn = if lazy { &self.lazy } else { &self.db };
+        let _turn = self.write_turn().await;
+        Ok(conn
+            .execute_raw(Statement::from_sql_and_values(self.backend(), sql, values))
+            .await?
+            .rows_affected())
     }
 
     /// Release held results whose executions ended (the delivery loop's sweep).
@@ -528,13 +543,11 @@ impl Store {
             ),
         );
         let (platform, channel) = resolved.unzip();
-        let _turn = self.write_turn().await;
-        let res = self
-            .lazy
-            .execute_raw(Statement::from_sql_and_values(
-                backend,
+        let rows = self
+            .execute_write(
+                true,
                 sql,
-                [
+                vec![
                     owner.into(),
                     lease_until.into(),
                     now.into(),
@@ -544,9 +557,9 @@ impl Store {
                     now.into(),
                     now.into(),
                 ],
-            ))
+            )
             .await?;
-        Ok(res.rows_affected() == 1)
+        Ok(rows == 1)
     }
 
     /// Record how a claimed row's delivery ended. False when the claim was
@@ -572,13 +585,11 @@ impl Store {
              next_attempt_at = ?, lease_until = NULL, updated_at = ? \
              WHERE id = ? AND state = 'sending' AND claimed_by = ?",
         );
-        let _turn = self.write_turn().await;
-        let res = self
-            .lazy
-            .execute_raw(Statement::from_sql_and_values(
-                backend,
+        let rows = self
+            .execute_write(
+                true,
                 sql,
-                [
+                vec![
                     state.into(),
                     sent_ref.into(),
                     error.into(),
@@ -587,9 +598,9 @@ impl Store {
                     id.into(),
                     owner.into(),
                 ],
-            ))
+            )
             .await?;
-        Ok(res.rows_affected() == 1)
+        Ok(rows == 1)
     }
 
     /// A single node starting up: rows an earlier process was sending when
@@ -632,13 +643,11 @@ impl Store {
             "UPDATE chat_outbox SET state = ?, sent_ref = COALESCE(?, sent_ref), error = ?, \
              updated_at = ? WHERE id = ? AND state = ?",
         );
-        let _turn = self.write_turn().await;
-        let res = self
-            .db
-            .execute_raw(Statement::from_sql_and_values(
-                self.backend(),
+        let rows = self
+            .execute_write(
+                false,
                 sql,
-                [
+                vec![
                     to.into(),
                     sent_ref.map(ToString::to_string).into(),
                     error.map(str::to_owned).into(),
@@ -646,9 +655,9 @@ impl Store {
                     id.into(),
                     from.into(),
                 ],
-            ))
+            )
             .await?;
-        Ok(res.rows_affected() == 1)
+        Ok(rows == 1)
     }
 }
 

@@ -378,17 +378,6 @@ impl Store {
         Ok(expired)
     }
 
-    /// Inquiries whose chat prompt must be posted (`new`) or updated with a
-    /// decision (`posted` and no longer pending).
-    pub async fn inquiries_needing_prompt(&self) -> Result<Vec<inquiry::Model>, StoreError> {
-        let sql = "SELECT * FROM inquiries WHERE prompt_state = 'new' \
-                   OR (prompt_state = 'posted' AND status <> 'pending') ORDER BY id LIMIT 100";
-        Ok(inquiry::Entity::find()
-            .from_raw_sql(Statement::from_string(self.backend(), sql))
-            .all(&self.db)
-            .await?)
-    }
-
     /// Move a prompt from one state to another (`new` → `posting` claims the
     /// right to post it, so two nodes never post one prompt twice).
     pub async fn move_prompt(
