@@ -25,6 +25,8 @@ use squall_engine::chat::ChatAdapter;
 pub enum AdapterConfig {
     #[cfg(feature = "matrix")]
     Matrix(crate::matrix::MatrixConfig),
+    #[cfg(feature = "slack")]
+    Slack(crate::slack::SlackConfig),
 }
 
 impl AdapterConfig {
@@ -33,6 +35,8 @@ impl AdapterConfig {
         match *self {
             #[cfg(feature = "matrix")]
             Self::Matrix(_) => "matrix",
+            #[cfg(feature = "slack")]
+            Self::Slack(_) => "slack",
         }
     }
 
@@ -41,6 +45,8 @@ impl AdapterConfig {
         match self {
             #[cfg(feature = "matrix")]
             Self::Matrix(c) => c.validate(),
+            #[cfg(feature = "slack")]
+            Self::Slack(c) => c.validate(),
         }
     }
 
@@ -49,6 +55,10 @@ impl AdapterConfig {
         match self {
             #[cfg(feature = "matrix")]
             Self::Matrix(c) => crate::matrix::MatrixAdapter::new(c.clone())
+                .map(|a| Arc::new(a) as Arc<dyn ChatAdapter>)
+                .map_err(|e| e.to_string()),
+            #[cfg(feature = "slack")]
+            Self::Slack(c) => crate::slack::SlackAdapter::new(c.clone())
                 .map(|a| Arc::new(a) as Arc<dyn ChatAdapter>)
                 .map_err(|e| e.to_string()),
         }

@@ -10,3 +10,5 @@ pub mod config;
 pub mod console;
 #[cfg(feature = "matrix")]
 pub mod matrix;
+#[cfg(feature = "slack")]
+pub mod slack;

@@ -39,6 +39,10 @@ pub struct Config {
     /// there on load).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub matrix: Option<squall_adapters::matrix::MatrixConfig>,
+    /// `[slack]`, the same as `[adapters.slack]` (moved there on load);
+    /// `SQUALL_SLACK__BOT_TOKEN`, ... set it from the environment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slack: Option<squall_adapters::slack::SlackConfig>,
     /// Authentication per webhook name (`[webhooks.github] auth = "github"`);
     /// webhooks not listed need an API key.
     pub webhooks: std::collections::BTreeMap<String, crate::signatures::HookAuth>,
@@ -140,6 +144,7 @@ impl Default for Config {
             chat: ChatSection::default(),
             adapters: squall_adapters::config::Adapters::default(),
             matrix: None,
+            slack: None,
             webhooks: std::collections::BTreeMap::new(),
             alerts: AlertsSection::default(),
         }
@@ -210,6 +215,17 @@ impl Config {
             config.adapters.0.insert(
                 "matrix".into(),
                 squall_adapters::config::AdapterConfig::Matrix(matrix),
+            );
+        }
+        if let Some(slack) = config.slack.take() {
+            if config.adapters.0.contains_key("slack") {
+                return Err(
+                    "[slack] and [adapters.slack] are the same connection: keep one of them".into(),
+                );
+            }
+            config.adapters.0.insert(
+                "slack".into(),
+                squall_adapters::config::AdapterConfig::Slack(slack),
             );
         }
         config.validate()?;
@@ -355,6 +371,29 @@ mod tests {
         let err = Config::load(Some(&path)).expect_err("invalid");
         assert!(err.contains("adapters.matrix: matrix.homeserver"), "{err}");
         assert!(err.contains("set password or access_token"), "{err}");
+    }
+
+    #[test]
+    fn the_slack_section_is_the_slack_adapter() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("squall.toml");
+        std::fs::write(
+            &path,
+            "[slack]\nbot_token = \"xoxb-1\"\napp_token = \"xapp-1\"\n",
+        )
+        .expect("write");
+        let config = Config::load(Some(&path)).expect("valid");
+        assert_eq!(config.adapters.0["slack"].platform(), "slack");
+        std::fs::write(&path, "[slack]\nbot_token = \"xoxb-1\"\n").expect("write");
+        let err = Config::load(Some(&path)).expect_err("no way in");
+        assert!(err.contains("slack.signing_secret"), "{err}");
+        std::fs::write(
+            &path,
+            "[slack]\nbot_token = \"xoxb-1\"\napp_token = \"xapp-1\"\n[adapters.slack]\nbot_token = \"xoxb-2\"\napp_token = \"xapp-2\"\n",
+        )
+        .expect("write");
+        let err = Config::load(Some(&path)).expect_err("twice");
+        assert!(err.contains("same connection"), "{err}");
     }
 
     #[test]

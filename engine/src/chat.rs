@@ -127,6 +127,10 @@ pub struct OutgoingMessage {
     pub code_blocks: Vec<String>,
     pub color: Option<StatusColor>,
     pub buttons: Vec<Button>,
+    /// Shown only to this person (the platform's user id), where the
+    /// platform can (a Slack ephemeral message); elsewhere to the channel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub only_for: Option<String>,
 }
 
 impl OutgoingMessage {

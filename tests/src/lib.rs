@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod slack;
+
 use anyhow::{Context, Result, bail};
 use sea_orm::{ConnectionTrait, Database};
 

@@ -198,7 +198,15 @@ impl Dispatcher {
                 let quiet = event.withdrawn && matches!(outcome, VoteOutcome::Closed(_));
                 if !quiet {
                     let text = outcome_text(&identity, verb, &inq.id, &outcome);
-                    reply.say(OutgoingMessage::text(text)).await;
+                    let mut message = OutgoingMessage::text(text);
+                    // A refused click is the clicker's business: shown to
+                    // them alone where the platform can.
+                    if !from_reaction
+                        && matches!(outcome, VoteOutcome::Refused(_) | VoteOutcome::Invalid(_))
+                    {
+                        message.only_for = Some(event.user.clone());
+                    }
+                    reply.say(message).await;
                 }
                 self.engine.host.inquiries.notify_waiters();
             }
