@@ -24,7 +24,7 @@ use matrix_sdk::ruma::events::reaction::ReactionEventContent;
 use matrix_sdk::ruma::events::relation::Annotation;
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use matrix_sdk::ruma::{OwnedEventId, OwnedUserId};
-use squall_engine::chat::Capabilities;
+use squall_engine::chat::{Capabilities, vote_button_id};
 use squall_engine::store::Store;
 use squall_tests::{eventually, free_port, pack_dirs_env, repo_root, squall_binary, wait_http_ok};
 
@@ -45,6 +45,8 @@ pub(crate) struct Said {
     pub(crate) thread: Option<String>,
     /// An edit of an earlier message.
     pub(crate) edit: bool,
+    /// The ids of the buttons under it.
+    pub(crate) buttons: Vec<String>,
 }
 
 /// How a person talks to squall on one platform, and how to start and kill
@@ -65,18 +67,22 @@ pub(crate) trait Harness {
     /// React to a message; returns the reaction's id.
     async fn react(&mut self, approver: bool, message_id: &str, emoji: &str) -> Result<String>;
     async fn unreact(&mut self, approver: bool, reaction: &str) -> Result<()>;
+    /// Press a button under a message (platforms with buttons).
+    async fn press(&mut self, _approver: bool, _message: &Said, _button: &str) -> Result<()> {
+        bail!("{} has no buttons", self.name())
+    }
     /// Restart the platform's server (or, without one, squall, gracefully).
     async fn restart_platform(&mut self) -> Result<()>;
     /// The database squall uses (to see its outbox drained).
     fn database_url(&self) -> String;
 }
 
-fn ids(text: &str) -> Vec<String> {
+pub(crate) fn ids(text: &str) -> Vec<String> {
     let re = regex::Regex::new(r"\b[0-9A-HJKMNP-TV-Z]{26}\b").expect("regex");
     re.find_iter(text).map(|m| m.as_str().to_owned()).collect()
 }
 
-async fn wait_said<H: Harness>(h: &H, what: &str, pred: impl Fn(&Said) -> bool) -> Result<Said> {
+pub(crate) async fn wait_said<H: Harness>(h: &H, what: &str, pred: impl Fn(&Said) -> bool) -> Result<Said> {
     eventually(WAIT, &format!("{}: {what}", h.name()), || {
         let found = h.said().into_iter().find(|s| pred(s));
         async move { Ok(found) }
@@ -85,13 +91,13 @@ async fn wait_said<H: Harness>(h: &H, what: &str, pred: impl Fn(&Said) -> bool) 
     .with_context(|| format!("squall said:\n{:#?}", h.said()))
 }
 
-fn position<H: Harness>(h: &H, pred: impl Fn(&Said) -> bool) -> Option<usize> {
+pub(crate) fn position<H: Harness>(h: &H, pred: impl Fn(&Said) -> bool) -> Option<usize> {
     h.said().iter().position(pred)
 }
 
 /// The final message of execution `id` (its result, or that it was
 /// abandoned): the title `<id> <action> <status>`.
-fn is_final(s: &Said, id: &str) -> bool {
+pub(crate) fn is_final(s: &Said, id: &str) -> bool {
     !s.edit
         && regex::Regex::new(&format!(
             r"{id}\**\s+\S+\s+(succeeded|failed|timeout|canceled|abandoned)"
@@ -99,13 +105,13 @@ fn is_final(s: &Said, id: &str) -> bool {
         .is_ok_and(|re| re.is_match(&s.text))
 }
 
-fn is_ack(s: &Said, action: &str) -> bool {
+pub(crate) fn is_ack(s: &Said, action: &str) -> bool {
     !s.edit && s.text.contains(&format!("Running {action} as execution"))
 }
 
 /// Wait until squall has nothing left to send: every outbox row is sent,
 /// refused or skipped. After that no message can still arrive late.
-async fn outbox_drained(url: &str) -> Result<()> {
+pub(crate) async fn outbox_drained(url: &str) -> Result<()> {
     let store = Store::connect(url).await?;
     eventually(WAIT, "the chat outbox to drain", || {
         let store = store.clone();
@@ -220,10 +226,36 @@ pub(crate) async fn suite<H: Harness>(h: &mut H) -> Result<()> {
         .await?;
     }
     if caps.buttons {
-        bail!(
-            "{}: declares buttons, but the suite cannot press them yet",
-            h.name()
-        );
+        // A click is a vote by whoever clicked: the requester's is refused,
+        // the approver's counts.
+        let refusals = |h: &H| {
+            h.said()
+                .iter()
+                .filter(|s| s.text.contains("was refused") && s.text.contains("cannot approve it"))
+                .count()
+        };
+        let approvals = |h: &H, probe: &str| {
+            h.said()
+                .iter()
+                .filter(|s| s.text.contains(&format!("approved {probe} (1 of 2 approvals)")))
+                .count()
+        };
+        let (refused_before, approved_before) = (refusals(h), approvals(h, &inquiry));
+        let approve = vote_button_id(&inquiry, true);
+        assert!(prompt.buttons.contains(&approve), "{prompt:?}");
+        h.press(false, &prompt, &approve).await?;
+        eventually(WAIT, "the refused click", || {
+            let n = refusals(h);
+            async move { Ok((n > refused_before).then_some(())) }
+        })
+        .await?;
+        h.press(true, &prompt, &approve).await?;
+        let probe = inquiry.clone();
+        eventually(WAIT, "the click's vote", || {
+            let n = approvals(h, &probe);
+            async move { Ok((n > approved_before).then_some(())) }
+        })
+        .await?;
     }
     h.say_as_approver(&format!("!deny {inquiry} conformance"))
         .await?;
@@ -233,6 +265,7 @@ pub(crate) async fn suite<H: Harness>(h: &mut H) -> Result<()> {
     .await?;
     if caps.edits {
         assert!(decided.edit, "the prompt is edited: {decided:?}");
+        assert!(decided.buttons.is_empty(), "no buttons after the decision: {decided:?}");
     }
 
     // The platform's server restarts: squall reconnects and answers once.
@@ -321,7 +354,7 @@ async fn twenty_in_flight<H: Harness>(h: &mut H) -> Result<()> {
 
 /// `squall serve` for the suite: SQLite in `data`, the repository's packs,
 /// the test RBAC, results cut at `TAIL`, progress every second.
-fn serve(
+pub(crate) fn serve(
     data: &std::path::Path,
     args: &[&str],
     env: &[(String, String)],
@@ -350,12 +383,12 @@ fn serve(
     Ok((child, format!("http://127.0.0.1:{port}")))
 }
 
-async fn healthy(base: &str) -> Result<()> {
+pub(crate) async fn healthy(base: &str) -> Result<()> {
     wait_http_ok(&format!("{base}/healthz"), "squall to answer /healthz").await
 }
 
 /// Collect a child's stdout lines into `sink`, on a thread.
-fn collect_lines(child: &mut Child, sink: Arc<Mutex<Vec<String>>>) -> Result<()> {
+pub(crate) fn collect_lines(child: &mut Child, sink: Arc<Mutex<Vec<String>>>) -> Result<()> {
     let stdout = child.stdout.take().context("stdout")?;
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout).lines() {
@@ -368,7 +401,7 @@ fn collect_lines(child: &mut Child, sink: Arc<Mutex<Vec<String>>>) -> Result<()>
     Ok(())
 }
 
-fn kill(child: &mut Option<Child>) {
+pub(crate) fn kill(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {
         let _ = c.kill();
         let _ = c.wait();
@@ -430,6 +463,7 @@ fn console_said(lines: &[String]) -> Vec<Said> {
                 text: text.to_owned(),
                 thread: None,
                 edit: false,
+                buttons: Vec::new(),
             });
         } else if line.starts_with("squall (edit ")
             && let Some((_, text)) = line.split_once(")> ")
@@ -439,6 +473,7 @@ fn console_said(lines: &[String]) -> Vec<Said> {
                 text: text.to_owned(),
                 thread: None,
                 edit: true,
+                buttons: Vec::new(),
             });
         } else if let Some(more) = line.strip_prefix("  ")
             && let Some(last) = said.last_mut()
@@ -680,6 +715,7 @@ impl Harness for MatrixHarness {
                         text: s.body.clone(),
                         thread: s.thread_root.as_ref().map(ToString::to_string),
                         edit: s.is_edit,
+                        buttons: Vec::new(),
                     })
                     .collect()
             })

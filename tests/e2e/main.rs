@@ -25,6 +25,7 @@ mod outbox;
 mod packs;
 mod secrets;
 mod server;
+mod slack;
 mod store;
 mod webhooks;
 mod workflows;

@@ -107,6 +107,8 @@ struct Inner {
     http_refused: u64,
     users: HashMap<String, String>,
     response_urls: HashMap<String, String>,
+    /// Channels the bot is not a member of (`not_in_channel`).
+    not_in: std::collections::HashSet<String>,
 }
 
 pub struct FakeSlack {
@@ -436,22 +438,12 @@ impl FakeSlack {
     }
 
     async fn deliver(&self, kind: &'static str, payload: Value) -> Result<()> {
-        match self.state.delivery {
-            Delivery::Socket => {
-                let mut inner = self.lock();
-                inner.next_id += 1;
-                let id = format!("{:08x}-env-{}", inner.next_id, now_secs());
-                inner.pending.push_back(Envelope {
-                    id,
-                    kind,
-                    payload,
-                    attempt: 0,
-                });
-                dispatch(&mut inner);
-                Ok(())
-            }
-            Delivery::Events => post_signed(&self.state, kind, &payload).await,
-        }
+        deliver(&self.state, kind, payload).await
+    }
+
+    /// Posting to `channel` answers `not_in_channel` (the bot is not in it).
+    pub fn set_not_in(&self, channel: &str) {
+        self.lock().not_in.insert(channel.to_owned());
     }
 
     /// Close every socket abruptly (no close frame): a lost connection.
@@ -483,6 +475,25 @@ impl FakeSlack {
     pub fn outage(&self, d: Duration) {
         self.lock().outage_until = Some(Instant::now() + d);
         self.drop_sockets();
+    }
+}
+
+async fn deliver(state: &Shared, kind: &'static str, payload: Value) -> Result<()> {
+    match state.delivery {
+        Delivery::Socket => {
+            let mut inner = state.inner.lock().expect("state");
+            inner.next_id += 1;
+            let id = format!("{:08x}-env-{}", inner.next_id, now_secs());
+            inner.pending.push_back(Envelope {
+                id,
+                kind,
+                payload,
+                attempt: 0,
+            });
+            dispatch(&mut inner);
+            Ok(())
+        }
+        Delivery::Events => post_signed(state, kind, &payload).await,
     }
 }
 
@@ -746,10 +757,13 @@ async fn api_method(
     }
 }
 
-fn post_method(state: &Shared, method: &str, body: &Value) -> Response {
+fn post_method(state: &Arc<Shared>, method: &str, body: &Value) -> Response {
     let Some(channel) = body["channel"].as_str() else {
         return slack_error("channel_not_found");
     };
+    if method == "chat.postMessage" && state.inner.lock().expect("state").not_in.contains(channel) {
+        return slack_error("not_in_channel");
+    }
     let has_content = body["text"].is_string()
         || body["blocks"].as_array().is_some_and(|b| !b.is_empty())
         || body["attachments"]
@@ -822,9 +836,26 @@ fn post_method(state: &Shared, method: &str, body: &Value) -> Response {
     });
     drop(inner);
     state.changed.notify_waiters();
+    if kind == Kind::Post {
+        // Slack sends the bot its own messages too (message.channels).
+        let mut event = json!({"type": "message", "channel": channel, "user": BOT_USER,
+            "bot_id": BOT_ID, "bot_profile": {"id": BOT_ID, "name": "squall"},
+            "text": body["text"].as_str().unwrap_or_default(), "ts": ts, "event_ts": ts});
+        if let Some(t) = body["thread_ts"].as_str() {
+            event["thread_ts"] = json!(t);
+        }
+        let payload = json!({"token": "XXYYZZ", "team_id": TEAM, "api_app_id": "A0SQUALL",
+            "event": event, "type": "event_callback", "event_id": format!("Ev-echo-{ts}"),
+            "event_time": now_secs()});
+        let state = state.clone();
+        tokio::spawn(async move {
+            let _ = deliver(&state, "events_api", payload).await;
+        });
+    }
     match kind {
         Kind::Ephemeral => ok(json!({"message_ts": ts})),
-        Kind::Update => ok(json!({"channel": channel, "ts": ts, "text": body["text"]})),
+        Kind::Update => ok(json!({"channel": channel, "ts": ts, "text": body["text"],
+            "message": {"text": body["text"], "user": BOT_USER, "bot_id": BOT_ID}})),
         _ => ok(json!({"channel": channel, "ts": ts, "message": {
             "type": "message", "user": BOT_USER, "bot_id": BOT_ID, "ts": ts,
             "text": body["text"].as_str().unwrap_or_default(),

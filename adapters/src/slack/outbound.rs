@@ -88,6 +88,12 @@ pub(super) fn error(err: SlackClientError) -> AdapterError {
             None,
             format!("HTTP {}", e.status_code),
         ),
+        // Slack took the request, but its answer does not parse: sending
+        // again would post twice.
+        SlackClientError::ProtocolError(e) => AdapterError::Permanent {
+            platform: PLATFORM.into(),
+            reason: format!("Slack's answer does not parse: {e}"),
+        },
         other => AdapterError::Transient {
             platform: PLATFORM.into(),
             reason: other.to_string(),
