@@ -110,8 +110,9 @@ impl Dispatcher {
                 }
             }
             match self.deliver_due(&platforms).await {
-                // More may be waiting behind a full batch.
-                Ok((seen, delivered)) if seen >= BATCH as usize && delivered > 0 => continue,
+                // More may be waiting: behind a full batch, or behind the
+                // rows just sent (a batch holds one row per channel).
+                Ok(delivered) if delivered > 0 => continue,
                 Ok(_) => {}
                 Err(err) => tracing::warn!(error = %err, "reading the chat outbox failed"),
             }
@@ -130,21 +131,20 @@ impl Dispatcher {
         }
     }
 
-    /// Deliver what is due; returns (rows looked at, rows delivered).
-    async fn deliver_due(&self, platforms: &[&str]) -> Result<(usize, usize), StoreError> {
+    /// Deliver what is due; returns the rows delivered.
+    async fn deliver_due(&self, platforms: &[&str]) -> Result<usize, StoreError> {
         let rows = self
             .engine
             .store
             .outbox_due(platforms, now_ms(), BATCH)
             .await?;
-        let seen = rows.len();
         let mut delivered = 0;
         for row in rows {
             if self.deliver(row).await {
                 delivered += 1;
             }
         }
-        Ok((seen, delivered))
+        Ok(delivered)
     }
 
     /// Where a row goes from here: the adapter, the channel, and whether the
