@@ -570,9 +570,20 @@ impl Dispatcher {
         let ack = alias.ack.as_ref().and_then(|a| a.get("enabled")) != Some(&Value::Bool(false));
         let result =
             alias.result.as_ref().and_then(|r| r.get("enabled")) != Some(&Value::Bool(false));
+        // `result: {extra: {thread: false}}`: the pack wants its answers in
+        // the channel, not in a thread under the command.
+        let threaded = alias
+            .result
+            .as_ref()
+            .and_then(|r| r.get("extra"))
+            .and_then(|e| e.get("thread"))
+            != Some(&Value::Bool(false));
         for params in matched.parameter_sets() {
             // The ack and the (held) result are written with the execution.
-            let context = chat_context(message, Some(alias.reference()), ack, result);
+            let mut context = chat_context(message, Some(alias.reference()), ack, result);
+            if !threaded && let Some(chat) = context.chat.as_mut() {
+                chat.thread = None;
+            }
             match self
                 .engine
                 .request_execution(&alias.action_ref, params, Casting::FromText, context)

@@ -82,7 +82,11 @@ pub(crate) fn ids(text: &str) -> Vec<String> {
     re.find_iter(text).map(|m| m.as_str().to_owned()).collect()
 }
 
-pub(crate) async fn wait_said<H: Harness>(h: &H, what: &str, pred: impl Fn(&Said) -> bool) -> Result<Said> {
+pub(crate) async fn wait_said<H: Harness>(
+    h: &H,
+    what: &str,
+    pred: impl Fn(&Said) -> bool,
+) -> Result<Said> {
     eventually(WAIT, &format!("{}: {what}", h.name()), || {
         let found = h.said().into_iter().find(|s| pred(s));
         async move { Ok(found) }
@@ -237,7 +241,10 @@ pub(crate) async fn suite<H: Harness>(h: &mut H) -> Result<()> {
         let approvals = |h: &H, probe: &str| {
             h.said()
                 .iter()
-                .filter(|s| s.text.contains(&format!("approved {probe} (1 of 2 approvals)")))
+                .filter(|s| {
+                    s.text
+                        .contains(&format!("approved {probe} (1 of 2 approvals)"))
+                })
                 .count()
         };
         let (refused_before, approved_before) = (refusals(h), approvals(h, &inquiry));
@@ -265,7 +272,10 @@ pub(crate) async fn suite<H: Harness>(h: &mut H) -> Result<()> {
     .await?;
     if caps.edits {
         assert!(decided.edit, "the prompt is edited: {decided:?}");
-        assert!(decided.buttons.is_empty(), "no buttons after the decision: {decided:?}");
+        assert!(
+            decided.buttons.is_empty(),
+            "no buttons after the decision: {decided:?}"
+        );
     }
 
     // The platform's server restarts: squall reconnects and answers once.

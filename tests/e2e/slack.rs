@@ -294,6 +294,29 @@ async fn after_the_suite(h: &mut SlackHarness) -> Result<()> {
     let finals = h.said().into_iter().filter(|s| is_final(s, &id)).count();
     assert_eq!(finals, 1);
 
+    // A pack that asks for answers in the channel gets them there.
+    let typed = h.say("!announce top-level-hello").await?;
+    let top = wait_said(&*h, "the top-level result", |s| {
+        s.text.contains("top-level-hello") && s.text.contains("succeeded")
+    })
+    .await?;
+    assert_eq!(top.thread, None, "{top:?} (the command was {typed})");
+
+    // A notice (chatops.post_message) to a Slack channel.
+    let key = std::fs::read_to_string(h.data.path().join("admin-api-key"))?;
+    reqwest::Client::new()
+        .post(format!("{}/api/v1/executions", h.base))
+        .bearer_auth(key.trim())
+        .json(&json!({"action": "chatops.post_message",
+                      "parameters": {"channel": format!("slack:{CHANNEL}"), "message": "notice <b>from</b> the API"}}))
+        .send()
+        .await?
+        .error_for_status()?;
+    wait_said(&*h, "the notice", |s| {
+        s.text.contains("notice <b>from</b> the API")
+    })
+    .await?;
+
     // Another bot's message is never a command (squall's own are echoed by
     // the fake all along).
     h.fake
@@ -313,17 +336,18 @@ async fn after_the_suite(h: &mut SlackHarness) -> Result<()> {
     h.fake.set_not_in("C0NOTIN");
     h.fake.slash(ALICE, "C0NOTIN", "say elsewhere").await?;
     eventually(WAIT, "the answer through response_url", || {
-        let found = h
-            .fake
-            .posted()
-            .into_iter()
-            .any(|p| p.kind == Kind::Response && p.text.contains("elsewhere") && p.text.contains("succeeded"));
+        let found = h.fake.posted().into_iter().any(|p| {
+            p.kind == Kind::Response && p.text.contains("elsewhere") && p.text.contains("succeeded")
+        });
         async move { Ok(found.then_some(())) }
     })
     .await?;
     outbox_drained(&h.database_url()).await?;
     assert!(
-        !h.fake.posted().iter().any(|p| p.text.contains("from-a-bot")),
+        !h.fake
+            .posted()
+            .iter()
+            .any(|p| p.text.contains("from-a-bot")),
         "a bot's message was taken as a command"
     );
     Ok(())
@@ -368,7 +392,10 @@ async fn signed_requests(h: &SlackHarness) -> Result<()> {
         .post(&url)
         .header("content-type", "application/json")
         .header("x-slack-request-timestamp", &ts)
-        .header("x-slack-signature", slack::sign(slack::SIGNING_SECRET, &ts, &challenge))
+        .header(
+            "x-slack-signature",
+            slack::sign(slack::SIGNING_SECRET, &ts, &challenge),
+        )
         .body(challenge)
         .send()
         .await?
@@ -387,7 +414,11 @@ async fn signed_requests(h: &SlackHarness) -> Result<()> {
     assert_eq!(send(valid, ts.clone(), sig).await?, 401);
     // Tampered: signed for one body, sent with another.
     let tampered = body_for("!say signed-tampered", "Ev-signed-2", "1700000002.000002");
-    let sig = slack::sign(slack::SIGNING_SECRET, &ts, &body_for("!say harmless", "Ev-signed-2", "1700000002.000002"));
+    let sig = slack::sign(
+        slack::SIGNING_SECRET,
+        &ts,
+        &body_for("!say harmless", "Ev-signed-2", "1700000002.000002"),
+    );
     assert_eq!(send(tampered, ts, sig).await?, 401);
     // Stale: correctly signed, ten minutes old.
     let old = (now() - 600).to_string();
@@ -397,7 +428,12 @@ async fn signed_requests(h: &SlackHarness) -> Result<()> {
     // Unsigned.
     let ts = now().to_string();
     assert_eq!(
-        send(body_for("!say signed-none", "Ev-signed-4", "1700000002.000004"), ts, String::new()).await?,
+        send(
+            body_for("!say signed-none", "Ev-signed-4", "1700000002.000004"),
+            ts,
+            String::new()
+        )
+        .await?,
         401
     );
     wait_said(h, "the valid request's result", |s| {
@@ -464,7 +500,9 @@ async fn slack_socket_loss_loses_and_doubles_nothing() -> Result<()> {
     for text in &sent {
         let answers = said
             .iter()
-            .filter(|s| !s.edit && s.text.contains(&format!("{text}\n")) && s.text.contains("succeeded"))
+            .filter(|s| {
+                !s.edit && s.text.contains(&format!("{text}\n")) && s.text.contains("succeeded")
+            })
             .count();
         assert_eq!(answers, 1, "{text}: {answers} answers");
     }
@@ -529,7 +567,10 @@ async fn slack_load_1000_commands_50_users_10_channels() -> Result<()> {
     let doubled: Vec<_> = seen.iter().filter(|(_, c)| **c != 1).collect();
     assert!(doubled.is_empty(), "answered more than once: {doubled:?}");
     let limited = h.fake.rate_limited();
-    assert!(limited > 0, "the fake never answered 429: the test did not test rate limits");
+    assert!(
+        limited > 0,
+        "the fake never answered 429: the test did not test rate limits"
+    );
     eprintln!(
         "slack load: 1000 commands (50 users, 10 channels) sent in {:.1} s; last answer after {:.1} s; \
          {} posts in all, {limited} answered 429",
