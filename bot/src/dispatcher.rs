@@ -54,6 +54,9 @@ pub struct Dispatcher {
     running: Mutex<HashMap<String, Running>>,
     /// The delivery loop and the progress ticker, once started.
     started: std::sync::OnceLock<()>,
+    /// Approval prompts being sent and not yet recorded: a vote by reaction
+    /// on a message squall does not know waits for them.
+    prompts_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// A command from here whose result is not delivered yet: `wait_idle`
@@ -90,6 +93,7 @@ impl Dispatcher {
             delivered: Arc::new(Notify::new()),
             running: Mutex::new(HashMap::new()),
             started: std::sync::OnceLock::new(),
+            prompts_in_flight: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 

@@ -62,6 +62,16 @@ const REFUSED: &[&str] = &[
     "user_not_found",
 ];
 
+/// `auth.test` answers for a token that will not work.
+const BAD_TOKEN: &[&str] = &[
+    "invalid_auth",
+    "not_authed",
+    "account_inactive",
+    "token_revoked",
+    "token_expired",
+    "not_allowed_token_type",
+];
+
 pub(super) fn error(err: SlackClientError) -> AdapterError {
     match &err {
         SlackClientError::RateLimitError(e) => AdapterError::RateLimited {
@@ -123,12 +133,20 @@ impl Api {
 
     /// The bot's own user id and bot id.
     pub(super) async fn whoami(&self) -> Result<(String, Option<String>), AdapterError> {
-        let me = self
-            .client
-            .open_session(&self.token)
-            .auth_test()
-            .await
-            .map_err(error)?;
+        let me = match self.client.open_session(&self.token).auth_test().await {
+            Ok(me) => me,
+            // A token Slack does not take: say so instead of retrying.
+            Err(SlackClientError::ApiError(e)) if BAD_TOKEN.contains(&e.code.as_str()) => {
+                return Err(AdapterError::Permanent {
+                    platform: PLATFORM.into(),
+                    reason: format!(
+                        "Slack refused slack.bot_token ({}): use the app's Bot User OAuth Token (xoxb-…)",
+                        e.code
+                    ),
+                });
+            }
+            Err(e) => return Err(error(e)),
+        };
         Ok((me.user_id.0, me.bot_id.map(|b| b.0)))
     }
 

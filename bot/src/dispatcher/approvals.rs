@@ -156,7 +156,7 @@ impl Dispatcher {
         let inq = match &event.on {
             VoteTarget::Message(message_id) => {
                 let key = format!("{}:{}", event.platform, message_id);
-                self.engine.store.inquiry_by_prompt(&key).await
+                self.prompt_inquiry(&key).await
             }
             VoteTarget::Inquiry(id) => self.engine.store.get_inquiry(id).await,
         };
@@ -211,6 +211,33 @@ impl Dispatcher {
                 self.engine.host.inquiries.notify_waiters();
             }
             Err(err) => reply.internal_error(&err).await,
+        }
+    }
+
+    /// The request a prompt message (`platform:message id`) asks about. A
+    /// reaction can arrive before the prompt's send has returned: while
+    /// prompts are being sent, wait (up to 10 s) for them to be recorded.
+    async fn prompt_inquiry(
+        &self,
+        key: &str,
+    ) -> Result<Option<inquiry_row::Model>, squall_engine::store::StoreError> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let delivered = self.delivered.notified();
+            tokio::pin!(delivered);
+            delivered.as_mut().enable();
+            // Read before the lookup: a prompt recorded after it was in
+            // flight before it.
+            let in_flight = self
+                .prompts_in_flight
+                .load(std::sync::atomic::Ordering::SeqCst);
+            let found = self.engine.store.inquiry_by_prompt(key).await?;
+            if found.is_some() || in_flight == 0 {
+                return Ok(found);
+            }
+            if tokio::time::timeout_at(deadline, delivered).await.is_err() {
+                return Ok(None);
+            }
         }
     }
 

@@ -11,6 +11,7 @@
 //! rows another node released.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -294,10 +295,22 @@ impl Dispatcher {
                     return Delivery::Skipped(format!("already {}", inq.status));
                 }
                 let message = self.prompt_message(&inq, caps.buttons, caps.reactions);
+                // Votes on this prompt wait until it is recorded (a reaction
+                // can arrive before the send returns).
+                self.prompts_in_flight.fetch_add(1, Ordering::SeqCst);
                 let outcome = self.send(row, adapter, to, &message, attempts).await;
                 if let Delivery::Sent(reference) = &outcome
                     && let Some(message_id) = reference["message_id"].as_str()
                 {
+                    let key = format!("{}:{message_id}", adapter.platform());
+                    if let Err(err) = store
+                        .move_prompt(&inq.id, "new", "posted", Some((reference, &key)))
+                        .await
+                    {
+                        tracing::warn!(error = %err, "recording an approval prompt failed");
+                    }
+                    self.prompts_in_flight.fetch_sub(1, Ordering::SeqCst);
+                    self.delivered.notify_waiters();
                     if caps.reactions {
                         let sent = SentMessage {
                             to: ChannelRef {
@@ -312,13 +325,8 @@ impl Dispatcher {
                             }
                         }
                     }
-                    let key = format!("{}:{message_id}", adapter.platform());
-                    if let Err(err) = store
-                        .move_prompt(&inq.id, "new", "posted", Some((reference, &key)))
-                        .await
-                    {
-                        tracing::warn!(error = %err, "recording an approval prompt failed");
-                    }
+                } else {
+                    self.prompts_in_flight.fetch_sub(1, Ordering::SeqCst);
                 }
                 outcome
             }
