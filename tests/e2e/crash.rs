@@ -257,20 +257,38 @@ async fn kill_9_during_workflows_resumes_them_without_repeating_finished_tasks()
             .map(str::to_owned)
             .collect()
     };
-    // Kill when every workflow is part-way through.
+    // Kill when every workflow is part-way through and a task is running
+    // (on a busy machine the moment can fall between two tasks).
+    let store = Store::connect(&db.url).await?;
     eventually(
         Duration::from_secs(60),
-        "each workflow to finish two steps",
+        "each workflow to finish two steps, with a task running",
         || {
             let done = workflows.iter().all(|(_, f)| lines(f).len() >= 2);
-            async move { Ok(done.then_some(())) }
+            let store = store.clone();
+            let ids: Vec<String> = workflows.iter().map(|(id, _)| id.clone()).collect();
+            async move {
+                if !done {
+                    return Ok(None);
+                }
+                for id in &ids {
+                    if store
+                        .children_of(id)
+                        .await?
+                        .iter()
+                        .any(|c| c.status == "running")
+                    {
+                        return Ok(Some(()));
+                    }
+                }
+                Ok(None)
+            }
         },
     )
     .await?;
     node.kill9()?;
 
     // What the database says had finished when the node died.
-    let store = Store::connect(&db.url).await?;
     let mut finished_at_kill: Vec<(usize, i64)> = Vec::new();
     let mut running_at_kill = 0;
     for (w, (id, _)) in workflows.iter().enumerate() {

@@ -118,6 +118,24 @@ fn content(message: &OutgoingMessage) -> Result<SlackMessageContent, AdapterErro
     })
 }
 
+/// How long one Web API call may take: the delivery loop sends one
+/// message at a time, so a call Slack never answers must not hold it.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+async fn timed<T>(
+    call: impl std::future::Future<Output = Result<T, SlackClientError>>,
+) -> Result<T, SlackClientError> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(SlackClientError::HttpProtocolError(
+                slack_morphism::errors::SlackClientHttpProtocolError {
+                    cause: Some("no answer from Slack within 20 s".into()),
+                },
+            ))
+        })
+}
+
 pub(super) struct Api {
     pub(super) client: Arc<Client>,
     pub(super) token: SlackApiToken,
@@ -133,7 +151,7 @@ impl Api {
 
     /// The bot's own user id and bot id.
     pub(super) async fn whoami(&self) -> Result<(String, Option<String>), AdapterError> {
-        let me = match self.client.open_session(&self.token).auth_test().await {
+        let me = match timed(self.client.open_session(&self.token).auth_test()).await {
             Ok(me) => me,
             // A token Slack does not take: say so instead of retrying.
             Err(SlackClientError::ApiError(e)) if BAD_TOKEN.contains(&e.code.as_str()) => {
@@ -167,7 +185,9 @@ impl Api {
                 content,
             )
             .opt_thread_ts(thread);
-            session.chat_post_ephemeral(&req).await.map_err(error)?;
+            timed(session.chat_post_ephemeral(&req))
+                .await
+                .map_err(error)?;
             // Nothing to edit or react to later: no message id.
             return Ok(SentMessage {
                 to: to.clone(),
@@ -178,7 +198,9 @@ impl Api {
             .opt_thread_ts(thread)
             .with_unfurl_links(false)
             .with_unfurl_media(false);
-        let sent = session.chat_post_message(&req).await.map_err(error)?;
+        let sent = timed(session.chat_post_message(&req))
+            .await
+            .map_err(error)?;
         Ok(SentMessage {
             to: ChannelRef {
                 channel: sent.channel.0,
@@ -209,9 +231,7 @@ impl Api {
             content,
             SlackTs(sent.message_id.clone()),
         );
-        self.client
-            .open_session(&self.token)
-            .chat_update(&req)
+        timed(self.client.open_session(&self.token).chat_update(&req))
             .await
             .map_err(error)?;
         Ok(())
@@ -223,12 +243,7 @@ impl Api {
             SlackReactionName(name.to_owned()),
             SlackTs(sent.message_id.clone()),
         );
-        match self
-            .client
-            .open_session(&self.token)
-            .reactions_add(&req)
-            .await
-        {
+        match timed(self.client.open_session(&self.token).reactions_add(&req)).await {
             Ok(_) => Ok(()),
             Err(SlackClientError::ApiError(e)) if e.code == "already_reacted" => Ok(()),
             Err(e) => Err(error(e)),
@@ -239,10 +254,7 @@ impl Api {
     /// real name, else the user name.
     pub(super) async fn display_name(&self, user: &str) -> Result<Option<String>, AdapterError> {
         let req = SlackApiUsersInfoRequest::new(SlackUserId(user.to_owned()));
-        let found = self
-            .client
-            .open_session(&self.token)
-            .users_info(&req)
+        let found = timed(self.client.open_session(&self.token).users_info(&req))
             .await
             .map_err(error)?;
         let profile = found.user.profile.as_ref();
