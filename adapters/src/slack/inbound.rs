@@ -443,6 +443,10 @@ pub(super) mod http {
                 ctx.inbound.interaction(&payload, &ctx.events).await;
                 return StatusCode::OK.into_response();
             }
+            // Slack checks a slash command's URL with `ssl_check=1`.
+            if fields.contains_key("ssl_check") {
+                return StatusCode::OK.into_response();
+            }
             if fields.contains_key("command") {
                 ctx.inbound.command(&fields, &ctx.events).await;
                 return StatusCode::OK.into_response();
