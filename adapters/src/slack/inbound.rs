@@ -313,7 +313,7 @@ impl Inbound {
             .trim()
             .parse()
             .map_err(|_| "X-Slack-Request-Timestamp is not a number")?;
-        let now = chrono_now();
+        let now = squall_engine::execution::now_ms() / 1000;
         let window = i64::try_from(self.window.as_secs()).unwrap_or(300);
         if (now - ts).abs() > window {
             return Err(
@@ -345,12 +345,6 @@ impl Inbound {
         seen.insert(hex_sig.to_owned(), now_i + self.window * 2);
         Ok(())
     }
-}
-
-fn chrono_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
 }
 
 /// Slack's escaped text as typed: entities back to characters, links

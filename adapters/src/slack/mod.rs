@@ -27,7 +27,6 @@ use squall_engine::chat::{
 use crate::common::Backoff;
 
 pub use config::{SlackConfig, SlackMode};
-pub use render::escape as escape_mrkdwn;
 
 const PLATFORM: &str = "slack";
 
@@ -45,12 +44,7 @@ pub struct SlackAdapter {
 
 impl SlackAdapter {
     pub fn new(config: SlackConfig) -> Result<Self, AdapterError> {
-        config
-            .validate()
-            .map_err(|reason| AdapterError::Permanent {
-                platform: PLATFORM.into(),
-                reason,
-            })?;
+        config.validate().map_err(permanent)?;
         let client = outbound::client(&config.api_url)?;
         let api = outbound::Api::new(client, &config.bot_token.0);
         let inbound = Arc::new(inbound::Inbound::new(
@@ -66,10 +60,7 @@ impl SlackAdapter {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
-                .map_err(|e| AdapterError::Permanent {
-                    platform: PLATFORM.into(),
-                    reason: e.to_string(),
-                })?,
+                .map_err(|e| permanent(e.to_string()))?,
         })
     }
 
@@ -161,10 +152,7 @@ impl SlackAdapter {
             .app_token
             .as_ref()
             .map(|t| SlackApiToken::new(SlackApiTokenValue(t.0.clone())))
-            .ok_or_else(|| AdapterError::Permanent {
-                platform: PLATFORM.into(),
-                reason: "Socket Mode needs slack.app_token".into(),
-            })?;
+            .ok_or_else(|| permanent("Socket Mode needs slack.app_token".into()))?;
         let mut callbacks = SlackSocketModeListenerCallbacks::<outbound::Connector>::new();
         let (inb, tx) = (self.inbound.clone(), events.clone());
         callbacks.push_events_callback = Box::new(move |ev: SlackPushEventCallback, _, _| {
@@ -213,6 +201,13 @@ impl SlackAdapter {
         shutdown.cancelled().await;
         listener.shutdown().await;
         Ok(())
+    }
+}
+
+fn permanent(reason: String) -> AdapterError {
+    AdapterError::Permanent {
+        platform: PLATFORM.into(),
+        reason,
     }
 }
 
@@ -305,10 +300,11 @@ impl ChatAdapter for SlackAdapter {
             // A slash command in a channel squall is not in: answered
             // through the command's response_url.
             Err(AdapterError::Permanent { reason, .. })
-                if matches!(reason.as_str(), "not_in_channel" | "channel_not_found")
-                    && self.inbound.response_url(&to.channel).is_some() =>
+                if matches!(reason.as_str(), "not_in_channel" | "channel_not_found") =>
             {
-                let url = self.inbound.response_url(&to.channel).unwrap_or_default();
+                let Some(url) = self.inbound.response_url(&to.channel) else {
+                    return Err(permanent(reason));
+                };
                 outbound::respond(&self.http, &url, &message).await?;
                 Ok(SentMessage {
                     to: to.clone(),

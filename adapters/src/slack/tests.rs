@@ -34,17 +34,7 @@ fn sign(secret: &str, ts: &str, body: &str) -> String {
 }
 
 fn now() -> i64 {
-    chrono_now_for_tests()
-}
-
-fn chrono_now_for_tests() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs(),
-    )
-    .expect("seconds")
+    squall_engine::execution::now_ms() / 1000
 }
 
 #[test]
