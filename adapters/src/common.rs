@@ -1,6 +1,7 @@
 //! What every chat adapter shares: reconnection backoff, turning reactions
 //! into votes, and mapping platform errors onto `AdapterError`.
 
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,32 @@ impl Backoff {
             () = tokio::time::sleep(delay) => true,
             () = shutdown.cancelled() => false,
         }
+    }
+}
+
+/// Keys seen lately, to handle each event once (platform redeliveries).
+#[derive(Default)]
+pub struct Seen {
+    order: VecDeque<String>,
+    keys: HashSet<String>,
+}
+
+pub const SEEN: usize = 20_000;
+
+impl Seen {
+    /// True the first time `key` is offered.
+    pub fn first(&mut self, key: String) -> bool {
+        if self.keys.contains(&key) {
+            return false;
+        }
+        if self.order.len() >= SEEN
+            && let Some(old) = self.order.pop_front()
+        {
+            self.keys.remove(&old);
+        }
+        self.keys.insert(key.clone());
+        self.order.push_back(key);
+        true
     }
 }
 

@@ -23,6 +23,8 @@ use squall_engine::chat::ChatAdapter;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum AdapterConfig {
+    #[cfg(feature = "discord")]
+    Discord(crate::discord::DiscordConfig),
     #[cfg(feature = "matrix")]
     Matrix(crate::matrix::MatrixConfig),
     #[cfg(feature = "slack")]
@@ -33,6 +35,8 @@ impl AdapterConfig {
     /// The platform this connects to (one connection per platform).
     pub fn platform(&self) -> &'static str {
         match *self {
+            #[cfg(feature = "discord")]
+            Self::Discord(_) => "discord",
             #[cfg(feature = "matrix")]
             Self::Matrix(_) => "matrix",
             #[cfg(feature = "slack")]
@@ -43,6 +47,8 @@ impl AdapterConfig {
     /// Problems found without I/O.
     pub fn validate(&self) -> Result<(), String> {
         match self {
+            #[cfg(feature = "discord")]
+            Self::Discord(c) => c.validate(),
             #[cfg(feature = "matrix")]
             Self::Matrix(c) => c.validate(),
             #[cfg(feature = "slack")]
@@ -53,6 +59,10 @@ impl AdapterConfig {
     /// Build the adapter (it connects when run).
     pub fn build(&self) -> Result<Arc<dyn ChatAdapter>, String> {
         match self {
+            #[cfg(feature = "discord")]
+            Self::Discord(c) => crate::discord::DiscordAdapter::new(c.clone())
+                .map(|a| Arc::new(a) as Arc<dyn ChatAdapter>)
+                .map_err(|e| e.to_string()),
             #[cfg(feature = "matrix")]
             Self::Matrix(c) => crate::matrix::MatrixAdapter::new(c.clone())
                 .map(|a| Arc::new(a) as Arc<dyn ChatAdapter>)

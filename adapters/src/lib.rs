@@ -8,6 +8,8 @@ pub mod common;
 pub mod config;
 #[cfg(feature = "console")]
 pub mod console;
+#[cfg(feature = "discord")]
+pub mod discord;
 #[cfg(feature = "matrix")]
 pub mod matrix;
 #[cfg(feature = "slack")]

@@ -43,6 +43,10 @@ pub struct Config {
     /// `SQUALL_SLACK__BOT_TOKEN`, ... set it from the environment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slack: Option<squall_adapters::slack::SlackConfig>,
+    /// `[discord]`, the same as `[adapters.discord]` (moved there on load);
+    /// `SQUALL_DISCORD__TOKEN`, ... set it from the environment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discord: Option<squall_adapters::discord::DiscordConfig>,
     /// Authentication per webhook name (`[webhooks.github] auth = "github"`);
     /// webhooks not listed need an API key.
     pub webhooks: std::collections::BTreeMap<String, crate::signatures::HookAuth>,
@@ -145,6 +149,7 @@ impl Default for Config {
             adapters: squall_adapters::config::Adapters::default(),
             matrix: None,
             slack: None,
+            discord: None,
             webhooks: std::collections::BTreeMap::new(),
             alerts: AlertsSection::default(),
         }
@@ -226,6 +231,18 @@ impl Config {
             config.adapters.0.insert(
                 "slack".into(),
                 squall_adapters::config::AdapterConfig::Slack(slack),
+            );
+        }
+        if let Some(discord) = config.discord.take() {
+            if config.adapters.0.contains_key("discord") {
+                return Err(
+                    "[discord] and [adapters.discord] are the same connection: keep one of them"
+                        .into(),
+                );
+            }
+            config.adapters.0.insert(
+                "discord".into(),
+                squall_adapters::config::AdapterConfig::Discord(discord),
             );
         }
         config.validate()?;
@@ -394,6 +411,27 @@ mod tests {
         .expect("write");
         let err = Config::load(Some(&path)).expect_err("twice");
         assert!(err.contains("same connection"), "{err}");
+    }
+
+    #[test]
+    fn the_discord_section_is_the_discord_adapter() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("squall.toml");
+        std::fs::write(
+            &path,
+            "[discord]\ntoken = \"MTA.x.y\"\napplication_id = \"1234567890\"\n",
+        )
+        .expect("write");
+        let config = Config::load(Some(&path)).expect("valid");
+        assert_eq!(config.adapters.0["discord"].platform(), "discord");
+        std::fs::write(
+            &path,
+            "[discord]\ntoken = \"MTA.x.y\"\napplication_id = \"squall\"\ngateway = false\n",
+        )
+        .expect("write");
+        let err = Config::load(Some(&path)).expect_err("invalid");
+        assert!(err.contains("discord.application_id"), "{err}");
+        assert!(err.contains("discord.public_key"), "{err}");
     }
 
     #[test]

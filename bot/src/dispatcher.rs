@@ -742,6 +742,10 @@ impl Dispatcher {
                 model.id, model.action, model.status
             )),
             color: Some(color),
+            more: Some(format!(
+                "`{}status {}` shows all of it",
+                self.settings.prefix, model.id
+            )),
             ..OutgoingMessage::default()
         };
         if let Some(error) = &view.error {

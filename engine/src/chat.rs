@@ -131,6 +131,10 @@ pub struct OutgoingMessage {
     /// platform can (a Slack ephemeral message); elsewhere to the channel.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub only_for: Option<String>,
+    /// How to read all of it (`!status 01J…`), for a platform that must
+    /// cut the message to its limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub more: Option<String>,
 }
 
 impl OutgoingMessage {

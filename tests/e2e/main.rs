@@ -18,6 +18,7 @@ mod alerts;
 mod chat;
 mod conformance;
 mod crash;
+mod discord;
 mod executions;
 mod http_runner;
 mod matrix;

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod discord;
 pub mod slack;
 
 use anyhow::{Context, Result, bail};

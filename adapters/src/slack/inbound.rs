@@ -5,7 +5,7 @@
 //! a redelivery after a lost socket, a mention that is both `message` and
 //! `app_mention`) is handled once.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -24,31 +24,7 @@ pub(super) struct Me {
     pub(super) user_id: String,
 }
 
-/// Keys seen lately, to handle each event once.
-#[derive(Default)]
-struct Seen {
-    order: VecDeque<String>,
-    keys: HashSet<String>,
-}
-
-const SEEN: usize = 20_000;
-
-impl Seen {
-    /// True the first time `key` is offered.
-    fn first(&mut self, key: String) -> bool {
-        if self.keys.contains(&key) {
-            return false;
-        }
-        if self.order.len() >= SEEN
-            && let Some(old) = self.order.pop_front()
-        {
-            self.keys.remove(&old);
-        }
-        self.keys.insert(key.clone());
-        self.order.push_back(key);
-        true
-    }
-}
+use crate::common::{SEEN, Seen};
 
 /// A slash command's `response_url`, good for 30 minutes.
 struct ResponseUrl {
