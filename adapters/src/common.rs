@@ -41,6 +41,35 @@ impl Backoff {
     }
 }
 
+/// Call `f` until the platform answers: transient failures (and rate
+/// limits) are retried with backoff, a permanent one is returned. `None`
+/// when shutting down meanwhile.
+pub async fn until_answered<T, F, Fut>(
+    shutdown: &CancellationToken,
+    what: &str,
+    mut f: F,
+) -> Result<Option<T>, AdapterError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AdapterError>>,
+{
+    let mut backoff = Backoff::new();
+    loop {
+        match f().await {
+            Ok(answer) => return Ok(Some(answer)),
+            Err(err @ (AdapterError::Permanent { .. } | AdapterError::Unsupported { .. })) => {
+                return Err(err);
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "{what} failed; retrying");
+                if !backoff.wait(shutdown).await {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
 /// Keys seen lately, to handle each event once (platform redeliveries).
 #[derive(Default)]
 pub struct Seen {

@@ -424,6 +424,13 @@ mod tests {
         .expect("write");
         let config = Config::load(Some(&path)).expect("valid");
         assert_eq!(config.adapters.0["discord"].platform(), "discord");
+        // An id unquoted (as a SQUALL_DISCORD__APPLICATION_ID variable reads).
+        std::fs::write(
+            &path,
+            "[discord]\ntoken = \"MTA.x.y\"\napplication_id = 1190000000000000001\n",
+        )
+        .expect("write");
+        Config::load(Some(&path)).expect("a numeric id");
         std::fs::write(
             &path,
             "[discord]\ntoken = \"MTA.x.y\"\napplication_id = \"squall\"\ngateway = false\n",

@@ -736,16 +736,17 @@ impl Dispatcher {
             .duration_ms
             .map(|ms| format!(" in {ms} ms"))
             .unwrap_or_default();
+        let more = format!(
+            "`{}status {}` shows all of it",
+            self.settings.prefix, model.id
+        );
         let mut message = OutgoingMessage {
             title: Some(format!(
                 "{} {} {}{duration}",
                 model.id, model.action, model.status
             )),
             color: Some(color),
-            more: Some(format!(
-                "`{}status {}` shows all of it",
-                self.settings.prefix, model.id
-            )),
+            more: Some(more.clone()),
             ..OutgoingMessage::default()
         };
         if let Some(error) = &view.error {
@@ -772,8 +773,7 @@ impl Dispatcher {
                 let kept: String = output.chars().skip(chars - tail).collect();
                 message.code_blocks.push(format!("…{kept}"));
                 message.text.push_str(&format!(
-                    "Output truncated to the last {tail} characters; `{}status {}` shows all of it.",
-                    self.settings.prefix, model.id
+                    "Output truncated to the last {tail} characters; {more}."
                 ));
             } else {
                 message.code_blocks.push(output);

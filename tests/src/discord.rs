@@ -1039,6 +1039,13 @@ async fn serve_socket(
     state.changed.notify_waiters();
 }
 
+/// The gateway takes the token bare or, as serenity sends it, after `Bot `.
+fn token_ok(token: &Value) -> bool {
+    token
+        .as_str()
+        .is_some_and(|t| t.strip_prefix("Bot ").unwrap_or(t) == TOKEN)
+}
+
 fn gateway_op(state: &Shared, tx: &mpsc::UnboundedSender<WsMessage>, frame: &Value) {
     let mut inner = state.inner.lock().expect("state");
     let send = |v: Value| {
@@ -1052,7 +1059,7 @@ fn gateway_op(state: &Shared, tx: &mpsc::UnboundedSender<WsMessage>, frame: &Val
             }
         }
         Some(2) => {
-            if frame["d"]["token"].as_str() != Some(TOKEN) {
+            if !token_ok(&frame["d"]["token"]) {
                 let _ = tx.send(WsMessage::Close(Some(CloseFrame {
                     code: CloseCode::from(4004),
                     reason: "Authentication failed.".into(),
@@ -1080,7 +1087,7 @@ fn gateway_op(state: &Shared, tx: &mpsc::UnboundedSender<WsMessage>, frame: &Val
                 .sessions
                 .last()
                 .is_some_and(|s| !s.id.is_empty() && s.id == wanted);
-            if !resumable || frame["d"]["token"].as_str() != Some(TOKEN) {
+            if !resumable || !token_ok(&frame["d"]["token"]) {
                 send(json!({"op": 9, "d": false}));
                 return;
             }

@@ -1,7 +1,7 @@
 //! Discord adapter settings (`[discord]` or `[adapters.discord]` in
 //! squall.toml; every key also a `SQUALL_DISCORD__<KEY>` variable).
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use squall_engine::sensitive::Sensitive;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -11,6 +11,7 @@ pub struct DiscordConfig {
     pub token: Sensitive,
     /// The application id (General Information → Application ID). Needed
     /// for the `/squall` command and for answering interactions.
+    #[serde(deserialize_with = "id")]
     pub application_id: String,
     /// The application's public key (hex), to check requests to the
     /// Interactions endpoint. Without it the endpoint is not mounted.
@@ -29,7 +30,7 @@ pub struct DiscordConfig {
     pub command: String,
     /// Guilds to register the command in as well (instantly available
     /// there; a global command can take a while to appear).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "ids")]
     pub command_guilds: Vec<String>,
     /// Answer a command as a reply to it (`false`: a plain channel message).
     #[serde(default = "yes")]
@@ -37,6 +38,32 @@ pub struct DiscordConfig {
     /// Seconds a signed interaction's timestamp may be off.
     #[serde(default = "five_minutes")]
     pub signature_window_seconds: u64,
+}
+
+/// A Discord id written as a string or, as a `SQUALL_DISCORD__*` variable
+/// or an unquoted TOML value reads it, a number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Id {
+    Text(String),
+    Number(u64),
+}
+
+impl From<Id> for String {
+    fn from(id: Id) -> Self {
+        match id {
+            Id::Text(s) => s,
+            Id::Number(n) => n.to_string(),
+        }
+    }
+}
+
+fn id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Id::deserialize(d).map(String::from)
+}
+
+fn ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Vec::<Id>::deserialize(d).map(|ids| ids.into_iter().map(String::from).collect())
 }
 
 fn default_api_url() -> String {
@@ -96,12 +123,10 @@ impl DiscordConfig {
                     .to_owned(),
             );
         }
+        let command_char =
+            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
         if !self.command.is_empty()
-            && !(self.command.len() <= 32
-                && self
-                    .command
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'))
+            && (self.command.len() > 32 || !self.command.chars().all(command_char))
         {
             problems.push(format!(
                 "discord.command: {:?} is not a slash command name (1-32 of a-z, 0-9, - and _)",

@@ -43,7 +43,12 @@ pub(super) struct Pending {
 /// references, or a thread (a channel whose id is its first message's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Under {
+    /// Someone's message (a command): answers reply to it.
     Reply,
+    /// A message of squall's own (a notice) with no thread yet: the first
+    /// answer starts one.
+    Root,
+    /// A thread squall started (or found): answers go in it.
     Thread,
 }
 

@@ -85,33 +85,19 @@ impl DiscordAdapter {
         })
     }
 
-    /// 429 answers seen so far.
-    pub fn rate_limited(&self) -> u64 {
-        self.rest
-            .rate_limited
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     /// Who the bot is (`GET /users/@me`), retried until Discord answers;
     /// then the slash command is registered.
     async fn connect(&self, shutdown: &CancellationToken) -> Result<bool, AdapterError> {
-        let mut backoff = Backoff::new();
-        loop {
-            match self.rest.me().await {
-                Ok((id, name)) => {
-                    tracing::info!(bot_user = %id, name, "connected to Discord");
-                    let _ = self.inbound.me.set(id);
-                    break;
-                }
-                Err(err @ AdapterError::Permanent { .. }) => return Err(err),
-                Err(err) => {
-                    tracing::warn!(error = %err, "reaching Discord (users/@me) failed; retrying");
-                    if !backoff.wait(shutdown).await {
-                        return Ok(false);
-                    }
-                }
-            }
-        }
+        let answer =
+            crate::common::until_answered(shutdown, "reaching Discord (users/@me)", || {
+                self.rest.me()
+            })
+            .await?;
+        let Some((id, name)) = answer else {
+            return Ok(false);
+        };
+        tracing::info!(bot_user = %id, name, "connected to Discord");
+        let _ = self.inbound.me.set(id);
         if !self.config.command.is_empty()
             && let Err(err) = self
                 .rest
@@ -210,7 +196,7 @@ impl DiscordAdapter {
             return under;
         }
         let under = if self.inbound.sent_by_me(thread) {
-            Under::Thread
+            Under::Root
         } else {
             match self
                 .rest
@@ -221,7 +207,9 @@ impl DiscordAdapter {
                     if found["author"]["id"].as_str()
                         == self.inbound.me.get().map(String::as_str) =>
                 {
-                    Under::Thread
+                    // Started already (before a restart) or not: starting
+                    // it again is answered "exists" and is harmless.
+                    Under::Root
                 }
                 _ => Under::Reply,
             }
@@ -424,13 +412,20 @@ impl ChatAdapter for DiscordAdapter {
                     to.channel.clone(),
                     self.post(&to.channel, message, Some(thread), key).await?,
                 ),
-                Under::Thread => {
+                Under::Thread => (
+                    thread.to_owned(),
+                    self.post(thread, message, None, key).await?,
+                ),
+                Under::Root => {
                     let name = render::thread_name(message);
                     match self.rest.start_thread(&to.channel, thread, &name).await {
-                        Ok(()) => (
-                            thread.to_owned(),
-                            self.post(thread, message, None, key).await?,
-                        ),
+                        Ok(()) => {
+                            self.inbound.set_under(thread, Under::Thread);
+                            (
+                                thread.to_owned(),
+                                self.post(thread, message, None, key).await?,
+                            )
+                        }
                         // No threads here (a DM, no permission): a reply.
                         Err(r) if r.status == 400 || r.status == 403 => {
                             tracing::debug!(error = %r.error, "starting a thread failed; replying instead");

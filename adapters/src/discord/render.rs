@@ -85,8 +85,7 @@ pub fn body_text(message: &OutgoingMessage) -> String {
         return whole;
     }
     let note = format!(
-        "*Cut to Discord's {} characters: {}.*",
-        "2,000",
+        "*Cut to Discord's 2,000 characters: {}.*",
         message
             .more
             .as_deref()

@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -61,8 +60,6 @@ pub(super) struct Rest {
     base: String,
     auth: String,
     limits: Mutex<Limits>,
-    /// 429 answers seen (for logs and tests).
-    pub(super) rate_limited: AtomicU64,
 }
 
 impl Rest {
@@ -81,7 +78,6 @@ impl Rest {
             base: format!("{}/api/v10", api_url.trim_end_matches('/')),
             auth: format!("Bot {}", token.trim()),
             limits: Mutex::default(),
-            rate_limited: AtomicU64::new(0),
         })
     }
 
@@ -98,11 +94,11 @@ impl Rest {
 
     fn pause(&self, route: &str, global: bool, wait: Duration) {
         if let Ok(mut limits) = self.limits.lock() {
-            let until = Instant::now() + wait;
+            let now = Instant::now();
+            let until = now + wait;
             if global {
                 limits.global_until = Some(limits.global_until.map_or(until, |u| u.max(until)));
             } else {
-                let now = Instant::now();
                 if limits.routes.len() > 1000 {
                     limits.routes.retain(|_, u| *u > now);
                 }
@@ -155,7 +151,6 @@ impl Rest {
             }
             let text = answer.text().await.unwrap_or_default();
             if status == 429 {
-                self.rate_limited.fetch_add(1, Ordering::Relaxed);
                 let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                 let wait = parsed["retry_after"]
                     .as_f64()
@@ -349,16 +344,15 @@ pub(super) fn bucket(method: &Method, path: &str) -> String {
     let mut out = method.as_str().to_owned();
     let mut previous = "";
     for segment in path.split('/').filter(|s| !s.is_empty()) {
-        let major = matches!(previous, "channels" | "guilds" | "webhooks");
+        // Major parameters (and interaction ids: a bucket each) stay; other
+        // ids, tokens and emoji become `:id`.
+        let keep = matches!(
+            previous,
+            "channels" | "guilds" | "webhooks" | "interactions"
+        );
+        let minor = segment.len() > 15 || previous == "reactions";
         out.push('/');
-        if previous == "interactions" {
-            // Interaction callbacks are one bucket per interaction.
-            out.push_str(segment);
-        } else if major || !(segment.len() > 15 || previous == "reactions") {
-            out.push_str(segment);
-        } else {
-            out.push_str(":id");
-        }
+        out.push_str(if keep || !minor { segment } else { ":id" });
         previous = segment;
     }
     out

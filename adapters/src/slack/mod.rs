@@ -24,8 +24,6 @@ use squall_engine::chat::{
     AdapterError, Capabilities, ChannelRef, ChatAdapter, ChatEvent, OutgoingMessage, SentMessage,
 };
 
-use crate::common::Backoff;
-
 pub use config::{SlackConfig, SlackMode};
 
 const PLATFORM: &str = "slack";
@@ -123,23 +121,16 @@ impl SlackAdapter {
 
     /// Who the bot is (`auth.test`), retried until Slack answers.
     async fn whoami(&self, shutdown: &CancellationToken) -> Result<bool, AdapterError> {
-        let mut backoff = Backoff::new();
-        loop {
-            match self.api.whoami().await {
-                Ok((user_id, bot_id)) => {
-                    tracing::info!(bot_user = %user_id, bot = ?bot_id, "connected to Slack");
-                    let _ = self.inbound.me.set(inbound::Me { user_id });
-                    return Ok(true);
-                }
-                Err(err @ AdapterError::Permanent { .. }) => return Err(err),
-                Err(err) => {
-                    tracing::warn!(error = %err, "reaching Slack (auth.test) failed; retrying");
-                    if !backoff.wait(shutdown).await {
-                        return Ok(false);
-                    }
-                }
-            }
-        }
+        let answer = crate::common::until_answered(shutdown, "reaching Slack (auth.test)", || {
+            self.api.whoami()
+        })
+        .await?;
+        let Some((user_id, bot_id)) = answer else {
+            return Ok(false);
+        };
+        tracing::info!(bot_user = %user_id, bot = ?bot_id, "connected to Slack");
+        let _ = self.inbound.me.set(inbound::Me { user_id });
+        Ok(true)
     }
 
     async fn socket_mode(
