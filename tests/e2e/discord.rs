@@ -6,9 +6,10 @@
 
 use std::process::Child;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use serde_json::json;
 use squall_engine::chat::Capabilities;
 use squall_tests::discord::{self, FakeDiscord, Fault, Kind};
 use squall_tests::eventually;
@@ -415,5 +416,154 @@ async fn discord_gateway_faults_lose_and_double_nothing() -> Result<()> {
         "discord gateway faults: {} commands answered once each; {i} identifies, {r} resumes, {c} connections",
         sent.len()
     );
+    Ok(())
+}
+
+/// Load: 1,000 commands from 50 people in 10 channels through the fake,
+/// which allows 5 posts per channel per second, and once 400 are answered
+/// also only 20 requests per second in all, answering the rest with 429
+/// (per route, then global as well). Every command is answered exactly
+/// once; the time to the last answer is printed (a benchmark, not an
+/// assertion).
+#[tokio::test]
+async fn discord_load_1000_commands_50_users_10_channels() -> Result<()> {
+    let mut h = DiscordHarness::new().await?;
+    h.fake.set_rate_limit(Some(5));
+    h.start().await?;
+    let channels: Vec<String> = (0..10)
+        .map(|c| format!("11900000000000003{c:02}"))
+        .collect();
+    let started = Instant::now();
+    for n in 0..1000 {
+        let user = format!("11900000000000010{:02}", n % 50);
+        h.fake
+            .say(&user, &channels[n % 10], &format!("!say load-{n}"));
+    }
+    let sent_in = started.elapsed();
+    let answered = |fake: &FakeDiscord| {
+        let mut seen = std::collections::HashMap::<String, usize>::new();
+        for p in fake.posted() {
+            if p.kind == Kind::Post && p.text.contains("succeeded") {
+                for w in p.text.split_whitespace() {
+                    if let Some(n) = w.strip_prefix("load-") {
+                        *seen.entry(n.to_owned()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        seen
+    };
+    let fake = &h.fake;
+    eventually(Duration::from_secs(600), "400 answers", || {
+        let n = answered(fake).len();
+        async move { Ok((n >= 400).then_some(())) }
+    })
+    .await?;
+    fake.set_global_limit(Some(20));
+    eventually(Duration::from_secs(600), "1,000 answers", || {
+        let n = answered(fake).len();
+        async move { Ok((n >= 1000).then_some(())) }
+    })
+    .await?;
+    let last = started.elapsed();
+    outbox_drained(&h.database_url()).await?;
+    let seen = answered(&h.fake);
+    assert_eq!(seen.len(), 1000);
+    let doubled: Vec<_> = seen.iter().filter(|(_, c)| **c != 1).collect();
+    assert!(doubled.is_empty(), "answered more than once: {doubled:?}");
+    let (route, global) = h.fake.rate_limited();
+    assert!(
+        route > 0 && global > 0,
+        "the fake answered {route} per-route and {global} global 429s: \
+         the test did not test both limits"
+    );
+    eprintln!(
+        "discord load: 1000 commands (50 users, 10 channels) sent in {:.1} s; last answer after {:.1} s; \
+         {} posts in all, {route} per-route and {global} global 429s",
+        sent_in.as_secs_f64(),
+        last.as_secs_f64(),
+        h.fake.posted().len()
+    );
+    Ok(())
+}
+
+/// A firing alert's notices reach a Discord channel in one thread started
+/// from the firing notice: the diagnosis, the approval prompt (approved
+/// with a ✅), the cleanup, and the resolved notice.
+#[tokio::test]
+async fn discord_alert_notices_are_threaded_per_alert() -> Result<()> {
+    let mut h = DiscordHarness::new().await?;
+    h.start().await?;
+    let key = std::fs::read_to_string(h.data.path().join("admin-api-key"))?;
+    let disk = tempfile::tempdir()?;
+    std::fs::write(disk.path().join("old.tmp"), "x")?;
+    let alert = |status: &str| {
+        let mut a = json!({
+            "status": status,
+            "labels": {"alertname": "HighDiskUsage", "instance": "db7:9100"},
+            "annotations": {"summary": "/var is 95% full on db7", "cleanup_path": disk.path(),
+                            "chat_channel": format!("discord:{CHANNEL}")},
+            "startsAt": "2026-12-03T10:00:00Z", "fingerprint": "discordd7",
+        });
+        if status == "resolved" {
+            a["endsAt"] = json!(chrono::Utc::now().to_rfc3339());
+        }
+        json!({"version": "4", "status": status, "receiver": "squall", "groupKey": "{}:{}",
+               "alerts": [a]})
+    };
+    let post = |body: serde_json::Value| {
+        let (base, key) = (h.base.clone(), key.trim().to_owned());
+        async move {
+            reqwest::Client::new()
+                .post(format!("{base}/api/v1/alerts/alertmanager"))
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await?
+                .error_for_status()
+                .map(|_| ())
+                .map_err(anyhow::Error::from)
+        }
+    };
+    post(alert("firing")).await?;
+    let firing = wait_said(&h, "the firing notice", |s| {
+        !s.edit && s.text.contains("HighDiskUsage firing on db7:9100")
+    })
+    .await?;
+    assert_eq!(firing.thread, None, "the firing notice starts the thread");
+    // In Discord a thread started from a message has that message's id.
+    let in_thread = |what: &'static str, text: &'static str| {
+        let h = &h;
+        let root = firing.id.clone();
+        async move {
+            let said = wait_said(h, what, |s| !s.edit && s.text.contains(text)).await?;
+            assert_eq!(
+                said.thread.as_deref(),
+                Some(root.as_str()),
+                "{what}: {said:?}"
+            );
+            assert_eq!(h.fake.thread_parent(&root).as_deref(), Some(CHANNEL));
+            Ok::<Said, anyhow::Error>(said)
+        }
+    };
+    in_thread("the diagnosis", "Diagnosis on db7:9100: 1 temporary files").await?;
+    let prompt = in_thread("the prompt", "Approval needed: remediation.disk_remediate").await?;
+    let channel = h.channel_of(&prompt.id);
+    h.fake.react(CAROL, &channel, &prompt.id, "✅", true);
+    in_thread(
+        "the cleanup",
+        "Cleanup done on db7:9100: removed 1 temporary files",
+    )
+    .await?;
+    assert!(!disk.path().join("old.tmp").exists());
+    post(alert("resolved")).await?;
+    in_thread("the resolved notice", "Resolved: HighDiskUsage on db7:9100").await?;
+    let threads = h
+        .fake
+        .calls()
+        .iter()
+        .filter(|(m, p)| m == "POST" && p.ends_with("/threads"))
+        .count();
+    assert_eq!(threads, 1, "one thread per alert: {:?}", h.fake.calls());
     Ok(())
 }
