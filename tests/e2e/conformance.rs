@@ -364,6 +364,95 @@ async fn twenty_in_flight<H: Harness>(h: &mut H) -> Result<()> {
 
 /// `squall serve` for the suite: SQLite in `data`, the repository's packs,
 /// the test RBAC, results cut at `TAIL`, progress every second.
+/// A firing alert's notices reach `channel` (e.g. `slack:C0123`) threaded
+/// under the firing notice: the diagnosis, the approval prompt (approved
+/// with a ✅ by the approver), the cleanup, and the resolved notice. `base`
+/// and `key` are squall's API address and admin key.
+pub(crate) async fn alert_notices_threaded<H: Harness>(
+    h: &mut H,
+    base: &str,
+    key: &str,
+    channel: &str,
+) -> Result<()> {
+    let disk = tempfile::tempdir()?;
+    std::fs::write(disk.path().join("old.tmp"), "x")?;
+    let alert = |status: &str| {
+        let mut a = serde_json::json!({
+            "status": status,
+            "labels": {"alertname": "HighDiskUsage", "instance": "db7:9100"},
+            "annotations": {"summary": "/var is 95% full on db7", "cleanup_path": disk.path(),
+                            "chat_channel": channel},
+            "startsAt": "2026-12-03T10:00:00Z", "fingerprint": format!("{channel}-d7"),
+        });
+        if status == "resolved" {
+            a["endsAt"] = serde_json::json!(chrono::Utc::now().to_rfc3339());
+        }
+        serde_json::json!({"version": "4", "status": status, "receiver": "squall",
+                           "groupKey": "{}:{}", "alerts": [a]})
+    };
+    let post = |body: serde_json::Value| {
+        let (url, key) = (
+            format!("{base}/api/v1/alerts/alertmanager"),
+            key.trim().to_owned(),
+        );
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await?
+                .error_for_status()
+                .map(|_| ())
+                .map_err(anyhow::Error::from)
+        }
+    };
+    post(alert("firing")).await?;
+    let firing = wait_said(&*h, "the firing notice", |s| {
+        !s.edit && s.text.contains("HighDiskUsage firing on db7:9100")
+    })
+    .await?;
+    assert_eq!(firing.thread, None, "the firing notice starts the thread");
+    let root = firing.id.clone();
+    let in_thread = async |h: &H, what: &str, text: &str| {
+        let said = wait_said(h, what, |s| !s.edit && s.text.contains(text)).await?;
+        assert_eq!(
+            said.thread.as_deref(),
+            Some(root.as_str()),
+            "{what}: {said:?}"
+        );
+        Ok::<Said, anyhow::Error>(said)
+    };
+    in_thread(
+        &*h,
+        "the diagnosis",
+        "Diagnosis on db7:9100: 1 temporary files",
+    )
+    .await?;
+    let prompt = in_thread(
+        &*h,
+        "the prompt",
+        "Approval needed: remediation.disk_remediate",
+    )
+    .await?;
+    h.react(true, &prompt.id, "✅").await?;
+    in_thread(
+        &*h,
+        "the cleanup",
+        "Cleanup done on db7:9100: removed 1 temporary files",
+    )
+    .await?;
+    assert!(!disk.path().join("old.tmp").exists());
+    post(alert("resolved")).await?;
+    in_thread(
+        &*h,
+        "the resolved notice",
+        "Resolved: HighDiskUsage on db7:9100",
+    )
+    .await?;
+    Ok(())
+}
+
 pub(crate) fn serve(
     data: &std::path::Path,
     args: &[&str],

@@ -9,14 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use serde_json::json;
 use squall_engine::chat::Capabilities;
 use squall_tests::discord::{self, FakeDiscord, Fault, Kind};
 use squall_tests::eventually;
 
 use crate::conformance::{
-    Harness, Said, collect_lines, healthy, ids, is_final, kill, outbox_drained, serve, suite,
-    wait_said,
+    Harness, Said, alert_notices_threaded, collect_lines, healthy, ids, is_final, kill,
+    outbox_drained, serve, suite, wait_said,
 };
 
 const CHANNEL: &str = "1190000000000000200";
@@ -488,82 +487,29 @@ async fn discord_load_1000_commands_50_users_10_channels() -> Result<()> {
 }
 
 /// A firing alert's notices reach a Discord channel in one thread started
-/// from the firing notice: the diagnosis, the approval prompt (approved
-/// with a ✅), the cleanup, and the resolved notice.
+/// from the firing notice (in Discord, a thread started from a message has
+/// that message's id).
 #[tokio::test]
 async fn discord_alert_notices_are_threaded_per_alert() -> Result<()> {
     let mut h = DiscordHarness::new().await?;
     h.start().await?;
     let key = std::fs::read_to_string(h.data.path().join("admin-api-key"))?;
-    let disk = tempfile::tempdir()?;
-    std::fs::write(disk.path().join("old.tmp"), "x")?;
-    let alert = |status: &str| {
-        let mut a = json!({
-            "status": status,
-            "labels": {"alertname": "HighDiskUsage", "instance": "db7:9100"},
-            "annotations": {"summary": "/var is 95% full on db7", "cleanup_path": disk.path(),
-                            "chat_channel": format!("discord:{CHANNEL}")},
-            "startsAt": "2026-12-03T10:00:00Z", "fingerprint": "discordd7",
-        });
-        if status == "resolved" {
-            a["endsAt"] = json!(chrono::Utc::now().to_rfc3339());
-        }
-        json!({"version": "4", "status": status, "receiver": "squall", "groupKey": "{}:{}",
-               "alerts": [a]})
-    };
-    let post = |body: serde_json::Value| {
-        let (base, key) = (h.base.clone(), key.trim().to_owned());
-        async move {
-            reqwest::Client::new()
-                .post(format!("{base}/api/v1/alerts/alertmanager"))
-                .bearer_auth(key)
-                .json(&body)
-                .send()
-                .await?
-                .error_for_status()
-                .map(|_| ())
-                .map_err(anyhow::Error::from)
-        }
-    };
-    post(alert("firing")).await?;
-    let firing = wait_said(&h, "the firing notice", |s| {
-        !s.edit && s.text.contains("HighDiskUsage firing on db7:9100")
-    })
-    .await?;
-    assert_eq!(firing.thread, None, "the firing notice starts the thread");
-    // In Discord a thread started from a message has that message's id.
-    let in_thread = |what: &'static str, text: &'static str| {
-        let h = &h;
-        let root = firing.id.clone();
-        async move {
-            let said = wait_said(h, what, |s| !s.edit && s.text.contains(text)).await?;
-            assert_eq!(
-                said.thread.as_deref(),
-                Some(root.as_str()),
-                "{what}: {said:?}"
-            );
-            assert_eq!(h.fake.thread_parent(&root).as_deref(), Some(CHANNEL));
-            Ok::<Said, anyhow::Error>(said)
-        }
-    };
-    in_thread("the diagnosis", "Diagnosis on db7:9100: 1 temporary files").await?;
-    let prompt = in_thread("the prompt", "Approval needed: remediation.disk_remediate").await?;
-    let channel = h.channel_of(&prompt.id);
-    h.fake.react(CAROL, &channel, &prompt.id, "✅", true);
-    in_thread(
-        "the cleanup",
-        "Cleanup done on db7:9100: removed 1 temporary files",
-    )
-    .await?;
-    assert!(!disk.path().join("old.tmp").exists());
-    post(alert("resolved")).await?;
-    in_thread("the resolved notice", "Resolved: HighDiskUsage on db7:9100").await?;
-    let threads = h
+    let base = h.base.clone();
+    alert_notices_threaded(&mut h, &base, &key, &format!("discord:{CHANNEL}")).await?;
+    let threads: Vec<String> = h
+        .fake
+        .posted()
+        .iter()
+        .filter_map(|p| h.fake.thread_parent(&p.channel).map(|_| p.channel.clone()))
+        .collect();
+    assert!(!threads.is_empty() && threads.iter().all(|t| *t == threads[0]));
+    assert_eq!(h.fake.thread_parent(&threads[0]).as_deref(), Some(CHANNEL));
+    let started = h
         .fake
         .calls()
         .iter()
         .filter(|(m, p)| m == "POST" && p.ends_with("/threads"))
         .count();
-    assert_eq!(threads, 1, "one thread per alert: {:?}", h.fake.calls());
+    assert_eq!(started, 1, "one thread per alert: {:?}", h.fake.calls());
     Ok(())
 }
