@@ -92,9 +92,11 @@ struct Inner {
     /// Given to a socket, waiting for the ack: (envelope, socket id, when).
     unacked: HashMap<String, (Envelope, u64, Instant)>,
     acked: u64,
-    /// Envelopes acked more than once (a doubled ack).
+    /// Acks beyond an envelope's deliveries (a doubled ack). An envelope
+    /// redelivered after a late ack is rightly acked once per delivery.
     acked_twice: u64,
-    acked_ids: std::collections::HashSet<String>,
+    /// Per envelope: (deliveries, acks).
+    delivery_acks: HashMap<String, (u64, u64)>,
     redelivered: u64,
     sockets: Vec<Socket>,
     connections_opened: u64,
@@ -531,6 +533,7 @@ fn dispatch(inner: &mut Inner) {
         env.attempt += 1;
         if socket.tx.send(WsMessage::text(frame.to_string())).is_ok() {
             let id = socket.id;
+            inner.delivery_acks.entry(env.id.clone()).or_default().0 += 1;
             inner
                 .unacked
                 .insert(env.id.clone(), (env, id, Instant::now()));
@@ -607,7 +610,10 @@ async fn serve_socket(
                         if inner.unacked.remove(env).is_some() {
                             inner.acked += 1;
                         }
-                        if !inner.acked_ids.insert(env.to_owned()) {
+                        let (delivered, acks) =
+                            inner.delivery_acks.entry(env.to_owned()).or_default();
+                        *acks += 1;
+                        if *acks > *delivered {
                             inner.acked_twice += 1;
                         }
                         drop(inner);
