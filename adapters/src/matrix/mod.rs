@@ -1,8 +1,9 @@
 //! Matrix adapter on matrix-sdk: password or token login with a persistent
-//! device and crypto store, a sync loop that survives homeserver restarts
-//! (backoff, resumes from its sync token, never replays history from before
-//! it started), auto-join on invite, threads, edits, reactions and
-//! end-to-end encrypted rooms.
+//! device and crypto store (room state lives in memory and is rebuilt by the
+//! first sync), a sync loop that survives homeserver restarts (backoff,
+//! resumes from its sync token, never replays history from before it
+//! started), auto-join on invite, threads, edits, reactions and end-to-end
+//! encrypted rooms.
 
 mod config;
 mod inbound;

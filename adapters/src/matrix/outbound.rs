@@ -21,9 +21,20 @@ use super::{MatrixConfig, permanent, render, request_error, transient};
 pub async fn connect(config: &MatrixConfig) -> Result<Client, AdapterError> {
     std::fs::create_dir_all(&config.store_dir).map_err(permanent)?;
     let passphrase = config.store_passphrase.as_ref().map(|p| p.0.as_str());
+    // Only the crypto identity (device keys, sessions) must outlive a
+    // restart. Room state is rebuilt by the first sync, and squall ignores
+    // what happened before it started: keeping room state in memory spares
+    // every sync a database transaction before its events reach squall.
+    let crypto = matrix_sdk::SqliteCryptoStore::open(config.store_dir.join("store"), passphrase)
+        .await
+        .map_err(transient)?;
+    let stores = matrix_sdk::config::StoreConfig::new(
+        matrix_sdk::cross_process_lock::CrossProcessLockConfig::SingleProcess,
+    )
+    .crypto_store(crypto);
     let client = Client::builder()
         .homeserver_url(&config.homeserver)
-        .sqlite_store(config.store_dir.join("store"), passphrase)
+        .store_config(stores)
         .build()
         .await
         .map_err(transient)?;
