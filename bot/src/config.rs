@@ -27,7 +27,10 @@ pub struct Config {
     /// Database URL: `sqlite://PATH` or `postgres://USER@HOST/DB`. Default:
     /// `sqlite://<data_dir>/squall.db`.
     pub database_url: Option<Sensitive>,
-    /// Directories holding packs (each either a pack or a directory of packs).
+    /// Directories holding packs (each either a pack or a directory of packs),
+    /// loaded beside the built-in `core` and `chatops` packs; a pack here
+    /// named like a built-in one replaces it. Default: `packs` when that
+    /// directory exists, else none.
     pub packs: Vec<PathBuf>,
     pub worker: WorkerSection,
     pub api: ApiSection,
@@ -136,13 +139,20 @@ pub struct ApiSection {
     pub auth: bool,
 }
 
+/// `./packs` when there is one (a checkout, or a deployment laid out like
+/// one); a copied binary elsewhere starts with the built-in packs alone.
+fn default_packs() -> Vec<PathBuf> {
+    let dir = PathBuf::from("packs");
+    if dir.is_dir() { vec![dir] } else { Vec::new() }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9101".into(),
             data_dir: PathBuf::from("data"),
             database_url: None,
-            packs: vec![PathBuf::from("packs")],
+            packs: default_packs(),
             worker: WorkerSection::default(),
             api: ApiSection::default(),
             chat: ChatSection::default(),
@@ -270,9 +280,6 @@ impl Config {
             problems.push("chat.prefix: must not be empty".into());
         }
         problems.extend(self.adapters.validate());
-        if self.packs.is_empty() {
-            problems.push("packs: name at least one pack directory".into());
-        }
         // A signature scheme without its secret would refuse every request.
         let hooks = self
             .webhooks

@@ -94,7 +94,9 @@ pub struct Engine {
     shutdown: CancellationToken,
 }
 
-/// Load packs from `roots` into a catalog, reporting every problem at once.
+/// Load the built-in packs and those under `roots` into a catalog, reporting
+/// every problem at once. A pack under `roots` named like a built-in one
+/// replaces it.
 pub fn load_catalog(
     roots: &[PathBuf],
     runners: &RunnerRegistry,
@@ -105,7 +107,9 @@ pub fn load_catalog(
         known_runners: &names,
         known_triggers: &triggers,
     };
-    let packs = load_pack_roots(roots, &opts)?;
+    let mut all = crate::pack::builtin::builtin_pack_dirs(roots).map_err(|e| vec![e])?;
+    all.extend(roots.iter().cloned());
+    let packs = load_pack_roots(&all, &opts)?;
     Catalog::build(packs, runners)
 }
 

@@ -187,3 +187,109 @@ fn cli_checks_permissions_and_matches_aliases() -> Result<()> {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("Did you mean"));
     Ok(())
 }
+
+/// A squall binary copied out of the checkout, run where there is no
+/// `packs/`: the built-in `core` pack runs (its script included), and a
+/// `core` pack of the user's own replaces it with a warning.
+#[test]
+fn a_copied_binary_runs_the_built_in_packs_outside_the_checkout() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bin = dir.path().join("squall");
+    std::fs::copy(squall_binary()?, &bin)?;
+    let home = dir.path().join("home");
+    let run = |args: &[&str]| {
+        std::process::Command::new(&bin)
+            .current_dir(dir.path())
+            .env("HOME", &home)
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("SQUALL_PACKS")
+            .env_remove("SQUALL_DATA_DIR")
+            .env_remove("SQUALL_DATABASE_URL")
+            .args(args)
+            .output()
+            .map_err(anyhow::Error::from)
+    };
+    let shown = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let out = run(&[
+        "run",
+        "core.local",
+        "cmd=echo from the built-in core",
+        "--json",
+    ])?;
+    assert!(out.status.success(), "{}", shown(&out));
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(view["stdout"], "from the built-in core\n");
+    // core.local_script runs through a script shipped in the pack.
+    let script = dir.path().join("hello.sh");
+    std::fs::write(&script, "#!/bin/sh\necho scripted\n")?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let out = run(&[
+        "run",
+        "core.local_script",
+        &format!("script={}", script.display()),
+        "--json",
+    ])?;
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(view["status"], "succeeded", "{}", shown(&out));
+    assert_eq!(view["stdout"], "scripted\n");
+    // Written under the user's cache, not beside the binary.
+    assert!(home.join(".cache/squall/builtin-packs").is_dir());
+    let validated = run(&["pack", "validate"])?;
+    assert!(validated.status.success(), "{}", shown(&validated));
+    assert!(
+        String::from_utf8_lossy(&validated.stdout).starts_with("ok: 2 pack(s)"),
+        "{}",
+        shown(&validated)
+    );
+    assert!(!shown(&validated).contains("replaces the built-in"));
+
+    // The user's own `core` replaces the built-in one, loudly.
+    let mine = dir.path().join("packs/core/actions");
+    std::fs::create_dir_all(&mine)?;
+    std::fs::write(
+        dir.path().join("packs/core/pack.yaml"),
+        "ref: core\nname: core\ndescription: my core\nversion: 1.0.0\n",
+    )?;
+    std::fs::write(
+        mine.join("hello.yaml"),
+        "name: hello\nrunner_type: local-shell-cmd\nparameters:\n  cmd:\n    type: string\n    default: echo my own core\n",
+    )?;
+    let out = run(&["run", "core.hello", "--json"])?;
+    assert!(out.status.success(), "{}", shown(&out));
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(view["stdout"], "my own core\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("a configured pack replaces the built-in pack of the same name"),
+        "{}",
+        shown(&out)
+    );
+    let gone = run(&["run", "core.local", "cmd=true"])?;
+    assert!(
+        !gone.status.success(),
+        "the built-in core was replaced whole"
+    );
+    Ok(())
+}
+
+/// The repository's own `packs/core` is the built-in pack: no warning.
+#[test]
+fn the_checkout_packs_are_the_built_in_ones() -> Result<()> {
+    let out = std::process::Command::new(squall_binary()?)
+        .current_dir(repo_root())
+        .args(["pack", "validate", "packs"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("replaces the built-in"), "{stderr}");
+    Ok(())
+}

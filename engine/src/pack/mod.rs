@@ -1,5 +1,6 @@
 //! Packs: the model of loaded content and the loader that builds it from disk.
 
+pub mod builtin;
 mod doc;
 pub mod loader;
 pub mod model;
