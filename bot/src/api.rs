@@ -3,6 +3,8 @@
 //! Handlers return `Result<_, ApiError>`; errors become `{error, detail}` JSON
 //! and never carry internals (those are logged with a correlation id).
 
+mod keys;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,6 +37,8 @@ pub struct AppState {
     webhooks: std::collections::BTreeMap<String, HookAuth>,
     alerts: crate::config::AlertsSection,
     dedup: Mutex<Dedup>,
+    /// Who may decrypt datastore secrets (`key:decrypt` for `api:<key name>`).
+    rbac: Arc<squall_engine::rbac::Rbac>,
 }
 
 impl AppState {
@@ -47,7 +51,15 @@ impl AppState {
             webhooks: std::collections::BTreeMap::new(),
             alerts: crate::config::AlertsSection::default(),
             dedup: Mutex::new(Dedup::new(Duration::from_secs(300))),
+            rbac: Arc::default(),
         })
+    }
+
+    /// The RBAC model API keys are checked against (`api:<key name>`).
+    pub fn with_rbac(self: Arc<Self>, rbac: Arc<squall_engine::rbac::Rbac>) -> Arc<AppState> {
+        let mut state = Arc::try_unwrap(self).unwrap_or_else(|_| unreachable!("not shared yet"));
+        state.rbac = rbac;
+        Arc::new(state)
     }
 
     /// Webhook and alert receiver settings (authentication, de-duplication).
@@ -189,6 +201,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/inquiries/{id}/respond", post(respond_inquiry))
         .route("/rules", get(list_rules))
         .route("/actions", get(list_actions))
+        .route("/keys", get(keys::list))
+        .route(
+            "/keys/{name}",
+            get(keys::get).put(keys::put).delete(keys::delete),
+        )
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,

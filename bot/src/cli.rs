@@ -66,6 +66,70 @@ pub enum Command {
     /// Try chat aliases without a chat.
     #[command(subcommand)]
     Alias(AliasCommand),
+    /// The key-value datastore (`st2kv`): values templates read, secrets
+    /// encrypted at rest.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+/// Where a pair lives.
+#[derive(Debug, Args)]
+pub struct KeyScope {
+    /// `system` or `user:<name>`.
+    #[arg(long, default_value = "system")]
+    pub scope: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List pairs (secrets masked unless --decrypt).
+    List {
+        /// Only this scope (`system` or `user:<name>`); default: every scope.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Only names starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        #[arg(long)]
+        decrypt: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one pair (a secret masked unless --decrypt).
+    Get {
+        name: String,
+        #[command(flatten)]
+        scope: KeyScope,
+        #[arg(long)]
+        decrypt: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store a pair: VALUE is text, or JSON with --json.
+    Set {
+        name: String,
+        value: String,
+        #[command(flatten)]
+        scope: KeyScope,
+        /// Encrypt the value at rest; it is masked everywhere it is shown.
+        #[arg(long)]
+        secret: bool,
+        /// Seconds until the pair expires.
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Parse VALUE as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a pair.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        scope: KeyScope,
+    },
+    /// Re-encrypt every secret with a new key (on the server's machine;
+    /// safe to stop and run again).
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]

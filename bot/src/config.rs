@@ -54,6 +54,39 @@ pub struct Config {
     /// webhooks not listed need an API key.
     pub webhooks: std::collections::BTreeMap<String, crate::signatures::HookAuth>,
     pub alerts: AlertsSection,
+    pub datastore: DatastoreSection,
+    pub log: LogSection,
+}
+
+/// How squall logs (to stderr; the level is `SQUALL_LOG`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `text` (default) or `json`: one JSON object per line, for log
+    /// collectors (`SQUALL_LOG__FORMAT=json`).
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The key-value datastore's encryption key (secrets are sealed with
+/// AES-256-GCM).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatastoreSection {
+    /// File holding the key (64 hex digits); created, mode 0600, at first
+    /// use. Default: `<data_dir>/datastore.key`.
+    pub key_file: Option<PathBuf>,
+    /// The key itself (64 hex digits), instead of a file
+    /// (`SQUALL_DATASTORE__KEY`); `squall key rotate` needs a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<Sensitive>,
 }
 
 /// Alert receivers (`/api/v1/alerts/{source}`).
@@ -162,6 +195,8 @@ impl Default for Config {
             discord: None,
             webhooks: std::collections::BTreeMap::new(),
             alerts: AlertsSection::default(),
+            datastore: DatastoreSection::default(),
+            log: LogSection::default(),
         }
     }
 }
@@ -319,6 +354,16 @@ impl Config {
         match &self.database_url {
             Some(url) => url.0.clone(),
             None => format!("sqlite://{}", self.data_dir.join("squall.db").display()),
+        }
+    }
+
+    /// Where the datastore key comes from.
+    pub fn datastore_key(&self) -> squall_engine::datastore::KeySource {
+        use squall_engine::datastore::KeySource;
+        match (&self.datastore.key, &self.datastore.key_file) {
+            (Some(key), _) => KeySource::Inline(key.0.clone()),
+            (None, Some(file)) => KeySource::File(file.clone()),
+            (None, None) => KeySource::File(self.data_dir.join("datastore.key")),
         }
     }
 

@@ -18,7 +18,7 @@ use squall_engine::store::CancelOutcome;
 use super::{Remote, print_json_or};
 
 /// Who the CLI acts as without a server: the login user.
-fn cli_identity() -> String {
+pub(crate) fn cli_identity() -> String {
     format!(
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "unknown".into())

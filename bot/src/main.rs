@@ -13,6 +13,7 @@ use squall::cli::{
 };
 
 mod control;
+mod keys;
 use squall::config::Config;
 use squall::{output, server};
 use squall_engine::describe::{execution_detail, execution_view};
@@ -55,10 +56,18 @@ fn main() -> ExitCode {
         Command::Serve { console: false, .. } => "info,sea_orm_migration=warn",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
+    // The log format comes from the configuration; a configuration that
+    // does not load is reported by the command itself, in text.
+    let format = Config::load(cli.config.as_deref())
+        .map(|c| c.log.format)
+        .unwrap_or_default();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(log_filter(default_filter))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        squall::config::LogFormat::Json => logs.json().flatten_event(true).init(),
+        squall::config::LogFormat::Text => logs.init(),
+    }
     squall_engine::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -133,6 +142,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             println!("{key}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Key(cmd) => keys::key(&config, remote, cmd).await,
         Command::Pack(_) => unreachable_validate(),
         Command::Rbac(cmd) => rbac(&config, cmd),
         Command::Alias(AliasCommand::Match { text }) => {
@@ -189,8 +199,11 @@ fn rbac(config: &Config, cmd: RbacCommand) -> Result<ExitCode> {
                 Some(("alias", r)) => Permission::Alias(r.to_owned()),
                 Some(("action", r)) => Permission::Action(r.to_owned()),
                 _ if grant == "inquiry:respond" => Permission::InquiryRespond,
+                _ if grant == "key:read" => Permission::KeyRead,
+                _ if grant == "key:write" => Permission::KeyWrite,
+                _ if grant == "key:decrypt" => Permission::KeyDecrypt,
                 _ => bail!(
-                    "{grant:?} is not alias:<pack>.<name>, action:<pack>.<name> or inquiry:respond"
+                    "{grant:?} is not alias:<pack>.<name>, action:<pack>.<name>, inquiry:respond, key:read, key:write or key:decrypt"
                 ),
             };
             match model.check(&identity, &permission) {
@@ -447,6 +460,16 @@ impl Remote {
 
     async fn get(&self, path: &str) -> Result<Value> {
         self.send(self.client.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    async fn put(&self, path: &str, body: &Value) -> Result<Value> {
+        self.send(self.client.put(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    async fn delete(&self, path: &str) -> Result<Value> {
+        self.send(self.client.delete(format!("{}{path}", self.base)))
             .await
     }
 

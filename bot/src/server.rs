@@ -200,6 +200,7 @@ pub async fn open_engine(config: &Config) -> Result<Engine, EngineError> {
         pack_roots: config.packs.clone(),
         worker: None,
         recover_at_start: false,
+        datastore_key: config.datastore_key(),
     })
     .await
 }
@@ -221,6 +222,7 @@ pub async fn open_engine_with_worker(config: &Config) -> Result<Engine, EngineEr
         pack_roots: config.packs.clone(),
         worker: Some(config.worker_config()),
         recover_at_start: false,
+        datastore_key: config.datastore_key(),
     })
     .await
 }
@@ -234,6 +236,7 @@ pub async fn start(config: &Config) -> Result<Server, ServeError> {
             pack_roots: config.packs.clone(),
             worker: config.worker.enabled.then(|| config.worker_config()),
             recover_at_start: true,
+            datastore_key: config.datastore_key(),
         })
         .await?,
     );
@@ -252,7 +255,10 @@ pub async fn start(config: &Config) -> Result<Server, ServeError> {
     })?;
     let chat = ChatEdge::from_config(config).map_err(ServeError::Chat)?;
     let state = AppState::new(engine.clone(), config.api.auth, config.api.body_limit_bytes)
-        .with_hooks(config.webhooks.clone(), config.alerts.clone());
+        .with_hooks(config.webhooks.clone(), config.alerts.clone())
+        .with_rbac(Arc::new(
+            load_rbac(config).map_err(|e| ServeError::Chat(format!("RBAC: {e}")))?,
+        ));
     let app = router(state).merge(chat.routes(config.api.body_limit_bytes));
     let task = tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {

@@ -279,12 +279,17 @@ impl Catalog {
         self.rules_by_trigger.contains_key(trigger_type)
     }
 
-    /// Resolve parameters for a run of `action_ref`.
+    /// Resolve parameters for a run of `action_ref` on behalf of `user`.
+    /// Defaults that read the datastore (`{{ st2kv.system.x }}`) are rendered
+    /// here; the datastore secrets the parameters took join the execution's
+    /// secret set.
     pub fn plan(
         &self,
         action_ref: &str,
         provided: &Map<String, Value>,
         casting: Casting,
+        templates: &Templates,
+        user: Option<&str>,
     ) -> Result<PlannedExecution, Vec<ParamError>> {
         let Some(entry) = self.actions.get(action_ref) else {
             return Err(vec![ParamError {
@@ -298,8 +303,13 @@ impl Catalog {
                 reason: format!("action {action_ref:?} is disabled"),
             }]);
         }
-        let parameters = entry.params.resolve(provided, casting)?;
-        let secrets = entry.params.secret_values(&parameters);
+        let defaults = self.render_kv_defaults(action_ref, entry, provided, templates, user)?;
+        let parameters = entry.params.resolve(provided, casting, &defaults)?;
+        let mut secrets = entry.params.secret_values(&parameters);
+        let kv = templates.kv();
+        for value in parameters.values() {
+            secrets = secrets.union(&kv.secrets_in(value));
+        }
         Ok(PlannedExecution {
             secrets,
             action: action_ref.to_owned(),
@@ -309,6 +319,38 @@ impl Catalog {
             // running it again after a crash never repeats a finished task.
             idempotent: entry.action.idempotent || self.workflows.contains_key(action_ref),
         })
+    }
+
+    /// The defaults of parameters not `provided` that read the datastore,
+    /// rendered (other parameters' values are in scope too).
+    fn render_kv_defaults(
+        &self,
+        action_ref: &str,
+        entry: &ActionEntry,
+        provided: &Map<String, Value>,
+        templates: &Templates,
+        user: Option<&str>,
+    ) -> Result<Map<String, Value>, Vec<ParamError>> {
+        let pending: Map<String, Value> = entry
+            .params
+            .specs()
+            .iter()
+            .filter(|(name, _)| !provided.contains_key(name.as_str()))
+            .filter_map(|(name, spec)| spec.default.as_ref().map(|d| (name, d)))
+            .filter(|(_, default)| crate::template::names_st2kv(default))
+            .map(|(name, default)| (name.clone(), default.clone()))
+            .collect();
+        if pending.is_empty() {
+            return Ok(pending);
+        }
+        let ctx = templates.with_st2kv(&Value::Object(provided.clone()), user);
+        self.render_input(action_ref, &pending, &ctx, templates, user)
+            .map_err(|e| {
+                vec![ParamError {
+                    parameter: pending.keys().cloned().collect::<Vec<_>>().join(", "),
+                    reason: format!("rendering the default: {e}"),
+                }]
+            })
     }
 
     /// Render the parameters a rule or workflow task gives an action. A shell
@@ -321,7 +363,18 @@ impl Catalog {
         input: &Map<String, Value>,
         ctx: &Value,
         templates: &Templates,
+        user: Option<&str>,
     ) -> Result<Map<String, Value>, crate::template::TemplateError> {
+        // Pack-written templates may read the datastore; the context gets
+        // `st2kv` only then (it is a copy of the snapshot).
+        let with_kv;
+        let ctx = if input.values().any(crate::template::names_st2kv) && ctx.get("st2kv").is_none()
+        {
+            with_kv = templates.with_st2kv(ctx, user);
+            &with_kv
+        } else {
+            ctx
+        };
         let shell = self
             .actions
             .get(action_ref)
@@ -396,16 +449,28 @@ impl Catalog {
         templates: &Templates,
     ) -> Result<PlannedExecution, String> {
         let provided = self
-            .render_input(&rule.action_ref, &rule.action_parameters, ctx, templates)
+            .render_input(
+                &rule.action_ref,
+                &rule.action_parameters,
+                ctx,
+                templates,
+                None,
+            )
             .map_err(|e| format!("rendering action parameters: {e}"))?;
-        self.plan(&rule.action_ref, &provided, Casting::FromText)
-            .map_err(|errors| {
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
+        self.plan(
+            &rule.action_ref,
+            &provided,
+            Casting::FromText,
+            templates,
+            None,
+        )
+        .map_err(|errors| {
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
     }
 
     /// Parameters with secrets masked, for anything a person or log can see.

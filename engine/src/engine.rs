@@ -38,6 +38,8 @@ pub enum EngineError {
     NotAWorkflow(String),
     #[error("execution {id} did not finish within {waited:?}")]
     WaitTimeout { id: String, waited: Duration },
+    #[error("datastore: {0}")]
+    Datastore(String),
 }
 
 /// What a pause or resume did.
@@ -79,6 +81,8 @@ pub struct EngineOptions {
     /// Recover executions a crash left running (only the server does this; a
     /// CLI invocation must not touch executions a running server owns).
     pub recover_at_start: bool,
+    /// The datastore's encryption key.
+    pub datastore_key: crate::datastore::KeySource,
 }
 
 /// A running engine.
@@ -89,6 +93,7 @@ pub struct Engine {
     pub catalog: CatalogHandle,
     pub templates: Arc<Templates>,
     pub intake: Intake,
+    pub datastore: Arc<crate::datastore::Datastore>,
     worker: Option<Arc<Worker>>,
     inline_worker: Arc<Worker>,
     shutdown: CancellationToken,
@@ -134,6 +139,16 @@ impl Engine {
         }
         let catalog = CatalogHandle::new(catalog);
         let templates = Arc::new(Templates::new());
+        let datastore = Arc::new(
+            crate::datastore::Datastore::open(
+                store.clone(),
+                options.datastore_key.clone(),
+                templates.kv_handle(),
+                true,
+            )
+            .await
+            .map_err(|e| EngineError::Datastore(e.to_string()))?,
+        );
         let work_available = Arc::new(Notify::new());
         let finished = Arc::new(Notify::new());
         let (intake, _task) = Intake::start(
@@ -152,6 +167,7 @@ impl Engine {
             inquiries: Arc::new(Notify::new()),
         });
         let shutdown = CancellationToken::new();
+        datastore.spawn_refresh(shutdown.clone());
         let make_worker = |config: WorkerConfig| {
             Worker::new(host.clone(), templates.clone(), intake.clone(), config)
         };
@@ -175,6 +191,7 @@ impl Engine {
             catalog,
             templates,
             intake,
+            datastore,
             worker,
             inline_worker,
             shutdown,
@@ -205,7 +222,13 @@ impl Engine {
     ) -> Result<String, EngineError> {
         let catalog = self.catalog.current();
         let planned = catalog
-            .plan(action_ref, provided, casting)
+            .plan(
+                action_ref,
+                provided,
+                casting,
+                &self.templates,
+                context.user.as_deref(),
+            )
             .map_err(EngineError::Parameters)?;
         let id = new_id();
         let secrets = planned.secrets.clone().union(inherited);

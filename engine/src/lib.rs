@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod chat;
 pub mod criteria;
+pub mod datastore;
 pub mod describe;
 pub mod engine;
 pub mod execution;

@@ -72,10 +72,13 @@ impl ParamSet {
     }
 
     /// The full parameter map an execution runs with, or every problem found.
+    /// `defaults` replaces declared defaults (those rendered from the
+    /// datastore); a null there means the parameter has no default.
     pub fn resolve(
         &self,
         provided: &Map<String, Value>,
         casting: Casting,
+        defaults: &Map<String, Value>,
     ) -> Result<Map<String, Value>, Vec<ParamError>> {
         let mut errors = Vec::new();
         let mut resolved = Map::new();
@@ -108,7 +111,14 @@ impl ParamSet {
             if resolved.contains_key(name) || provided.contains_key(name) {
                 continue;
             }
-            match &spec.default {
+            // A rendered default that came out null (a datastore key that
+            // is not set) counts as no default.
+            let default = match defaults.get(name) {
+                Some(Value::Null) => None,
+                Some(rendered) => Some(rendered),
+                None => spec.default.as_ref(),
+            };
+            match default {
                 Some(default) => {
                     resolved.insert(name.clone(), default.clone());
                 }
@@ -317,7 +327,9 @@ mod tests {
 
     #[test]
     fn defaults_fill_missing_parameters() {
-        let resolved = set().resolve(&Map::new(), Casting::Strict).expect("valid");
+        let resolved = set()
+            .resolve(&Map::new(), Casting::Strict, &Map::new())
+            .expect("valid");
         assert_eq!(resolved["cmd"], json!("echo {{ msg }}"));
         assert_eq!(resolved["timeout"], json!(60));
     }
@@ -326,7 +338,11 @@ mod tests {
     fn wrong_type_names_the_parameter() {
         let provided = json!({"count": "many"});
         let errors = set()
-            .resolve(provided.as_object().expect("object"), Casting::FromText)
+            .resolve(
+                provided.as_object().expect("object"),
+                Casting::FromText,
+                &Map::new(),
+            )
             .expect_err("invalid");
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].parameter, "count");
@@ -340,7 +356,11 @@ mod tests {
     fn text_is_cast_to_the_declared_type() {
         let provided = json!({"count": "42"});
         let resolved = set()
-            .resolve(provided.as_object().expect("object"), Casting::FromText)
+            .resolve(
+                provided.as_object().expect("object"),
+                Casting::FromText,
+                &Map::new(),
+            )
             .expect("valid");
         assert_eq!(resolved["count"], json!(42));
     }
@@ -350,7 +370,11 @@ mod tests {
         let provided = json!({"count": "42"});
         assert!(
             set()
-                .resolve(provided.as_object().expect("object"), Casting::Strict)
+                .resolve(
+                    provided.as_object().expect("object"),
+                    Casting::Strict,
+                    &Map::new()
+                )
                 .is_err()
         );
     }
@@ -359,7 +383,11 @@ mod tests {
     fn immutable_parameter_cannot_be_overridden() {
         let provided = json!({"cmd": "rm -rf /"});
         let errors = set()
-            .resolve(provided.as_object().expect("object"), Casting::Strict)
+            .resolve(
+                provided.as_object().expect("object"),
+                Casting::Strict,
+                &Map::new(),
+            )
             .expect_err("immutable");
         assert_eq!(
             errors[0].to_string(),
@@ -371,7 +399,11 @@ mod tests {
     fn unknown_parameter_is_refused_with_the_known_list() {
         let provided = json!({"nope": 1});
         let errors = set()
-            .resolve(provided.as_object().expect("object"), Casting::Strict)
+            .resolve(
+                provided.as_object().expect("object"),
+                Casting::Strict,
+                &Map::new(),
+            )
             .expect_err("unknown");
         assert!(
             errors[0].reason.contains("count, timeout, token"),
@@ -387,7 +419,11 @@ mod tests {
         assert_eq!(masked, json!({"token": MASK, "count": 1}));
         let provided = json!({"token": 12345});
         let errors = set
-            .resolve(provided.as_object().expect("object"), Casting::Strict)
+            .resolve(
+                provided.as_object().expect("object"),
+                Casting::Strict,
+                &Map::new(),
+            )
             .expect_err("wrong type");
         assert!(!errors[0].to_string().contains("12345"));
     }

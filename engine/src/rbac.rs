@@ -3,7 +3,8 @@
 //! A chat user is known by an identity `platform:user_id`; identities link to
 //! squall users, users have roles, roles grant permissions:
 //! `alias:<pack>.<name>`, `action:<pack>.<name>`, `pack:<pack>` (every alias
-//! and action of the pack), `inquiry:respond`, or `*`. Unknown identities get
+//! and action of the pack), `inquiry:respond`, `key:read`, `key:write`,
+//! `key:decrypt` (the datastore), or `*`. Unknown identities get
 //! the default role only.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -17,6 +18,12 @@ pub enum Permission {
     Alias(String),
     Action(String),
     InquiryRespond,
+    /// Read datastore pairs beyond one's own `user:` scope.
+    KeyRead,
+    /// Write and delete datastore pairs beyond one's own `user:` scope.
+    KeyWrite,
+    /// See secret values decrypted.
+    KeyDecrypt,
 }
 
 impl Permission {
@@ -26,13 +33,16 @@ impl Permission {
             Permission::Alias(r) => format!("alias:{r}"),
             Permission::Action(r) => format!("action:{r}"),
             Permission::InquiryRespond => "inquiry:respond".into(),
+            Permission::KeyRead => "key:read".into(),
+            Permission::KeyWrite => "key:write".into(),
+            Permission::KeyDecrypt => "key:decrypt".into(),
         }
     }
 
     fn pack(&self) -> Option<&str> {
         match self {
             Permission::Alias(r) | Permission::Action(r) => r.split('.').next(),
-            Permission::InquiryRespond => None,
+            _ => None,
         }
     }
 }
@@ -320,6 +330,7 @@ impl Rbac {
 fn check_grant(grant: &str) -> Result<(), String> {
     let ok = grant == "*"
         || grant == "inquiry:respond"
+        || matches!(grant, "key:read" | "key:write" | "key:decrypt")
         || grant
             .strip_prefix("pack:")
             .is_some_and(|p| !p.is_empty() && !p.contains('.'))
@@ -333,7 +344,7 @@ fn check_grant(grant: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{grant:?} is not a grant (use alias:<pack>.<name>, action:<pack>.<name>, pack:<pack>, inquiry:respond or *)"
+            "{grant:?} is not a grant (use alias:<pack>.<name>, action:<pack>.<name>, pack:<pack>, inquiry:respond, key:read, key:write, key:decrypt or *)"
         ))
     }
 }

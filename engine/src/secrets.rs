@@ -93,6 +93,35 @@ impl Secrets {
         self.0.len()
     }
 
+    /// The values of this set that occur in `value` (in any string, key or
+    /// scalar of it).
+    pub fn present_in(&self, value: &Value) -> Secrets {
+        fn visit(value: &Value, f: &mut impl FnMut(&str)) {
+            match value {
+                Value::Null => {}
+                Value::String(s) => f(s),
+                Value::Array(items) => items.iter().for_each(|v| visit(v, f)),
+                Value::Object(map) => map.iter().for_each(|(k, v)| {
+                    f(k);
+                    visit(v, f);
+                }),
+                other => f(&other.to_string()),
+            }
+        }
+        let mut found = Secrets::default();
+        if self.0.is_empty() {
+            return found;
+        }
+        visit(value, &mut |text| {
+            for secret in &self.0 {
+                if text.contains(secret.as_str()) {
+                    found.insert(secret);
+                }
+            }
+        });
+        found
+    }
+
     /// `text` with every secret value replaced by [`MASK`].
     pub fn scrub_text(&self, text: &str) -> String {
         let mut out = text.to_owned();

@@ -68,6 +68,8 @@ pub struct Templates {
     shell: Handlebars<'static>,
     helper_names: HashSet<String>,
     cache: RwLock<HashMap<String, Arc<Compiled>>>,
+    /// The datastore snapshot action parameters read as `st2kv`.
+    kv: crate::datastore::KvHandle,
 }
 
 impl Templates {
@@ -93,6 +95,7 @@ impl Templates {
                 .map(|s| (*s).to_owned())
                 .collect(),
             cache: RwLock::new(HashMap::new()),
+            kv: crate::datastore::KvHandle::default(),
         };
         for (name, f) in VALUE_HELPERS {
             templates.register_helper(name, Box::new(ValueHelper { name, f: *f }));
@@ -103,6 +106,30 @@ impl Templates {
             templates.register_helper(name, Box::new(WorkflowHelper { name }));
         }
         templates
+    }
+
+    /// The datastore snapshot shared with this template engine.
+    pub fn kv_handle(&self) -> crate::datastore::KvHandle {
+        Arc::clone(&self.kv)
+    }
+
+    /// The current datastore snapshot.
+    pub fn kv(&self) -> Arc<crate::datastore::KvSnapshot> {
+        self.kv
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// `ctx` with `st2kv` (the datastore as `user` sees it) added. Callers
+    /// add it only where [`names_st2kv`] finds a reference.
+    pub fn with_st2kv(&self, ctx: &Value, user: Option<&str>) -> Value {
+        let mut ctx = match ctx {
+            Value::Object(map) => map.clone(),
+            _ => serde_json::Map::new(),
+        };
+        ctx.insert("st2kv".into(), self.kv().st2kv(user));
+        Value::Object(ctx)
     }
 
     /// Compile only (load-time validation of packs). Detects Jinja-only syntax: filters
@@ -297,6 +324,16 @@ impl Templates {
 impl Default for Templates {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Whether a template in `value` reads the datastore (`st2kv`).
+pub fn names_st2kv(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains("{{") && s.contains("st2kv"),
+        Value::Array(items) => items.iter().any(names_st2kv),
+        Value::Object(map) => map.values().any(names_st2kv),
+        _ => false,
     }
 }
 

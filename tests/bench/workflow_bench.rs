@@ -91,6 +91,9 @@ async fn bench(backend: Backend) -> Result<()> {
         pack_roots: vec![repo_root().join("packs"), packs.path().to_path_buf()],
         worker: Some(WorkerConfig::default()),
         recover_at_start: true,
+        datastore_key: squall_engine::datastore::KeySource::File(
+            packs.path().join("datastore.key"),
+        ),
     })
     .await?;
     println!("{backend:?}");

@@ -21,6 +21,7 @@ mod crash;
 mod discord;
 mod executions;
 mod http_runner;
+mod keys;
 mod matrix;
 mod outbox;
 mod packs;

@@ -54,6 +54,11 @@ impl TestServer {
         })
     }
 
+    /// The server's data directory (its datastore key file is there).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data.path()
+    }
+
     /// The database the server runs on (for the CLI's own, local, views).
     pub fn database_url(&self) -> &str {
         self.db.as_ref().map_or("", |db| db.url.as_str())

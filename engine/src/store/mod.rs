@@ -6,6 +6,7 @@ mod chat;
 mod entities;
 mod executions;
 mod inquiries;
+mod kv;
 mod workflows;
 
 use std::sync::Arc;
@@ -23,11 +24,12 @@ use squall_migrations::{Migrator, MigratorTrait};
 
 pub use chat::{Delivery, NewOutboxRow, OutboxKind};
 pub use entities::{
-    api_key, audit, chat_outbox, execution, inquiry, inquiry_vote, rule_enforcement,
+    api_key, audit, chat_outbox, execution, inquiry, inquiry_vote, kv_pair, rule_enforcement,
     trigger_instance, workflow_task,
 };
 pub use executions::{CancelOutcome, Completion, ExecutionFilter, NewExecution, RecoveryReport};
 pub use inquiries::{Decision, NewInquiry, VoteRecord, VoteResult};
+pub use kv::{KvVersion, KvWrite};
 pub use workflows::{ACTIVE_STATUSES, ChildState};
 
 use crate::execution::{new_id, now_ms};

@@ -569,10 +569,22 @@ impl Conductor {
     ) -> Result<crate::catalog::PlannedExecution, String> {
         let provided = self
             .catalog
-            .render_input(action, input, data, &self.templates)
+            .render_input(
+                action,
+                input,
+                data,
+                &self.templates,
+                self.context.user.as_deref(),
+            )
             .map_err(|e| format!("rendering the task input: {e}"))?;
         self.catalog
-            .plan(action, &provided, Casting::FromText)
+            .plan(
+                action,
+                &provided,
+                Casting::FromText,
+                &self.templates,
+                self.context.user.as_deref(),
+            )
             .map_err(|errors| {
                 errors
                     .iter()
