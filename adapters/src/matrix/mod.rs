@@ -173,7 +173,6 @@ impl ChatAdapter for MatrixAdapter {
                 }
             }
         };
-        let client = self.client.get_or_init(|| async { client }).await.clone();
         // Handlers before the first sync: a command sent while squall was
         // starting arrives in it. What happened before squall started is
         // state, not commands: the handlers drop events older than `started`.
@@ -199,6 +198,10 @@ impl ChatAdapter for MatrixAdapter {
             }
         };
         backoff.reset();
+        // Sends wait for the first sync ("not connected yet" is transient):
+        // room state lives in memory, so before it no room is known and a
+        // send would be refused as "not in room".
+        let client = self.client.get_or_init(|| async { client }).await.clone();
         // Invites that arrived while squall was down are state of that first
         // sync, not events the handlers will see: accept them now.
         for room in client.invited_rooms() {
