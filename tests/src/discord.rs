@@ -656,7 +656,7 @@ async fn rest(
     State(state): State<Arc<Shared>>,
     method: Method,
     Path(path): Path<String>,
-    Query(_query): Query<HashMap<String, String>>,
+    Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -793,6 +793,25 @@ async fn rest(
                 );
             }
             r
+        }
+        // Channel history after a message id, newest first (Discord's order).
+        ("GET", ["channels", channel, "messages"]) => {
+            let after: u64 = query.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+            let limit: usize = query
+                .get("limit")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(50);
+            let mut found: Vec<(u64, Value)> = inner
+                .messages
+                .iter()
+                .filter(|(_, (at, _, _))| at == channel)
+                .filter_map(|(id, (_, _, m))| id.parse::<u64>().ok().map(|n| (n, m.clone())))
+                .filter(|(n, _)| *n > after)
+                .collect();
+            found.sort_by_key(|(n, _)| *n);
+            found.truncate(limit);
+            found.reverse();
+            ok(Value::Array(found.into_iter().map(|(_, m)| m).collect()))
         }
         ("GET", ["channels", _, "messages", id]) => match inner.messages.get(*id) {
             Some((_, _, m)) => ok(m.clone()),

@@ -58,6 +58,11 @@ pub(super) struct Inbound {
     command: String,
     replies: bool,
     seen: Mutex<Seen>,
+    /// The newest message id seen per channel: where a catch-up after a
+    /// new gateway session starts reading history.
+    pub(super) last_seen: Mutex<HashMap<String, u64>>,
+    /// Gateway sessions started (READY) by this process.
+    pub(super) sessions: std::sync::atomic::AtomicU64,
     /// `/squall` interactions by id.
     pending: Mutex<HashMap<String, Pending>>,
     /// The latest button click's token by user, for an answer only they see.
@@ -93,6 +98,8 @@ impl Inbound {
             command,
             replies,
             seen: Mutex::default(),
+            last_seen: Mutex::default(),
+            sessions: std::sync::atomic::AtomicU64::new(0),
             pending: Mutex::default(),
             clicks: Mutex::default(),
             sent_under: Mutex::default(),
@@ -181,6 +188,10 @@ impl Inbound {
     /// A message someone wrote: a command when it is a DM or mentions the
     /// bot (or, for the dispatcher to decide, starts with the prefix).
     pub(super) fn message(&self, msg: &Message) -> Option<ChatEvent> {
+        if let Ok(mut last) = self.last_seen.lock() {
+            let at = last.entry(msg.channel_id.to_string()).or_default();
+            *at = (*at).max(msg.id.get());
+        }
         let me = self.me.get()?;
         if msg.author.bot || msg.author.id.to_string() == *me || msg.webhook_id.is_some() {
             return None;

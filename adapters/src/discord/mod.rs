@@ -298,6 +298,42 @@ struct Handler {
 }
 
 impl Handler {
+    /// Messages sent after the newest one seen in each channel, handled as
+    /// if the gateway had delivered them (the seen-set drops repeats).
+    async fn catch_up(&self) {
+        let channels: Vec<(String, u64)> = self
+            .inbound
+            .last_seen
+            .lock()
+            .map(|l| l.iter().map(|(c, id)| (c.clone(), *id)).collect())
+            .unwrap_or_default();
+        for (channel, after) in channels {
+            let path = format!("/channels/{channel}/messages?after={after}&limit=100");
+            let found = match self.rest.get(&path).await {
+                Ok(found) => found,
+                Err(err) => {
+                    tracing::warn!(%channel, error = %err.error, "reading missed Discord messages failed");
+                    continue;
+                }
+            };
+            let mut missed: Vec<Message> = found
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|m| serde_json::from_value(m.clone()).ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            missed.sort_by_key(|m| m.id);
+            if !missed.is_empty() {
+                tracing::info!(%channel, count = missed.len(), "handling Discord messages sent while the gateway reconnected");
+            }
+            for message in &missed {
+                self.deliver(self.inbound.message(message)).await;
+            }
+        }
+    }
+
     async fn deliver(&self, event: Option<ChatEvent>) {
         if let Some(event) = event
             && self.events.send(event).await.is_err()
@@ -312,6 +348,16 @@ impl EventHandler for Handler {
     async fn ready(&self, _: Context, ready: Ready) {
         let _ = self.inbound.me.set(ready.user.id.to_string());
         tracing::info!(session = %ready.session_id, guilds = ready.guilds.len(), "Discord gateway ready");
+        let earlier = self
+            .inbound
+            .sessions
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if earlier > 0 {
+            // A new session (serenity re-identifies after a missed heartbeat
+            // ack): Discord does not replay what the old one missed, so read
+            // it from each channel's history.
+            self.catch_up().await;
+        }
     }
 
     async fn resume(&self, _: Context, _: ResumedEvent) {
