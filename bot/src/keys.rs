@@ -137,7 +137,7 @@ pub async fn key(config: &Config, remote: Option<Remote>, cmd: KeyCommand) -> Re
             json,
         } => {
             let value = parse_value(&value, json)?;
-            datastore
+            let pair = datastore
                 .set(&KvSet {
                     scope: scope.scope.clone(),
                     name: name.clone(),
@@ -147,12 +147,7 @@ pub async fn key(config: &Config, remote: Option<Remote>, cmd: KeyCommand) -> Re
                 })
                 .await?;
             audit(&engine, "key.set", format!("key:{}/{name}", scope.scope)).await;
-            println!(
-                "{}",
-                line(&serde_json::to_value(
-                    datastore.get(&scope.scope, &name, false).await?,
-                )?)
-            );
+            println!("{}", line(&serde_json::to_value(&pair)?));
         }
         KeyCommand::Delete { name, scope } => {
             datastore.delete(&scope.scope, &name).await?;

@@ -536,8 +536,10 @@ impl Datastore {
         })
     }
 
-    /// Store a pair; replaces any pair of that scope and name.
-    pub async fn set(&self, set: &KvSet) -> Result<(), KvError> {
+    /// Store a pair; replaces any pair of that scope and name. Returns the
+    /// pair as stored (a secret masked), not read back: a short TTL may
+    /// already have run out.
+    pub async fn set(&self, set: &KvSet) -> Result<KvView, KvError> {
         let scope = parse_scope(&set.scope)?;
         check_name(&set.name)?;
         let text = set.value.to_string();
@@ -601,7 +603,19 @@ impl Datastore {
             .snapshot
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
-        Ok(())
+        Ok(KvView {
+            scope,
+            name: set.name.clone(),
+            value: if set.secret {
+                Value::String(MASK.into())
+            } else {
+                set.value.clone()
+            },
+            secret: set.secret,
+            decrypted: false,
+            expires_at,
+            updated_at: now_ms(),
+        })
     }
 
     /// A rotation run elsewhere may have replaced the key file: pick up its

@@ -156,7 +156,7 @@ pub(super) async fn put(
         )
     })?;
     let scope = request.scope.unwrap_or_else(|| SYSTEM.into());
-    state
+    let pair = state
         .engine
         .datastore
         .set(&KvSet {
@@ -168,7 +168,6 @@ pub(super) async fn put(
         })
         .await?;
     audit(&state, &caller, "key.set", &scope, &name).await;
-    let pair = state.engine.datastore.get(&scope, &name, false).await?;
     Ok((
         StatusCode::OK,
         Json(serde_json::to_value(pair).unwrap_or_default()),
