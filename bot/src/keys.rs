@@ -64,6 +64,23 @@ fn line(pair: &Value) -> String {
     out
 }
 
+/// A list of pairs (the API's JSON form), as JSON or a line each.
+fn print_list(json: bool, list: &Value) {
+    print_json_or(json, list, || {
+        let lines: Vec<String> = list
+            .as_array()
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .map(line)
+            .collect();
+        if lines.is_empty() {
+            "(no keys)".into()
+        } else {
+            lines.join("\n")
+        }
+    });
+}
+
 async fn audit(engine: &squall_engine::Engine, kind: &str, subject: String) {
     let entry = AuditEntry {
         actor: super::control::cli_identity(),
@@ -97,18 +114,7 @@ pub async fn key(config: &Config, remote: Option<Remote>, cmd: KeyCommand) -> Re
                 let prefix = prefix.as_deref().unwrap_or("");
                 audit(&engine, "key.decrypt", format!("key:{scope}/{prefix}*")).await;
             }
-            let list = serde_json::to_value(&pairs)?;
-            print_json_or(json, &list, || {
-                let lines: Vec<String> = pairs
-                    .iter()
-                    .map(|p| line(&serde_json::to_value(p).unwrap_or_default()))
-                    .collect();
-                if lines.is_empty() {
-                    "(no keys)".into()
-                } else {
-                    lines.join("\n")
-                }
-            });
+            print_list(json, &serde_json::to_value(&pairs)?);
         }
         KeyCommand::Get {
             name,
@@ -196,20 +202,7 @@ async fn key_remote(remote: &Remote, cmd: KeyCommand) -> Result<ExitCode> {
                     ("decrypt", decrypt.then(|| "true".to_owned())),
                 ])
             );
-            let list = remote.get(&path).await?;
-            print_json_or(json, &list, || {
-                let lines: Vec<String> = list
-                    .as_array()
-                    .map_or(&[][..], Vec::as_slice)
-                    .iter()
-                    .map(line)
-                    .collect();
-                if lines.is_empty() {
-                    "(no keys)".into()
-                } else {
-                    lines.join("\n")
-                }
-            });
+            print_list(json, &remote.get(&path).await?);
         }
         KeyCommand::Get {
             name,

@@ -195,17 +195,16 @@ fn with_suffix(file: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Write a new random key to `path` (mode 0600), durably, without ever
-/// leaving a partial file under that name.
-fn write_new_key(path: &Path) -> Result<DataKey, KvError> {
+/// Write `bytes` to `path` with mode 0600, durably, through a staging file
+/// and a rename, so that no partial file ever has that name.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KvError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let text = hex::encode(rand::random::<[u8; 32]>());
-    let staging = with_suffix(path, &format!(".tmp-{}", std::process::id()));
     let io =
         |e: std::io::Error, what: &str| KvError::Key(format!("{what} {}: {e}", path.display()));
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| io(e, "creating the directory of"))?;
     }
+    let staging = with_suffix(path, &format!(".tmp-{}", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -213,11 +212,18 @@ fn write_new_key(path: &Path) -> Result<DataKey, KvError> {
         .mode(0o600)
         .open(&staging)
         .map_err(|e| io(e, "writing"))?;
-    file.write_all(format!("{text}\n").as_bytes())
+    file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|e| io(e, "writing"))?;
     std::fs::rename(&staging, path).map_err(|e| io(e, "writing"))?;
     sync_dir(path);
+    Ok(())
+}
+
+/// Write a new random key to `path`.
+fn write_new_key(path: &Path) -> Result<DataKey, KvError> {
+    let text = hex::encode(rand::random::<[u8; 32]>());
+    write_private(path, format!("{text}\n").as_bytes())?;
     DataKey::from_hex(&text, &path.display().to_string())
 }
 
@@ -735,23 +741,8 @@ impl Datastore {
         // Every secret is under the new key: swap the files.
         let old = std::fs::read(path)
             .map_err(|e| KvError::Key(format!("reading {}: {e}", path.display())))?;
-        let previous = previous_path(path);
-        let staging = with_suffix(&previous, ".tmp");
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&staging)
-                .map_err(|e| KvError::Key(format!("writing {}: {e}", staging.display())))?;
-            file.write_all(&old)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| KvError::Key(format!("writing {}: {e}", staging.display())))?;
-        }
-        std::fs::rename(&staging, &previous)
-            .and_then(|()| std::fs::rename(pending_path(path), path))
+        write_private(&previous_path(path), &old)?;
+        std::fs::rename(pending_path(path), path)
             .map_err(|e| KvError::Key(format!("replacing {}: {e}", path.display())))?;
         sync_dir(path);
         *self.keys() = Keyring::load(&self.source, false)?;
@@ -760,12 +751,6 @@ impl Datastore {
             resealed,
             new_key_id: pending.id,
         })
-    }
-
-    /// The id of the key new secrets are sealed with.
-    pub fn key_id(&self) -> String {
-        let keys = self.keys();
-        keys.pending.as_ref().unwrap_or(&keys.primary).id.clone()
     }
 }
 
