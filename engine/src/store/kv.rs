@@ -41,6 +41,7 @@ impl Store {
     /// Insert or replace a pair.
     pub async fn kv_put(&self, row: &KvWrite) -> Result<(), StoreError> {
         let now = now_ms();
+        let _turn = self.write_turn().await;
         kv_pair::Entity::insert(kv_pair::ActiveModel {
             scope: Set(row.scope.clone()),
             name: Set(row.name.clone()),
@@ -106,6 +107,7 @@ impl Store {
     /// Delete a pair; whether it existed (expired pairs count as gone).
     pub async fn kv_delete(&self, scope: &str, name: &str) -> Result<bool, StoreError> {
         let existed = self.kv_get(scope, name).await?.is_some();
+        let _turn = self.write_turn().await;
         kv_pair::Entity::delete_many()
             .filter(kv_pair::Column::Scope.eq(scope))
             .filter(kv_pair::Column::Name.eq(name))
@@ -142,6 +144,7 @@ impl Store {
         value: &str,
         key_id: &str,
     ) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
         let done = kv_pair::Entity::update_many()
             .col_expr(kv_pair::Column::Value, Expr::value(value))
             .col_expr(kv_pair::Column::KeyId, Expr::value(key_id))
