@@ -4,6 +4,7 @@
 //! and never carry internals (those are logged with a correlation id).
 
 mod keys;
+mod ops;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::signatures::{self, HookAuth, Scheme};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -39,6 +40,10 @@ pub struct AppState {
     dedup: Mutex<Dedup>,
     /// Who may decrypt datastore secrets (`key:decrypt` for `api:<key name>`).
     rbac: Arc<squall_engine::rbac::Rbac>,
+    /// The live event stream (`/api/v1/stream`).
+    stream: Option<Arc<crate::stream::StreamHub>>,
+    /// Chat adapters, for readiness and `squall_chat_adapter_connected`.
+    adapters: Vec<Arc<dyn squall_engine::chat::ChatAdapter>>,
 }
 
 impl AppState {
@@ -52,7 +57,26 @@ impl AppState {
             alerts: crate::config::AlertsSection::default(),
             dedup: Mutex::new(Dedup::new(Duration::from_secs(300))),
             rbac: Arc::default(),
+            stream: None,
+            adapters: Vec::new(),
         })
+    }
+
+    /// The chat adapters whose connection `/readyz` reports.
+    pub fn with_adapters(
+        self: Arc<Self>,
+        adapters: Vec<Arc<dyn squall_engine::chat::ChatAdapter>>,
+    ) -> Arc<AppState> {
+        let mut state = Arc::try_unwrap(self).unwrap_or_else(|_| unreachable!("not shared yet"));
+        state.adapters = adapters;
+        Arc::new(state)
+    }
+
+    /// Serve the live event stream from `hub`.
+    pub fn with_stream(self: Arc<Self>, hub: Arc<crate::stream::StreamHub>) -> Arc<AppState> {
+        let mut state = Arc::try_unwrap(self).unwrap_or_else(|_| unreachable!("not shared yet"));
+        state.stream = Some(hub);
+        Arc::new(state)
     }
 
     /// The RBAC model API keys are checked against (`api:<key name>`).
@@ -87,6 +111,13 @@ struct KeyCache {
 const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 
 impl KeyCache {
+    /// Drop every remembered key (after a revocation).
+    fn forget(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
+
     async fn verify(&self, engine: &Engine, key: &str) -> Result<Option<String>, ApiError> {
         let hash = hash_api_key(key);
         if let Ok(entries) = self.entries.lock()
@@ -200,7 +231,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/inquiries/{id}", get(get_inquiry))
         .route("/inquiries/{id}/respond", post(respond_inquiry))
         .route("/rules", get(list_rules))
+        .route("/rules/{reference}/enable", post(ops::enable_rule))
+        .route("/rules/{reference}/disable", post(ops::disable_rule))
+        .route("/packs", get(ops::list_packs))
+        .route("/apikeys", get(ops::list_api_keys))
+        .route("/apikeys/{key}", axum::routing::delete(ops::revoke_api_key))
+        .route("/audit", get(ops::list_audit))
+        .route("/actionalias/match", post(ops::match_alias))
+        .route("/actionalias/help", get(ops::alias_help))
+        .route("/aliasexecution", post(ops::execute_alias))
         .route("/actions", get(list_actions))
+        .route("/stream", get(stream))
         .route("/keys", get(keys::list))
         .route(
             "/keys/{name}",
@@ -212,10 +253,98 @@ pub fn router(state: Arc<AppState>) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .nest("/api/v1", api.merge(hooks))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.body_limit))
         .with_state(state)
+}
+
+/// Query parameters, refused with the JSON error body (axum's own `Query`
+/// answers plain text).
+pub(crate) struct Q<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        serde_urlencoded::from_str(parts.uri.query().unwrap_or(""))
+            .map(Q)
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_query",
+                    format!("the query parameters are not valid: {e}"),
+                )
+            })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamQuery {
+    /// Comma-separated event kinds or families (`execution`, `inquiry.opened`).
+    kinds: Option<String>,
+    /// Only events about this execution.
+    execution: Option<String>,
+    /// Resume after this event id (the `Last-Event-ID` header wins).
+    last_event_id: Option<i64>,
+}
+
+/// `GET /api/v1/stream`: server-sent events. Without `Last-Event-ID` it
+/// starts with what happens next; with one, it first replays what came after
+/// that id.
+async fn stream(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Q(query): Q<StreamQuery>,
+) -> Result<Response, ApiError> {
+    let Some(hub) = &state.stream else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "this server does not serve the event stream",
+        ));
+    };
+    let header_id = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|id| *id >= 0)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_last_event_id",
+                        "Last-Event-ID must be an event id (a non-negative integer)",
+                    )
+                })?,
+        ),
+    };
+    let filter = crate::stream::Filter {
+        kinds: query
+            .kinds
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        execution: query.execution,
+    };
+    filter
+        .validate()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e))?;
+    let after = header_id
+        .or(query.last_event_id.filter(|id| *id >= 0))
+        .unwrap_or_else(|| hub.head());
+    Ok(hub.subscribe(after, filter).into_response())
 }
 
 async fn not_found() -> ApiError {
@@ -232,6 +361,83 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
         )
         .into_response(),
     }
+}
+
+/// Readiness: the database answers, packs are loaded, every chat adapter is
+/// connected. 503 with what is not ready otherwise.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let mut problems = Vec::new();
+    let database = match state.engine.store.count_api_keys().await {
+        Ok(_) => json!({"ok": true}),
+        Err(err) => {
+            problems.push("database unreachable".to_owned());
+            json!({"ok": false, "detail": short(&err.to_string())})
+        }
+    };
+    let catalog = state.engine.catalog.current();
+    let packs = catalog.packs.len();
+    if packs == 0 {
+        problems.push("no packs loaded".to_owned());
+    }
+    let mut adapters = Map::new();
+    for adapter in &state.adapters {
+        let connected = adapter.connected();
+        if !connected {
+            problems.push(format!("chat adapter {} not connected", adapter.platform()));
+        }
+        adapters.insert(
+            adapter.platform().to_owned(),
+            json!({"connected": connected}),
+        );
+    }
+    let body = json!({
+        "status": if problems.is_empty() { "ready" } else { "not_ready" },
+        "database": database,
+        "packs": {"loaded": packs, "actions": catalog.action_refs().len(), "rules": catalog.rules().count()},
+        "adapters": adapters,
+    });
+    if problems.is_empty() {
+        Json(body).into_response()
+    } else {
+        let mut body = body;
+        body["error"] = json!("not_ready");
+        body["detail"] = json!(problems.join("; "));
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+/// Prometheus metrics (OpenMetrics text).
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let metrics = &state.engine.host.metrics;
+    if let Some(hub) = &state.stream {
+        metrics.stream_subscribers(hub.subscribers());
+    }
+    for adapter in &state.adapters {
+        metrics.adapter_connected(adapter.platform(), adapter.connected());
+    }
+    match metrics.scrape(&state.engine.store).await {
+        Ok(text) => (
+            [(header::CONTENT_TYPE, squall_engine::metrics::CONTENT_TYPE)],
+            text,
+        )
+            .into_response(),
+        Err(err) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("metrics could not be read: {}", short(&err.to_string())),
+        )
+        .into_response(),
+    }
+}
+
+/// Count a webhook, alert or trigger request by its answer. Only names the
+/// catalog knows become label values (no label per random URL).
+fn count_received(state: &AppState, kind: &str, source: &str, answer: &Result<Response, ApiError>) {
+    let code = match answer {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.status.as_u16(),
+    };
+    state.engine.host.metrics.received(kind, source, code);
 }
 
 fn short(text: &str) -> String {
@@ -379,7 +585,24 @@ async fn webhook(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let name = name.trim_matches('/').to_owned();
-    authenticate_hook(&state, state.webhooks.get(&name), &headers, &body).await?;
+    let answer = receive_webhook(&state, name.clone(), headers, body).await;
+    let known = state.engine.catalog.current().has_webhook(&name);
+    count_received(
+        &state,
+        "webhook",
+        if known { &name } else { "unknown" },
+        &answer,
+    );
+    answer
+}
+
+async fn receive_webhook(
+    state: &Arc<AppState>,
+    name: String,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authenticate_hook(state, state.webhooks.get(&name), &headers, &body).await?;
     let catalog = state.engine.catalog.current();
     if !catalog.has_webhook(&name) {
         let known: Vec<&str> = catalog.webhook_urls().into_iter().collect();
@@ -428,7 +651,17 @@ async fn fire_st2_trigger(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let value = parse_body(&headers, &body)?;
+    let answer = fire_trigger(&state, &headers, &body).await;
+    count_received(&state, "trigger", "st2", &answer);
+    answer
+}
+
+async fn fire_trigger(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let value = parse_body(headers, body)?;
     let request: St2Trigger = serde_json::from_value(value).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -478,7 +711,7 @@ struct ListQuery {
 
 async fn list_executions(
     State(state): State<Arc<AppState>>,
-    Query(query): Query<ListQuery>,
+    Q(query): Q<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let status = match query.status.as_deref() {
         None => None,
@@ -672,15 +905,10 @@ async fn cancel_execution(
 }
 
 async fn audit_control(state: &AppState, caller: &Caller, kind: &str, id: &str) {
-    let entry = squall_engine::store::AuditEntry {
-        actor: caller.0.clone(),
-        kind: kind.into(),
-        subject: id.into(),
-        detail: json!({"source": "api"}),
-    };
-    if let Err(e) = state.engine.store.append_audit(&[entry]).await {
-        tracing::warn!(error = %e, "writing an audit row failed");
-    }
+    state
+        .engine
+        .record_control(&caller.0, kind, id, "api")
+        .await;
 }
 
 fn control_reply(
@@ -746,6 +974,7 @@ async fn rerun_execution(
             )
         })?
     };
+    let caller_for_audit = caller.clone();
     let context = ExecutionContext {
         source: "api".into(),
         user: Some(caller.0),
@@ -755,6 +984,7 @@ async fn rerun_execution(
         .engine
         .rerun_with(&id, context, request.failed_only)
         .await?;
+    audit_control(&state, &caller_for_audit, "execution.rerun", &id).await;
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": new_id, "rerun_of": id})),
@@ -770,7 +1000,7 @@ struct InquiryQuery {
 
 async fn list_inquiries(
     State(state): State<Arc<AppState>>,
-    Query(query): Query<InquiryQuery>,
+    Q(query): Q<InquiryQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let status = query.status.as_deref().unwrap_or("pending");
     let status = (status != "all").then_some(status);
@@ -929,7 +1159,24 @@ async fn alert(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if !squall_adapters::alerts::SOURCES.contains(&source.as_str()) {
+    let answer = receive_alert(&state, &source, &headers, &body).await;
+    let known = squall_adapters::alerts::SOURCES.contains(&source.as_str());
+    count_received(
+        &state,
+        "alert",
+        if known { &source } else { "unknown" },
+        &answer,
+    );
+    answer
+}
+
+async fn receive_alert(
+    state: &AppState,
+    source: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    if !squall_adapters::alerts::SOURCES.contains(&source) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_source",
@@ -939,9 +1186,9 @@ async fn alert(
             ),
         ));
     }
-    authenticate_hook(&state, state.alerts.receivers.get(&source), &headers, &body).await?;
-    let value = parse_body(&headers, &body)?;
-    let alerts = squall_adapters::alerts::normalize(&source, &value, &state.alerts.generic)
+    authenticate_hook(state, state.alerts.receivers.get(source), headers, body).await?;
+    let value = parse_body(headers, body)?;
+    let alerts = squall_adapters::alerts::normalize(source, &value, &state.alerts.generic)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_alert", e.0))?;
     let now = squall_engine::execution::now_ms();
     let (fresh, repeats): (Vec<_>, Vec<_>) = match state.dedup.lock() {

@@ -70,6 +70,12 @@ pub enum Command {
     /// encrypted at rest.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Fire triggers by hand.
+    #[command(subcommand)]
+    Trigger(TriggerCommand),
+    /// The audit log: who did what, from where.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 /// Where a pair lives.
@@ -144,6 +150,19 @@ pub enum RbacCommand {
 pub enum AliasCommand {
     /// Show which alias and parameters a chat command resolves to.
     Match { text: String },
+    /// List chat commands (optionally those matching a filter), as `!help`
+    /// shows them.
+    List { filter: Option<String> },
+    /// Run a chat command without a chat (as `squall run` does for actions);
+    /// with --server, on behalf of the API key.
+    Execute {
+        text: String,
+        /// Seconds to wait for the results.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -186,6 +205,9 @@ pub enum ExecutionCommand {
     Pause { id: String },
     /// Resume a paused workflow.
     Resume { id: String },
+    /// Follow an execution's output line by line until it ends (exits 0
+    /// when it succeeded). An execution that already ended prints its output.
+    Tail { id: String },
     /// Run an execution again with the same parameters.
     Rerun {
         id: String,
@@ -225,12 +247,21 @@ pub enum RuleCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Enable a rule (overrides its pack file until changed again).
+    Enable { reference: String },
+    /// Disable a rule (overrides its pack file until changed again).
+    Disable { reference: String },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum PackCommand {
     /// Validate pack directories (default: the configured ones); exits non-zero on any error.
     Validate { dirs: Vec<PathBuf> },
+    /// List packs with where they come from and whether they load.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,6 +270,51 @@ pub enum ApikeyCommand {
     Create {
         #[arg(long, default_value = "default")]
         name: String,
+    },
+    /// List API keys (ids, names, states; keys themselves are never stored).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable an API key, by id or name (every enabled key of that name).
+    Revoke { key: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TriggerCommand {
+    /// Fire a trigger: rules on it run as if its source had fired it.
+    Fire {
+        /// The trigger type, e.g. `squall.alert` or a pack's `pack.name`.
+        trigger: String,
+        /// The payload as JSON.
+        #[arg(long, default_value = "{}")]
+        payload: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Audit rows, newest first.
+    List {
+        /// Who did it (`api:<key name>`, `slack:U123`, `cli:<user>`).
+        #[arg(long)]
+        actor: Option<String>,
+        /// A kind (`execution.cancel`) or a family (`execution`, `key`, `rule`).
+        #[arg(long)]
+        kind: Option<String>,
+        /// What it was done to (an execution id, a key, a rule).
+        #[arg(long)]
+        subject: Option<String>,
+        /// From this time: RFC 3339, or a duration ago (`30m`, `2h`, `7d`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Before this time: RFC 3339, or a duration ago.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, short = 'n', default_value_t = 50)]
+        limit: u64,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -284,5 +360,15 @@ mod tests {
     #[test]
     fn duplicate_assignment_is_an_error() {
         assert!(parse_assignments(&["a=1".into(), "a=2".into()]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod clap_tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -62,21 +62,37 @@ pub async fn execution_control(
     let conflict = |id: &str, verb: &str, status: String| -> Result<ExitCode> {
         bail!("cannot {verb} {id} while it is {status}")
     };
+    let me = cli_identity();
     match cmd {
-        ExecutionCommand::Cancel { id } => match engine.cancel(&id).await? {
-            CancelOutcome::Canceled => println!("{id}: canceled"),
-            CancelOutcome::Canceling => println!("{id}: canceling (its worker stops it)"),
-            CancelOutcome::AlreadyFinished(s) => bail!("{id} already finished ({s})"),
-            CancelOutcome::NotFound => bail!("no execution {id}"),
-        },
-        ExecutionCommand::Pause { id } => match engine.pause(&id).await? {
-            ControlOutcome::Done(s) => println!("{id}: {s}"),
-            ControlOutcome::NotApplicable(s) => return conflict(&id, "pause", s),
-        },
-        ExecutionCommand::Resume { id } => match engine.resume(&id).await? {
-            ControlOutcome::Done(s) => println!("{id}: {s}"),
-            ControlOutcome::NotApplicable(s) => return conflict(&id, "resume", s),
-        },
+        ExecutionCommand::Cancel { id } => {
+            match engine.cancel(&id).await? {
+                CancelOutcome::Canceled => println!("{id}: canceled"),
+                CancelOutcome::Canceling => println!("{id}: canceling (its worker stops it)"),
+                CancelOutcome::AlreadyFinished(s) => bail!("{id} already finished ({s})"),
+                CancelOutcome::NotFound => bail!("no execution {id}"),
+            }
+            engine
+                .record_control(&me, "execution.cancel", &id, "cli")
+                .await;
+        }
+        ExecutionCommand::Pause { id } => {
+            match engine.pause(&id).await? {
+                ControlOutcome::Done(s) => println!("{id}: {s}"),
+                ControlOutcome::NotApplicable(s) => return conflict(&id, "pause", s),
+            }
+            engine
+                .record_control(&me, "execution.pause", &id, "cli")
+                .await;
+        }
+        ExecutionCommand::Resume { id } => {
+            match engine.resume(&id).await? {
+                ControlOutcome::Done(s) => println!("{id}: {s}"),
+                ControlOutcome::NotApplicable(s) => return conflict(&id, "resume", s),
+            }
+            engine
+                .record_control(&me, "execution.resume", &id, "cli")
+                .await;
+        }
         ExecutionCommand::Rerun { id, failed } => {
             let context = ExecutionContext {
                 source: "cli".into(),
@@ -84,6 +100,9 @@ pub async fn execution_control(
                 ..ExecutionContext::default()
             };
             let new = engine.rerun_with(&id, context, failed).await?;
+            engine
+                .record_control(&me, "execution.rerun", &id, "cli")
+                .await;
             println!("{id} re-runs as {new}");
         }
         _ => bail!("not a control command"),

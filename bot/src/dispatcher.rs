@@ -216,13 +216,21 @@ impl Dispatcher {
     }
 
     async fn handle_message(self: &Arc<Self>, message: IncomingMessage) {
+        if let Some(result) = self.handle_command(&message).await {
+            self.engine
+                .host
+                .metrics
+                .chat_command(&message.platform, result);
+        }
+    }
+
+    /// Answer one chat message; what became of it, if it was a command.
+    async fn handle_command(self: &Arc<Self>, message: &IncomingMessage) -> Option<&'static str> {
         if !self.adapters.contains_key(message.platform.as_str()) {
             tracing::warn!(platform = %message.platform, "message from a platform without an adapter");
-            return;
+            return None;
         }
-        let Some(command) = self.command_text(&message) else {
-            return;
-        };
+        let command = self.command_text(message)?;
         tracing::debug!(platform = %message.platform, message = %message.message_id, "chat command");
         // Replies go to the command's thread; whether a command starts a
         // thread is the adapter's call (a platform convention).
@@ -235,17 +243,17 @@ impl Dispatcher {
                     self.settings.max_message_bytes
                 )))
                 .await;
-            return;
+            return Some("too_long");
         }
         if command.is_empty() {
-            return;
+            return None;
         }
         let identity = message.identity();
         if let Some(notice) = self.rate_limited(&identity) {
             if let Some(notice) = notice {
                 reply.say(OutgoingMessage::text(notice)).await;
             }
-            return;
+            return Some("rate_limited");
         }
         let principal = self.rbac.principal(&identity);
         let (word, rest) = match command.split_once(char::is_whitespace) {
@@ -257,13 +265,14 @@ impl Dispatcher {
             "whoami" => self.whoami(&reply, &principal).await,
             "status" => self.status(&reply, &principal, rest).await,
             "cancel" => self.cancel(&reply, &principal, rest).await,
-            "retry" => self.retry(&reply, &principal, rest, &message).await,
+            "retry" => self.retry(&reply, &principal, rest, message).await,
             "executions" => self.executions(&reply, &principal, rest).await,
             "approve" => self.vote_command(&reply, &principal, true, rest).await,
             "deny" => self.vote_command(&reply, &principal, false, rest).await,
             "inquiries" => self.list_inquiries(&reply).await,
-            _ => self.run_alias(reply, &principal, command, &message).await,
+            _ => return Some(self.run_alias(reply, &principal, command, message).await),
         }
+        Some("builtin")
     }
 
     /// `None`: go ahead. `Some(notice)`: refused; the notice is sent once per
@@ -452,7 +461,16 @@ impl Dispatcher {
         }
         // The answer sorts before the canceled result the cancel releases.
         let asked = squall_engine::execution::now_ms();
-        let text = match self.engine.cancel(id).await {
+        let outcome = self.engine.cancel(id).await;
+        if matches!(
+            outcome,
+            Ok(CancelOutcome::Canceled | CancelOutcome::Canceling)
+        ) {
+            self.engine
+                .record_control(&principal.identity, "execution.cancel", id, "chat")
+                .await;
+        }
+        let text = match outcome {
             Ok(CancelOutcome::Canceled) => format!("Canceled {id} before it started."),
             Ok(CancelOutcome::Canceling) => {
                 format!("Canceling {id}; its process is being stopped.")
@@ -492,7 +510,12 @@ impl Dispatcher {
             .rerun_with(id, chat_context(message, None, true, true), failed_only)
             .await
         {
-            Ok(new_id) => self.started_command(&new_id, message, true, true),
+            Ok(new_id) => {
+                self.engine
+                    .record_control(&principal.identity, "execution.rerun", id, "chat")
+                    .await;
+                self.started_command(&new_id, message, true, true);
+            }
             Err(err) => reply.engine_error(&err).await,
         }
     }
@@ -552,13 +575,13 @@ impl Dispatcher {
         principal: &Principal,
         command: &str,
         message: &IncomingMessage,
-    ) {
+    ) -> &'static str {
         let catalog = self.engine.catalog.current();
         let matched = match catalog.aliases.match_command(command) {
             Ok(m) => m,
             Err(err) => {
                 reply.say(OutgoingMessage::text(err.to_string())).await;
-                return;
+                return "no_match";
             }
         };
         if let Err(denied) = self.rbac.check(
@@ -566,11 +589,12 @@ impl Dispatcher {
             &Permission::Alias(matched.alias_id.clone()),
         ) {
             reply.say(OutgoingMessage::text(denied.to_string())).await;
-            return;
+            return "denied";
         }
         let Some(alias) = catalog.alias(&matched.alias_id).cloned() else {
-            return;
+            return "no_match";
         };
+        let mut result_label = "started";
         let ack = alias.ack.as_ref().and_then(|a| a.get("enabled")) != Some(&Value::Bool(false));
         let result =
             alias.result.as_ref().and_then(|r| r.get("enabled")) != Some(&Value::Bool(false));
@@ -595,6 +619,7 @@ impl Dispatcher {
             {
                 Ok(id) => self.started_command(&id, message, ack, result),
                 Err(err) => {
+                    result_label = "rejected";
                     reply
                         .say(OutgoingMessage::text(format!(
                             "Cannot run {}: {err}",
@@ -607,6 +632,7 @@ impl Dispatcher {
                 }
             }
         }
+        result_label
     }
 
     /// A command's execution is stored (with its ack and held result):

@@ -9,3 +9,4 @@ pub mod dispatcher;
 pub mod output;
 pub mod server;
 pub mod signatures;
+pub mod stream;

@@ -9,11 +9,13 @@ use serde_json::{Value, json};
 
 use squall::cli::{
     AliasCommand, ApikeyCommand, Cli, Command, ExecutionCommand, PackCommand, RbacCommand,
-    RuleCommand, RunArgs, parse_assignments,
+    RuleCommand, RunArgs, TriggerCommand, parse_assignments,
 };
 
 mod control;
 mod keys;
+mod ops;
+mod tail;
 use squall::config::Config;
 use squall::{output, server};
 use squall_engine::describe::{execution_detail, execution_view};
@@ -115,9 +117,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let rules = match remote {
                 Some(r) => r.get("/api/v1/rules").await?,
                 None => {
-                    let runners = RunnerRegistry::builtin();
-                    let catalog = squall_engine::load_catalog(&config.packs, &runners)
-                        .map_err(|e| anyhow!("{}", squall_engine::EngineError::Packs(e)))?;
+                    // On the database: rules enabled or disabled at run time count.
+                    let engine = server::open_engine(&config).await?;
+                    let catalog = engine.catalog.current();
                     Value::Array(catalog.rules().map(|r| json!({
                         "ref": r.reference(), "enabled": r.enabled,
                         "trigger": {"type": r.trigger_type, "parameters": r.trigger_parameters},
@@ -142,9 +144,44 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             println!("{key}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Rule(RuleCommand::Enable { reference }) => {
+            ops::rule_toggle(&config, remote, &reference, true).await
+        }
+        Command::Rule(RuleCommand::Disable { reference }) => {
+            ops::rule_toggle(&config, remote, &reference, false).await
+        }
+        Command::Apikey(ApikeyCommand::List { json }) => {
+            ops::apikey_list(&config, remote, json).await
+        }
+        Command::Apikey(ApikeyCommand::Revoke { key }) => {
+            ops::apikey_revoke(&config, remote, &key).await
+        }
+        Command::Trigger(TriggerCommand::Fire { trigger, payload }) => {
+            ops::trigger_fire(&config, remote, &trigger, &payload).await
+        }
+        Command::Audit(cmd) => ops::audit(&config, remote, cmd).await,
+        Command::Alias(AliasCommand::List { filter }) => {
+            ops::alias_help(&config, remote, filter).await
+        }
+        Command::Alias(AliasCommand::Execute {
+            text,
+            timeout,
+            json,
+        }) => ops::alias_execute(&config, remote, &text, timeout, json).await,
         Command::Key(cmd) => keys::key(&config, remote, cmd).await,
-        Command::Pack(_) => unreachable_validate(),
+        Command::Pack(PackCommand::List { json }) => ops::pack_list(&config, remote, json).await,
+        Command::Pack(PackCommand::Validate { .. }) => unreachable_validate(),
         Command::Rbac(cmd) => rbac(&config, cmd),
+        Command::Alias(AliasCommand::Match { text }) if remote.is_some() => {
+            let command = text.trim_start_matches(config.chat.prefix.as_str());
+            let matched = remote
+                .as_ref()
+                .context("a server")?
+                .post("/api/v1/actionalias/match", &json!({"command": command}))
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&matched)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Alias(AliasCommand::Match { text }) => {
             let runners = RunnerRegistry::builtin();
             let catalog = squall_engine::load_catalog(&config.packs, &runners)
@@ -405,23 +442,53 @@ async fn execution(
             Ok(ExitCode::SUCCESS)
         }
         ExecutionCommand::Get { id, json } => {
-            let view = match remote {
-                Some(remote) => remote.get(&format!("/api/v1/executions/{id}")).await?,
-                None => {
-                    let engine = server::open_engine(config).await?;
-                    let model = engine
-                        .store
-                        .get_execution(&id)
-                        .await?
-                        .ok_or_else(|| anyhow!("no execution {id}"))?;
-                    execution_detail(&engine.store, &model, &engine.catalog.current()).await?
-                }
-            };
+            let (view, _) = execution_of(config, remote.as_ref(), &id).await?;
             print_json_or(json, &view, || output::execution_detail(&view));
             Ok(ExitCode::SUCCESS)
         }
+        ExecutionCommand::Tail { id } => {
+            let (view, engine) = execution_of(config, remote.as_ref(), &id).await?;
+            if is_finished(&view) {
+                return Ok(tail::print_finished(&id, &view));
+            }
+            match (remote, engine) {
+                (Some(remote), _) => {
+                    tail::follow_remote(&remote.client, &remote.base, remote.key.as_deref(), &id)
+                        .await
+                }
+                (None, Some(engine)) => tail::follow_local(&engine.store, &id).await,
+                (None, None) => bail!("no server and no database to follow {id} on"),
+            }
+        }
         other => control::execution_control(config, remote, other).await,
     }
+}
+
+/// One execution's detail, from the server or the database (with the
+/// engine opened on it).
+async fn execution_of(
+    config: &Config,
+    remote: Option<&Remote>,
+    id: &str,
+) -> Result<(Value, Option<squall_engine::Engine>)> {
+    if let Some(remote) = remote {
+        return Ok((remote.get(&format!("/api/v1/executions/{id}")).await?, None));
+    }
+    let engine = server::open_engine(config).await?;
+    let model = engine
+        .store
+        .get_execution(id)
+        .await?
+        .ok_or_else(|| anyhow!("no execution {id}"))?;
+    let view = execution_detail(&engine.store, &model, &engine.catalog.current()).await?;
+    Ok((view, Some(engine)))
+}
+
+fn is_finished(view: &Value) -> bool {
+    view["status"]
+        .as_str()
+        .and_then(ExecutionStatus::parse)
+        .is_some_and(ExecutionStatus::is_terminal)
 }
 
 /// A running server, over HTTP.
@@ -482,11 +549,7 @@ impl Remote {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let view = self.get(&format!("/api/v1/executions/{id}")).await?;
-            let done = view["status"]
-                .as_str()
-                .and_then(ExecutionStatus::parse)
-                .is_some_and(ExecutionStatus::is_terminal);
-            if done {
+            if is_finished(&view) {
                 return Ok(view);
             }
             if tokio::time::Instant::now() >= deadline {

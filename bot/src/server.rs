@@ -258,7 +258,13 @@ pub async fn start(config: &Config) -> Result<Server, ServeError> {
         .with_hooks(config.webhooks.clone(), config.alerts.clone())
         .with_rbac(Arc::new(
             load_rbac(config).map_err(|e| ServeError::Chat(format!("RBAC: {e}")))?,
-        ));
+        ))
+        .with_adapters(chat.adapters.clone())
+        .with_stream(
+            crate::stream::StreamHub::start(engine.store.clone(), engine.shutdown_token())
+                .await
+                .map_err(EngineError::from)?,
+        );
     let app = router(state).merge(chat.routes(config.api.body_limit_bytes));
     let task = tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {

@@ -260,6 +260,31 @@ impl Catalog {
         self.rules.values().map(|r| &r.rule)
     }
 
+    /// This catalog with rules enabled or disabled as `states` says (rule
+    /// reference -> enabled); rules it does not name keep their state.
+    pub fn with_rule_states(
+        &self,
+        states: &BTreeMap<String, bool>,
+        runners: &RunnerRegistry,
+    ) -> Result<Catalog, Vec<PackError>> {
+        let mut packs = self.packs.clone();
+        for pack in &mut packs {
+            for rule in &mut pack.rules {
+                if let Some(enabled) = states.get(&rule.reference()) {
+                    rule.enabled = *enabled;
+                }
+            }
+        }
+        Catalog::build(packs, runners)
+    }
+
+    /// Whether every rule `states` names has that state already.
+    pub fn has_rule_states(&self, states: &BTreeMap<String, bool>) -> bool {
+        states
+            .iter()
+            .all(|(r, enabled)| self.rule(r).is_none_or(|rule| rule.enabled == *enabled))
+    }
+
     pub fn rule(&self, reference: &str) -> Option<&Rule> {
         self.rules.get(reference).map(|r| &r.rule)
     }

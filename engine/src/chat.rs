@@ -309,6 +309,12 @@ pub trait ChatAdapter: Send + Sync {
     async fn typing(&self, _to: &ChannelRef, _on: bool) -> Result<(), AdapterError> {
         Ok(())
     }
+    /// Whether the adapter is connected to its platform now (`/readyz`,
+    /// `squall_chat_adapter_connected`). One without a lasting connection
+    /// (a terminal) always is.
+    fn connected(&self) -> bool {
+        true
+    }
     /// Whether this connection can deliver to `channel`. A platform
     /// connection reaches every channel of its account; a terminal reaches
     /// only its own, so each console delivers only what was said to it.

@@ -40,6 +40,8 @@ pub enum EngineError {
     WaitTimeout { id: String, waited: Duration },
     #[error("datastore: {0}")]
     Datastore(String),
+    #[error("no rule {0}")]
+    NoRule(String),
 }
 
 /// What a pause or resume did.
@@ -49,6 +51,34 @@ pub enum ControlOutcome {
     Done(String),
     /// Not possible in the workflow's current status.
     NotApplicable(String),
+}
+
+/// Rebuild the catalog when the stored rule states differ from it.
+async fn apply_rule_states(store: &Store, catalog: &CatalogHandle) -> Result<(), EngineError> {
+    let states = store.rule_states().await?;
+    let current = catalog.current();
+    if current.has_rule_states(&states) {
+        return Ok(());
+    }
+    let rebuilt = current
+        .with_rule_states(&states, &RunnerRegistry::builtin())
+        .map_err(EngineError::Packs)?;
+    catalog.replace(rebuilt);
+    tracing::info!("rules enabled or disabled at run time applied");
+    Ok(())
+}
+
+/// Another node (or the CLI) may toggle rules: follow the stored states.
+async fn follow_rule_states(store: Store, catalog: CatalogHandle, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Err(err) = apply_rule_states(&store, &catalog).await {
+            tracing::warn!(error = %err, "applying rule states failed");
+        }
+    }
 }
 
 /// Expire inquiries whose ttl passed, promptly (every 250 ms), and wake the
@@ -137,6 +167,15 @@ impl Engine {
                 );
             }
         }
+        // Rules enabled or disabled at run time override the pack files.
+        let states = store.rule_states().await?;
+        let catalog = if states.is_empty() || catalog.has_rule_states(&states) {
+            catalog
+        } else {
+            catalog
+                .with_rule_states(&states, &runners)
+                .map_err(EngineError::Packs)?
+        };
         let catalog = CatalogHandle::new(catalog);
         let templates = Arc::new(Templates::new());
         let datastore = Arc::new(
@@ -165,9 +204,15 @@ impl Engine {
             work_available: work_available.clone(),
             finished,
             inquiries: Arc::new(Notify::new()),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         });
         let shutdown = CancellationToken::new();
         datastore.spawn_refresh(shutdown.clone());
+        tokio::spawn(follow_rule_states(
+            store.clone(),
+            catalog.clone(),
+            shutdown.clone(),
+        ));
         let make_worker = |config: WorkerConfig| {
             Worker::new(host.clone(), templates.clone(), intake.clone(), config)
         };
@@ -405,5 +450,60 @@ impl Engine {
     /// Stop claiming new work.
     pub fn shutdown(&self) {
         self.shutdown.cancel();
+    }
+
+    /// Enable or disable a rule at run time (it overrides the pack file),
+    /// recording who did it and from where. Returns whether it was enabled.
+    pub async fn set_rule_enabled(
+        &self,
+        reference: &str,
+        enabled: bool,
+        actor: &str,
+        source: &str,
+    ) -> Result<bool, EngineError> {
+        let catalog = self.catalog.current();
+        let Some(rule) = catalog.rule(reference) else {
+            return Err(EngineError::NoRule(reference.to_owned()));
+        };
+        let was = rule.enabled;
+        self.store
+            .set_rule_state(
+                reference,
+                enabled,
+                crate::store::AuditEntry {
+                    actor: actor.to_owned(),
+                    kind: if enabled {
+                        "rule.enable"
+                    } else {
+                        "rule.disable"
+                    }
+                    .into(),
+                    subject: reference.to_owned(),
+                    detail: serde_json::json!({"source": source, "was_enabled": was}),
+                },
+            )
+            .await?;
+        apply_rule_states(&self.store, &self.catalog).await?;
+        Ok(was)
+    }
+
+    /// Record a control action (cancel, pause, resume, rerun, ...) in the
+    /// audit log: who did it, to what, and from where (`api`, `cli`, `chat`).
+    /// A failed write is logged, not returned: the action itself happened.
+    pub async fn record_control(&self, actor: &str, kind: &str, subject: &str, source: &str) {
+        let entry = AuditEntry {
+            actor: actor.to_owned(),
+            kind: kind.to_owned(),
+            subject: subject.to_owned(),
+            detail: json!({"source": source}),
+        };
+        if let Err(err) = self.store.append_audit(&[entry]).await {
+            tracing::warn!(error = %err, kind, subject, "writing an audit row failed");
+        }
+    }
+
+    /// Cancelled when the engine shuts down (for services beside it).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::execution::{ExecutionStatus, now_ms};
 use crate::intake::{ExecutionEvent, Intake};
-use crate::runners::{OutputLimits, RunContext, RunHost, RunOutcome};
+use crate::runners::{OutputLimits, OutputSink, RunContext, RunHost, RunOutcome};
 use crate::secrets::Secrets;
 use crate::store::{Completion, execution};
 use crate::template::Templates;
@@ -131,6 +131,13 @@ impl Worker {
                 continue;
             }
             let mut first = Some(first);
+            let now = now_ms();
+            for model in &claimed {
+                // A re-queued (recovered) execution counts from its request too.
+                self.host
+                    .metrics
+                    .claimed((now - model.created_at) as f64 / 1000.0);
+            }
             for model in claimed {
                 // A workflow's conductor mostly waits on its tasks, which need
                 // slots of their own: it must not hold one, or a pool full of
@@ -260,6 +267,13 @@ impl Worker {
             // that status; a later decision or resume puts it back in the queue.
             return;
         }
+        self.host.metrics.execution_finished(
+            &model.action,
+            outcome.status.as_str(),
+            started_at
+                .or(model.started_at)
+                .map(|s| (finished_at - s) as f64 / 1000.0),
+        );
         let catalog = self.host.catalog.current();
         let event = catalog.has_rules_for(crate::triggers::EXECUTION).then(|| {
             let params: Value = serde_json::from_str(&model.parameters).unwrap_or(Value::Null);
@@ -301,6 +315,9 @@ impl Worker {
             Ok(Value::Object(map)) => map,
             _ => return RunOutcome::failed("stored parameters are not a JSON object"),
         };
+        let secrets = Secrets::from_stored(model.secrets.as_deref());
+        let (output, writer) =
+            OutputSink::to_store(self.host.store.clone(), model.id.clone(), secrets.clone());
         let ctx = RunContext {
             execution_id: model.id.clone(),
             action: entry.action.clone(),
@@ -309,17 +326,22 @@ impl Worker {
             limits: self.config.limits,
             cancel,
             host: self.host.clone(),
-            secrets: Secrets::from_stored(model.secrets.as_deref()),
+            secrets,
+            output,
         };
         // A runner that panics must still leave a record, not a stuck execution.
         let runner = entry.runner.clone();
-        match tokio::spawn(async move { runner.run(ctx).await }).await {
+        let outcome = match tokio::spawn(async move { runner.run(ctx).await }).await {
             Ok(outcome) => outcome,
             Err(err) => RunOutcome {
                 status: ExecutionStatus::Failed,
                 ..RunOutcome::failed(format!("the runner crashed: {err}"))
             },
-        }
+        };
+        // Every streamed line is stored before the end is: a follower sees
+        // all output, then the final status.
+        writer.finish().await;
+        outcome
     }
 
     /// Cancel a run on this node, if it is here.

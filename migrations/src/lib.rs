@@ -9,6 +9,7 @@ mod m20261125_000003_chat_and_timers;
 mod m20261201_000004_secret_lineage;
 mod m20261203_000005_outbox_delivery;
 mod m20261206_000006_datastore;
+mod m20261207_000007_events;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000004_secret_lineage::Migration),
             Box::new(m20261203_000005_outbox_delivery::Migration),
             Box::new(m20261206_000006_datastore::Migration),
+            Box::new(m20261207_000007_events::Migration),
         ]
     }
 }

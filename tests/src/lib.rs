@@ -283,3 +283,79 @@ fn which(program: &str) -> Option<PathBuf> {
         .map(|dir| Path::new(dir).join(program))
         .find(|p| p.is_file())
 }
+
+/// A real Prometheus server on loopback scraping one target every second.
+pub struct Prometheus {
+    pub url: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Scrape `target` (`host:port`) at `/metrics` as job `squall`.
+    pub async fn start(target: &str) -> Result<Prometheus> {
+        let binary = which("prometheus").context(
+            "prometheus is not installed: run `bash scripts/testenv/prometheus.sh` \
+             (apt-get install prometheus; scripts/test.sh does it)",
+        )?;
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  \
+             - job_name: squall\n    metrics_path: /metrics\n    static_configs:\n      \
+             - targets: ['{target}']\n"
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config)?;
+        let url = format!("http://127.0.0.1:{port}");
+        let child = std::process::Command::new(binary)
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting prometheus")?;
+        let prometheus = Prometheus {
+            url: url.clone(),
+            child,
+            _dir: dir,
+        };
+        wait_http_ok(&format!("{url}/-/ready"), "Prometheus to be ready").await?;
+        Ok(prometheus)
+    }
+
+    /// The value of an instant query that returns one series, if it does.
+    pub async fn query_one(&self, query: &str) -> Result<Option<f64>> {
+        let body: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/api/v1/query", self.url))
+            .query(&[("query", query)])
+            .send()
+            .await?
+            .json()
+            .await?;
+        if body["status"] != "success" {
+            bail!("Prometheus refused {query:?}: {body}");
+        }
+        let result = body["data"]["result"]
+            .as_array()
+            .context("no result array")?;
+        match result.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(one["value"][1].as_str().and_then(|v| v.parse::<f64>().ok())),
+            more => bail!("{query:?} returned {} series: {body}", more.len()),
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -23,6 +23,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use serenity::all::{
     Context, EventHandler, GatewayIntents, Interaction, Message, Reaction, Ready, ResumedEvent,
+    ShardStageUpdateEvent,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -139,6 +140,7 @@ impl DiscordAdapter {
                 r = client.start() => Some(r),
                 () = shutdown.cancelled() => None,
             };
+            self.inbound.set_connected(false);
             match outcome {
                 None => {
                     shards.shutdown_all().await;
@@ -347,6 +349,7 @@ impl Handler {
 impl EventHandler for Handler {
     async fn ready(&self, _: Context, ready: Ready) {
         let _ = self.inbound.me.set(ready.user.id.to_string());
+        self.inbound.set_connected(true);
         tracing::info!(session = %ready.session_id, guilds = ready.guilds.len(), "Discord gateway ready");
         let earlier = self
             .inbound
@@ -361,7 +364,13 @@ impl EventHandler for Handler {
     }
 
     async fn resume(&self, _: Context, _: ResumedEvent) {
+        self.inbound.set_connected(true);
         tracing::info!("Discord gateway resumed");
+    }
+
+    async fn shard_stage_update(&self, _: Context, event: ShardStageUpdateEvent) {
+        self.inbound
+            .set_connected(event.new == serenity::gateway::ConnectionStage::Connected);
     }
 
     async fn message(&self, _: Context, message: Message) {
@@ -393,6 +402,12 @@ impl ChatAdapter for DiscordAdapter {
         PLATFORM
     }
 
+    fn connected(&self) -> bool {
+        self.inbound
+            .connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             threads: true,
@@ -416,6 +431,7 @@ impl ChatAdapter for DiscordAdapter {
             self.gateway(events, shutdown).await
         } else {
             // Discord calls squall (`http_routes`); nothing to hold open.
+            self.inbound.set_connected(true);
             shutdown.cancelled().await;
             Ok(())
         }

@@ -37,6 +37,8 @@ pub struct MatrixAdapter {
     /// Reactions seen, by reaction event id, so a redaction can be reported
     /// as the removal of that reaction.
     reactions: Arc<Mutex<inbound::ReactionLog>>,
+    /// The last sync succeeded.
+    connected: std::sync::atomic::AtomicBool,
 }
 
 impl MatrixAdapter {
@@ -51,6 +53,7 @@ impl MatrixAdapter {
             config,
             client: OnceCell::new(),
             reactions: Arc::new(Mutex::new(inbound::ReactionLog::default())),
+            connected: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -59,6 +62,11 @@ impl MatrixAdapter {
             platform: PLATFORM.into(),
             reason: "not connected yet".into(),
         })
+    }
+
+    fn set_connected(&self, up: bool) {
+        self.connected
+            .store(up, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The connected client (tests use it to check the bot's state).
@@ -142,6 +150,10 @@ impl ChatAdapter for MatrixAdapter {
         PLATFORM
     }
 
+    fn connected(&self) -> bool {
+        self.connected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             threads: true,
@@ -202,6 +214,7 @@ impl ChatAdapter for MatrixAdapter {
         // room state lives in memory, so before it no room is known and a
         // send would be refused as "not in room".
         let client = self.client.get_or_init(|| async { client }).await.clone();
+        self.set_connected(true);
         // Invites that arrived while squall was down are state of that first
         // sync, not events the handlers will see: accept them now.
         for room in client.invited_rooms() {
@@ -225,8 +238,10 @@ impl ChatAdapter for MatrixAdapter {
                     warn_if_limited(&response);
                     token = response.next_batch;
                     backoff.reset();
+                    self.set_connected(true);
                 }
                 Err(err) => {
+                    self.set_connected(false);
                     tracing::warn!(error = %err, "Matrix sync failed; retrying from the last sync token");
                     if !backoff.wait(&shutdown).await {
                         return Ok(());

@@ -38,9 +38,16 @@ pub struct SlackAdapter {
     /// Display names from `users.info`, by user id.
     names: Mutex<HashMap<String, (Option<String>, Instant)>>,
     http: reqwest::Client,
+    /// Slack answered `auth.test` and (Socket Mode) the listener runs.
+    connected: std::sync::atomic::AtomicBool,
 }
 
 impl SlackAdapter {
+    fn set_connected(&self, up: bool) {
+        self.connected
+            .store(up, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn new(config: SlackConfig) -> Result<Self, AdapterError> {
         config.validate().map_err(permanent)?;
         let client = outbound::client(&config.api_url)?;
@@ -55,6 +62,7 @@ impl SlackAdapter {
             api,
             inbound,
             names: Mutex::default(),
+            connected: std::sync::atomic::AtomicBool::new(false),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -189,7 +197,9 @@ impl SlackAdapter {
             .await
             .map_err(outbound::error)?;
         listener.start().await;
+        self.set_connected(true);
         shutdown.cancelled().await;
+        self.set_connected(false);
         listener.shutdown().await;
         Ok(())
     }
@@ -247,6 +257,10 @@ impl ChatAdapter for SlackAdapter {
         PLATFORM
     }
 
+    fn connected(&self) -> bool {
+        self.connected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             threads: self.config.threads,
@@ -270,6 +284,7 @@ impl ChatAdapter for SlackAdapter {
             SlackMode::Socket => self.socket_mode(events, shutdown).await,
             SlackMode::Events => {
                 // Slack calls squall (`http_routes`); nothing to hold open.
+                self.set_connected(true);
                 shutdown.cancelled().await;
                 Ok(())
             }

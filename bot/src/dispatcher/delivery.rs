@@ -226,7 +226,11 @@ impl Dispatcher {
             Delivery::Retry { reason, .. } => {
                 tracing::info!(row = %row.id, attempts, %reason, "a chat message will be sent again")
             }
-            _ => {}
+            Delivery::Sent(_) => self.engine.host.metrics.chat_delivered(
+                adapter.platform(),
+                (now_ms() - row.ready_at) as f64 / 1000.0,
+            ),
+            Delivery::Skipped(_) => {}
         }
         if let Err(err) = store.finish_outbox(&row.id, &self.instance, &outcome).await {
             tracing::warn!(error = %err, "recording a chat delivery failed");

@@ -173,6 +173,12 @@ pub(crate) fn collect_files(
 /// `$XDG_CACHE_HOME/squall/builtin-packs`, else `$HOME/.cache/squall/builtin-packs`:
 /// the user's own directory, never a shared one where another user could
 /// plant a script that `core.local_script` would run.
+/// Whether a pack was loaded from the built-in packs (not a configured
+/// directory).
+pub fn is_builtin(pack_dir: &Path) -> bool {
+    cache_dir().is_ok_and(|dir| pack_dir.starts_with(dir))
+}
+
 fn cache_dir() -> Result<PathBuf, PackError> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())

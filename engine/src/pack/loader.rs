@@ -61,6 +61,51 @@ pub fn load_pack_tree(root: &Path, opts: &LoadOptions) -> Result<Vec<Pack>, Vec<
     load_pack_roots(&[root.to_path_buf()], opts)
 }
 
+/// One pack directory's load result, on its own (`squall pack list`).
+#[derive(Debug)]
+pub struct PackReport {
+    pub dir: PathBuf,
+    /// The pack's name, when its pack.yaml could be read.
+    pub name: Option<String>,
+    pub version: Option<String>,
+    /// Empty when it loads.
+    pub errors: Vec<PackError>,
+}
+
+/// Load every pack under `roots` separately and report each one's problems
+/// (a directory that cannot be read is reported as a pack of its own).
+pub fn report_pack_roots(roots: &[PathBuf], opts: &LoadOptions) -> Vec<PackReport> {
+    let templates = Templates::new();
+    let mut reports = Vec::new();
+    for root in roots {
+        let mut errors = Vec::new();
+        let dirs = discover(root, &mut errors);
+        if !errors.is_empty() {
+            reports.push(PackReport {
+                dir: root.clone(),
+                name: None,
+                version: None,
+                errors,
+            });
+        }
+        for dir in dirs {
+            let mut errors = Vec::new();
+            let loaded = load_pack(&dir, opts, &templates, &mut errors);
+            reports.push(PackReport {
+                name: loaded
+                    .name
+                    .as_ref()
+                    .map(|n| n.0.clone())
+                    .or_else(|| loaded.pack.as_ref().map(|p| p.meta.name.clone())),
+                version: loaded.pack.as_ref().map(|p| p.meta.version.clone()),
+                dir,
+                errors,
+            });
+        }
+    }
+    reports
+}
+
 /// Load several roots (e.g. built-in packs dir + user packs dir); duplicate pack names across roots are an error.
 pub fn load_pack_roots(roots: &[PathBuf], opts: &LoadOptions) -> Result<Vec<Pack>, Vec<PackError>> {
     let templates = Templates::new();

@@ -7,5 +7,7 @@ pub mod model;
 mod params;
 mod validate;
 
-pub use loader::{LoadOptions, PackError, load_pack_roots, load_pack_tree};
+pub use loader::{
+    LoadOptions, PackError, PackReport, load_pack_roots, load_pack_tree, report_pack_roots,
+};
 pub use model::*;

@@ -5,6 +5,7 @@ mod chat_post;
 mod echo;
 mod http;
 mod noop;
+mod output;
 mod process;
 mod shell;
 
@@ -23,6 +24,7 @@ use crate::pack::{Action, ParamSpec};
 use crate::store::Store;
 use crate::template::Templates;
 
+pub use output::{OutputSink, OutputWriter};
 pub use process::OutputLimits;
 
 /// Everything a runner gets for one run.
@@ -41,6 +43,8 @@ pub struct RunContext {
     /// Secret values this execution holds (its own and inherited): what it
     /// passes on to its tasks, and masks in what it posts or asks.
     pub secrets: crate::secrets::Secrets,
+    /// Where output lines go while the run produces them.
+    pub output: OutputSink,
 }
 
 /// What orchestrating runners need beyond their parameters.
@@ -55,6 +59,7 @@ pub struct RunHost {
     pub finished: Arc<Notify>,
     /// Notified when an approval request was created.
     pub inquiries: Arc<Notify>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl RunContext {

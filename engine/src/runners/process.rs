@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+use super::output::{LineSplitter, OutputSink};
 use crate::execution::ExecutionStatus;
 
 /// Caps on captured output, per stream.
@@ -60,6 +61,7 @@ pub async fn run_process(
     spec: ProcessSpec,
     limits: OutputLimits,
     cancel: &CancellationToken,
+    output: &OutputSink,
 ) -> ProcessOutcome {
     let mut command = Command::new(&spec.program);
     // Children get a minimal environment, never squall's own (which can hold
@@ -94,8 +96,18 @@ pub async fn run_process(
         }
     };
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
-    let stdout = tokio::spawn(read_capped(child.stdout.take(), limits.max_bytes));
-    let stderr = tokio::spawn(read_capped(child.stderr.take(), limits.max_bytes));
+    let stdout = tokio::spawn(read_capped(
+        child.stdout.take(),
+        limits.max_bytes,
+        output.clone(),
+        "stdout",
+    ));
+    let stderr = tokio::spawn(read_capped(
+        child.stderr.take(),
+        limits.max_bytes,
+        output.clone(),
+        "stderr",
+    ));
 
     let (status, exit_code, error) = tokio::select! {
         waited = child.wait() => match waited {
@@ -158,11 +170,18 @@ fn kill_group(pgid: Option<i32>) {
 }
 
 /// Read a stream to the end, keeping at most `max` bytes; the rest is drained
-/// and counted so the child never blocks on a full pipe.
-async fn read_capped<R: AsyncRead + Unpin>(stream: Option<R>, max: usize) -> String {
+/// and counted so the child never blocks on a full pipe. What is kept is also
+/// passed on line by line to `output` as it arrives.
+async fn read_capped<R: AsyncRead + Unpin>(
+    stream: Option<R>,
+    max: usize,
+    output: OutputSink,
+    name: &'static str,
+) -> String {
     let Some(mut stream) = stream else {
         return String::new();
     };
+    let mut lines = LineSplitter::new(&output, name);
     let mut kept = Vec::new();
     let mut dropped: u64 = 0;
     let mut buf = vec![0u8; 16 * 1024];
@@ -173,10 +192,12 @@ async fn read_capped<R: AsyncRead + Unpin>(stream: Option<R>, max: usize) -> Str
                 let room = max.saturating_sub(kept.len());
                 let take = room.min(n);
                 kept.extend_from_slice(&buf[..take]);
+                lines.feed(&buf[..take]);
                 dropped += (n - take) as u64;
             }
         }
     }
+    lines.finish();
     let mut text = String::from_utf8_lossy(&kept).into_owned();
     if dropped > 0 {
         text.push_str(&format!("\n[output truncated: {dropped} more bytes]"));
@@ -207,6 +228,7 @@ mod tests {
             ),
             OutputLimits { max_bytes: 100 },
             &CancellationToken::new(),
+            &OutputSink::default(),
         )
         .await;
         assert_eq!(out.status, ExecutionStatus::Succeeded);
@@ -226,6 +248,7 @@ mod tests {
             spec(&script, Duration::from_millis(300)),
             OutputLimits::default(),
             &CancellationToken::new(),
+            &OutputSink::default(),
         )
         .await;
         assert_eq!(out.status, ExecutionStatus::Timeout);
@@ -248,6 +271,7 @@ mod tests {
             spec("sleep 30", Duration::from_secs(60)),
             OutputLimits::default(),
             &cancel,
+            &OutputSink::default(),
         )
         .await;
         assert_eq!(out.status, ExecutionStatus::Canceled);
@@ -259,6 +283,7 @@ mod tests {
             spec("echo oops >&2; exit 3", Duration::from_secs(10)),
             OutputLimits::default(),
             &CancellationToken::new(),
+            &OutputSink::default(),
         )
         .await;
         assert_eq!(out.status, ExecutionStatus::Failed);

@@ -166,7 +166,7 @@ impl Runner for LocalShellCmd {
             ),
             timeout: ctx.timeout(),
         };
-        outcome(run_process(spec, ctx.limits, &ctx.cancel).await)
+        outcome(run_process(spec, ctx.limits, &ctx.cancel, &ctx.output).await)
     }
 }
 
@@ -227,7 +227,7 @@ impl Runner for LocalShellScript {
             cwd,
             timeout: ctx.timeout(),
         };
-        outcome(run_process(spec, ctx.limits, &ctx.cancel).await)
+        outcome(run_process(spec, ctx.limits, &ctx.cancel, &ctx.output).await)
     }
 }
 

@@ -388,6 +388,24 @@ impl Store {
             .map(|r| (r.status, u64::try_from(r.n).unwrap_or(0)))
             .collect())
     }
+
+    /// What `/metrics` reads from the store: executions by status, and open
+    /// inquiries.
+    pub async fn scrape_counts(&self) -> Result<(Vec<(String, u64)>, u64), StoreError> {
+        let by_status = self.count_executions_by_status().await?;
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(
+                self.backend(),
+                "SELECT COUNT(*) AS n FROM inquiries WHERE status = 'pending'",
+            ))
+            .await?;
+        let open: i64 = match row {
+            Some(row) => row.try_get("", "n")?,
+            None => 0,
+        };
+        Ok((by_status, u64::try_from(open).unwrap_or(0)))
+    }
 }
 
 /// What a cancel request did.

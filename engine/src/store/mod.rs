@@ -4,9 +4,11 @@
 
 mod chat;
 mod entities;
+mod events;
 mod executions;
 mod inquiries;
 mod kv;
+mod rules;
 mod workflows;
 
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::sqlx::sqlite::SqliteSynchronous;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DbBackend, EntityTrait, QueryFilter, QueryOrder, Statement, TransactionTrait,
+    DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 use sha2::{Digest, Sha256};
 
@@ -27,6 +29,7 @@ pub use entities::{
     api_key, audit, chat_outbox, execution, inquiry, inquiry_vote, kv_pair, rule_enforcement,
     trigger_instance, workflow_task,
 };
+pub use events::{Event, OUTPUT, OutputLine};
 pub use executions::{CancelOutcome, Completion, ExecutionFilter, NewExecution, RecoveryReport};
 pub use inquiries::{Decision, NewInquiry, VoteRecord, VoteResult};
 pub use kv::{KvVersion, KvWrite};
@@ -341,6 +344,7 @@ impl Store {
     pub async fn create_api_key(&self, name: &str) -> Result<(String, String), StoreError> {
         let key = format!("sq_{}", hex::encode(rand::random::<[u8; 24]>()));
         let id = new_id();
+        let _turn = self.write_turn().await;
         api_key::Entity::insert(api_key::ActiveModel {
             id: Set(id.clone()),
             name: Set(name.to_owned()),
@@ -371,6 +375,95 @@ impl Store {
     pub async fn count_api_keys(&self) -> Result<u64, StoreError> {
         self.count("SELECT COUNT(*) AS n FROM api_keys").await
     }
+
+    /// Every API key (hashes only), oldest first.
+    pub async fn list_api_keys(&self) -> Result<Vec<api_key::Model>, StoreError> {
+        Ok(api_key::Entity::find()
+            .order_by_asc(api_key::Column::CreatedAt)
+            .order_by_asc(api_key::Column::Id)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Disable the key with this id, or the enabled keys with this name.
+    /// Returns the keys that were enabled and are disabled now.
+    pub async fn revoke_api_keys(
+        &self,
+        id_or_name: &str,
+    ) -> Result<Vec<api_key::Model>, StoreError> {
+        let _turn = self.write_turn().await;
+        let txn = self.db.begin().await?;
+        let by_id = api_key::Entity::find_by_id(id_or_name.to_owned())
+            .filter(api_key::Column::Enabled.eq(true))
+            .all(&txn)
+            .await?;
+        let keys = if by_id.is_empty() {
+            api_key::Entity::find()
+                .filter(api_key::Column::Name.eq(id_or_name))
+                .filter(api_key::Column::Enabled.eq(true))
+                .all(&txn)
+                .await?
+        } else {
+            by_id
+        };
+        for key in &keys {
+            api_key::Entity::update_many()
+                .col_expr(
+                    api_key::Column::Enabled,
+                    sea_orm::sea_query::Expr::value(false),
+                )
+                .filter(api_key::Column::Id.eq(key.id.clone()))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(keys)
+    }
+
+    /// Audit rows matching `filter`, newest first.
+    pub async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<audit::Model>, StoreError> {
+        let mut query = audit::Entity::find();
+        if let Some(actor) = &filter.actor {
+            query = query.filter(audit::Column::Actor.eq(actor.clone()));
+        }
+        if let Some(kind) = &filter.kind {
+            // `execution` matches every `execution.*` kind.
+            query = query.filter(
+                sea_orm::Condition::any()
+                    .add(audit::Column::Kind.eq(kind.clone()))
+                    .add(audit::Column::Kind.starts_with(format!("{kind}."))),
+            );
+        }
+        if let Some(subject) = &filter.subject {
+            query = query.filter(audit::Column::Subject.eq(subject.clone()));
+        }
+        if let Some(since) = filter.since {
+            query = query.filter(audit::Column::At.gte(since));
+        }
+        if let Some(until) = filter.until {
+            query = query.filter(audit::Column::At.lt(until));
+        }
+        Ok(query
+            .order_by_desc(audit::Column::At)
+            .order_by_desc(audit::Column::Id)
+            .limit(filter.limit)
+            .all(&self.db)
+            .await?)
+    }
+}
+
+/// Which audit rows to list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    /// A kind (`execution.cancel`) or a family (`execution`).
+    pub kind: Option<String>,
+    pub subject: Option<String>,
+    /// Rows at or after this time (ms).
+    pub since: Option<i64>,
+    /// Rows before this time (ms).
+    pub until: Option<i64>,
+    pub limit: u64,
 }
 
 /// API keys are random 192-bit tokens, so a plain SHA-256 is enough to make a

@@ -638,6 +638,7 @@ impl Conductor {
                     cancel: CancellationToken::new(),
                     host: self.host.clone(),
                     secrets: new.secrets.clone(),
+                    output: crate::runners::OutputSink::default(),
                 })
                 .await;
             let status = outcome.status.as_str().to_owned();

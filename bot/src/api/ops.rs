@@ -1,0 +1,337 @@
+//! Operations verbs over the API, as `st2` users know them: packs with their
+//! load state, rules enabled or disabled at run time, API keys listed and
+//! revoked, the audit log, and chat aliases matched, listed and executed
+//! without a chat.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use squall_engine::EngineError;
+use squall_engine::execution::ExecutionContext;
+use squall_engine::params::Casting;
+use squall_engine::store::AuditFilter;
+
+use super::{ApiError, AppState, Caller, Q, audit_control, parse_body};
+
+/// `GET /api/v1/packs`: every loaded pack, where it came from, what it holds.
+pub(super) async fn list_packs(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let catalog = state.engine.catalog.current();
+    Json(Value::Array(
+        catalog
+            .packs
+            .iter()
+            .map(|pack| {
+                let builtin = squall_engine::pack::builtin::is_builtin(&pack.meta.path);
+                json!({
+                    "ref": pack.meta.name,
+                    "version": pack.meta.version,
+                    "description": pack.meta.description,
+                    "source": if builtin { "built-in".to_owned() } else { pack.meta.path.display().to_string() },
+                    "state": "loaded",
+                    "actions": pack.actions.len(),
+                    "rules": pack.rules.len(),
+                    "aliases": pack.aliases.len(),
+                })
+            })
+            .collect(),
+    ))
+}
+
+/// `POST /api/v1/rules/{ref}/enable` and `.../disable`.
+pub(super) async fn enable_rule(
+    state: State<Arc<AppState>>,
+    caller: axum::Extension<Caller>,
+    reference: Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    toggle_rule(state, caller, reference, true).await
+}
+
+pub(super) async fn disable_rule(
+    state: State<Arc<AppState>>,
+    caller: axum::Extension<Caller>,
+    reference: Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    toggle_rule(state, caller, reference, false).await
+}
+
+async fn toggle_rule(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(reference): Path<String>,
+    enabled: bool,
+) -> Result<Json<Value>, ApiError> {
+    let was = state
+        .engine
+        .set_rule_enabled(&reference, enabled, &caller.0, "api")
+        .await
+        .map_err(|e| match e {
+            EngineError::NoRule(_) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no rule {reference}; `squall rule list` shows them"),
+            ),
+            other => other.into(),
+        })?;
+    Ok(Json(
+        json!({"ref": reference, "enabled": enabled, "was_enabled": was}),
+    ))
+}
+
+fn key_view(key: &squall_engine::store::api_key::Model) -> Value {
+    json!({
+        "id": key.id,
+        "name": key.name,
+        "enabled": key.enabled,
+        "created_at": squall_engine::execution::ms_to_rfc3339(key.created_at),
+    })
+}
+
+/// `GET /api/v1/apikeys`: ids, names and states; never the keys (only their
+/// hashes are stored).
+pub(super) async fn list_api_keys(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<Value>, ApiError> {
+    let keys = state
+        .engine
+        .store
+        .list_api_keys()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(Value::Array(keys.iter().map(key_view).collect())))
+}
+
+/// `DELETE /api/v1/apikeys/{id or name}`: disable the key (or every enabled
+/// key of that name). It stops working at once on this node, within the
+/// key cache's lifetime (10 s) on others.
+pub(super) async fn revoke_api_key(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let revoked = state
+        .engine
+        .store
+        .revoke_api_keys(&key)
+        .await
+        .map_err(ApiError::internal)?;
+    if revoked.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no enabled API key with the id or name {key:?}"),
+        ));
+    }
+    state.keys.forget();
+    for k in &revoked {
+        audit_control(&state, &caller, "apikey.revoke", &k.id).await;
+    }
+    Ok(Json(
+        json!({"revoked": revoked.iter().map(key_view).collect::<Vec<_>>()}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuditQuery {
+    actor: Option<String>,
+    /// A kind (`execution.cancel`) or a family (`execution`).
+    kind: Option<String>,
+    subject: Option<String>,
+    /// RFC 3339 time or milliseconds since the epoch.
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<u64>,
+}
+
+fn parse_time(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    if let Ok(ms) = value.parse::<i64>() {
+        return Ok(Some(ms));
+    }
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| Some(t.timestamp_millis()))
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                format!(
+                    "{name} must be an RFC 3339 time (2026-12-07T10:00:00Z) or milliseconds since the epoch, not {value:?}"
+                ),
+            )
+        })
+}
+
+/// `GET /api/v1/audit`: audit rows, newest first, filtered.
+pub(super) async fn list_audit(
+    State(state): State<Arc<AppState>>,
+    Q(query): Q<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            "limit must be between 1 and 1000",
+        ));
+    }
+    let filter = AuditFilter {
+        actor: query.actor,
+        kind: query.kind,
+        subject: query.subject,
+        since: parse_time("since", query.since.as_deref())?,
+        until: parse_time("until", query.until.as_deref())?,
+        limit,
+    };
+    let rows = state
+        .engine
+        .store
+        .list_audit(&filter)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(Value::Array(
+        rows.iter()
+            .map(|r| {
+                json!({
+                    "id": r.id,
+                    "at": squall_engine::execution::ms_to_rfc3339(r.at),
+                    "actor": r.actor,
+                    "kind": r.kind,
+                    "subject": r.subject,
+                    "detail": serde_json::from_str::<Value>(&r.detail).unwrap_or(Value::Null),
+                })
+            })
+            .collect(),
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AliasCommandBody {
+    /// The chat command without its prefix: `deploy web to prod`.
+    command: String,
+}
+
+fn alias_command(headers: &HeaderMap, body: &Bytes) -> Result<String, ApiError> {
+    let request: AliasCommandBody =
+        serde_json::from_value(parse_body(headers, body)?).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("expected {{\"command\": \"deploy web to prod\"}}: {e}"),
+            )
+        })?;
+    let command = request.command.trim().to_owned();
+    if command.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the command is empty",
+        ));
+    }
+    Ok(command)
+}
+
+fn no_match(err: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no_match", err.to_string())
+}
+
+/// `POST /api/v1/actionalias/match`: which alias and parameters a command
+/// resolves to.
+pub(super) async fn match_alias(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let command = alias_command(&headers, &body)?;
+    let catalog = state.engine.catalog.current();
+    let matched = catalog.aliases.match_command(&command).map_err(no_match)?;
+    let action = catalog
+        .alias(&matched.alias_id)
+        .map(|a| a.action_ref.clone())
+        .unwrap_or_default();
+    Ok(Json(json!({
+        "alias": matched.alias_id,
+        "format": matched.representation,
+        "display": matched.display,
+        "action": action,
+        "parameters": matched.parameters,
+        "additional_parameters": matched.additional_parameters,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HelpQuery {
+    filter: Option<String>,
+}
+
+/// `GET /api/v1/actionalias/help`: every command, by pack.
+pub(super) async fn alias_help(
+    State(state): State<Arc<AppState>>,
+    Q(query): Q<HelpQuery>,
+) -> Json<Value> {
+    let catalog = state.engine.catalog.current();
+    let filter = query.filter.as_deref().filter(|f| !f.is_empty());
+    Json(Value::Array(
+        catalog
+            .aliases
+            .help_entries(filter)
+            .into_iter()
+            .map(|e| {
+                json!({
+                    "alias": e.alias_id,
+                    "pack": e.alias_id.split('.').next().unwrap_or_default(),
+                    "display": e.display,
+                    "description": e.description,
+                })
+            })
+            .collect(),
+    ))
+}
+
+/// `POST /api/v1/aliasexecution`: run a chat command on behalf of the API
+/// caller; answers the executions it started (one per parameter set).
+pub(super) async fn execute_alias(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let command = alias_command(&headers, &body)?;
+    let catalog = state.engine.catalog.current();
+    let matched = catalog.aliases.match_command(&command).map_err(no_match)?;
+    let alias = catalog
+        .alias(&matched.alias_id)
+        .cloned()
+        .ok_or_else(|| no_match(format!("alias {} is gone", matched.alias_id)))?;
+    let mut ids = Vec::new();
+    for params in matched.parameter_sets() {
+        let context = ExecutionContext {
+            source: "api".into(),
+            user: Some(caller.0.clone()),
+            ..ExecutionContext::default()
+        };
+        let id = state
+            .engine
+            .request_execution(&alias.action_ref, params, Casting::FromText, context)
+            .await?;
+        ids.push(id);
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "alias": alias.reference(),
+            "action": alias.action_ref,
+            "executions": ids,
+        })),
+    )
+        .into_response())
+}
