@@ -56,6 +56,23 @@ pub struct Config {
     pub alerts: AlertsSection,
     pub datastore: DatastoreSection,
     pub log: LogSection,
+    pub stream: StreamSection,
+}
+
+/// The event log behind `/api/v1/stream`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSection {
+    /// Hours events are kept (a client can resume from anything younger).
+    pub retention_hours: u64,
+}
+
+impl Default for StreamSection {
+    fn default() -> Self {
+        Self {
+            retention_hours: 168,
+        }
+    }
 }
 
 /// How squall logs (to stderr; the level is `SQUALL_LOG`).
@@ -197,6 +214,7 @@ impl Default for Config {
             alerts: AlertsSection::default(),
             datastore: DatastoreSection::default(),
             log: LogSection::default(),
+            stream: StreamSection::default(),
         }
     }
 }
@@ -304,6 +322,9 @@ impl Config {
         }
         if self.worker.concurrency == 0 {
             problems.push("worker.concurrency: must be at least 1".into());
+        }
+        if self.stream.retention_hours == 0 {
+            problems.push("stream.retention_hours: must be at least 1".into());
         }
         if self.worker.lease_seconds < 3 {
             problems.push("worker.lease_seconds: must be at least 3".into());

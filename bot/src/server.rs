@@ -261,9 +261,13 @@ pub async fn start(config: &Config) -> Result<Server, ServeError> {
         ))
         .with_adapters(chat.adapters.clone())
         .with_stream(
-            crate::stream::StreamHub::start(engine.store.clone(), engine.shutdown_token())
-                .await
-                .map_err(EngineError::from)?,
+            crate::stream::StreamHub::start(
+                engine.store.clone(),
+                std::time::Duration::from_secs(config.stream.retention_hours.saturating_mul(3600)),
+                engine.shutdown_token(),
+            )
+            .await
+            .map_err(EngineError::from)?,
         );
     let app = router(state).merge(chat.routes(config.api.body_limit_bytes));
     let task = tokio::spawn(async move {

@@ -31,22 +31,26 @@ const GAP_WAIT: Duration = Duration::from_secs(3);
 /// An id missing before an event this old is gone for good (rolled back).
 const GAP_AGE_MS: i64 = 10_000;
 const PAGE: u64 = 1000;
-/// How long events are kept, and how often old ones are purged.
-pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often events older than the retention are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 
 /// The fan-out point for event subscribers.
 pub struct StreamHub {
     store: Store,
-    tx: broadcast::Sender<Arc<Event>>,
+    /// Events with their SSE data text, serialized once for every client.
+    tx: broadcast::Sender<Arc<(Event, String)>>,
     /// The id up to which events were published (or are being published).
     head: AtomicI64,
+    /// How long events are kept.
+    retention: Duration,
 }
 
 impl StreamHub {
-    /// Start the tailer; it stops when `shutdown` is cancelled.
+    /// Start the tailer; it stops when `shutdown` is cancelled. Events
+    /// older than `retention` are purged.
     pub async fn start(
         store: Store,
+        retention: Duration,
         shutdown: CancellationToken,
     ) -> Result<Arc<StreamHub>, squall_engine::store::StoreError> {
         let head = store.last_event_id().await?;
@@ -55,6 +59,7 @@ impl StreamHub {
             store,
             tx,
             head: AtomicI64::new(head),
+            retention,
         });
         tokio::spawn(hub.clone().tail(shutdown));
         Ok(hub)
@@ -70,7 +75,10 @@ impl StreamHub {
 
     async fn tail(self: Arc<Self>, shutdown: CancellationToken) {
         let mut gap_since: Option<Instant> = None;
-        let mut last_purge = Instant::now();
+        // The first purge comes soon after a start.
+        let mut last_purge = Instant::now()
+            .checked_sub(PURGE_EVERY - Duration::from_secs(30))
+            .unwrap_or_else(Instant::now);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -78,7 +86,8 @@ impl StreamHub {
             }
             if last_purge.elapsed() >= PURGE_EVERY {
                 last_purge = Instant::now();
-                let before = squall_engine::execution::now_ms() - RETENTION.as_millis() as i64;
+                let keep = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
+                let before = squall_engine::execution::now_ms().saturating_sub(keep);
                 match self.store.purge_events_before(before).await {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(purged = n, "purged old stream events"),
@@ -102,26 +111,20 @@ impl StreamHub {
                     continue;
                 }
             };
-            let now = squall_engine::execution::now_ms();
-            let mut ready = Vec::with_capacity(events.len());
-            let mut expected = head + 1;
-            for event in events {
-                if event.id != expected {
-                    let waited = gap_since.get_or_insert_with(Instant::now).elapsed();
-                    if waited < GAP_WAIT && event.at > now - GAP_AGE_MS {
-                        break;
-                    }
-                }
-                gap_since = None;
-                expected = event.id + 1;
-                ready.push(Arc::new(event));
-            }
+            let ready = publishable(
+                head,
+                events,
+                squall_engine::execution::now_ms(),
+                &mut gap_since,
+                Instant::now(),
+            );
             if let Some(last) = ready.last() {
                 // Position first, then the events: a subscriber joining in
                 // between replays them from the log and skips the duplicates.
                 self.head.store(last.id, Ordering::Release);
                 for event in ready {
-                    let _ = self.tx.send(event);
+                    let text = data_text(&event);
+                    let _ = self.tx.send(Arc::new((event, text)));
                 }
             }
         }
@@ -147,7 +150,7 @@ impl StreamHub {
         self: Arc<Self>,
         mut last: i64,
         filter: Filter,
-        mut rx: broadcast::Receiver<Arc<Event>>,
+        mut rx: broadcast::Receiver<Arc<(Event, String)>>,
         out: tokio::sync::mpsc::Sender<SseEvent>,
     ) {
         // Replay what was published before this subscription.
@@ -156,12 +159,13 @@ impl StreamHub {
         }
         loop {
             match rx.recv().await {
-                Ok(event) => {
+                Ok(published) => {
+                    let (event, data) = &*published;
                     if event.id <= last {
                         continue;
                     }
                     last = event.id;
-                    if filter.admits(&event) && out.send(to_sse(&event)).await.is_err() {
+                    if filter.admits(event) && out.send(sse(event, data.clone())).await.is_err() {
                         return;
                     }
                 }
@@ -207,7 +211,8 @@ impl StreamHub {
                     return Ok(());
                 }
                 *last = event.id;
-                if filter.admits(&event) && out.send(to_sse(&event)).await.is_err() {
+                if filter.admits(&event) && out.send(sse(&event, data_text(&event))).await.is_err()
+                {
                     return Err(());
                 }
             }
@@ -219,20 +224,49 @@ impl StreamHub {
     }
 }
 
-fn to_sse(event: &Event) -> SseEvent {
+/// The events after `head` that may be published now, in order: up to the
+/// first missing id, unless that id has been waited for long enough
+/// (`gap_since`, when the gap was first seen) or the event after it is old
+/// (the missing id's transaction rolled back long ago).
+fn publishable(
+    head: i64,
+    events: Vec<Event>,
+    now_ms: i64,
+    gap_since: &mut Option<Instant>,
+    now: Instant,
+) -> Vec<Event> {
+    let mut ready = Vec::with_capacity(events.len());
+    let mut expected = head + 1;
+    for event in events {
+        if event.id != expected {
+            let waited = now.saturating_duration_since(*gap_since.get_or_insert(now));
+            if waited < GAP_WAIT && event.at > now_ms - GAP_AGE_MS {
+                break;
+            }
+        }
+        *gap_since = None;
+        expected = event.id + 1;
+        ready.push(event);
+    }
+    ready
+}
+
+fn data_text(event: &Event) -> String {
+    json!({
+        "id": event.id,
+        "at": event.at,
+        "kind": event.kind,
+        "subject": event.subject,
+        "data": event.data,
+    })
+    .to_string()
+}
+
+fn sse(event: &Event, data: String) -> SseEvent {
     SseEvent::default()
         .id(event.id.to_string())
         .event(&event.kind)
-        .data(
-            json!({
-                "id": event.id,
-                "at": event.at,
-                "kind": event.kind,
-                "subject": event.subject,
-                "data": event.data,
-            })
-            .to_string(),
-        )
+        .data(data)
 }
 
 /// What a subscriber wants.
@@ -286,5 +320,93 @@ impl Filter {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: i64, at: i64) -> Event {
+        Event {
+            id,
+            at,
+            kind: "execution.changed".into(),
+            subject: "x".into(),
+            data: serde_json::Value::Null,
+        }
+    }
+
+    fn ids(ready: &[Event]) -> Vec<i64> {
+        ready.iter().map(|e| e.id).collect()
+    }
+
+    #[test]
+    fn a_missing_id_holds_back_what_follows_until_it_commits_or_times_out() {
+        let now_ms = 1_000_000;
+        let t0 = Instant::now();
+        let mut gap = None;
+        // 7 is missing (its transaction has not committed yet): 8 waits.
+        let got = publishable(
+            5,
+            vec![event(6, now_ms), event(8, now_ms)],
+            now_ms,
+            &mut gap,
+            t0,
+        );
+        assert_eq!(ids(&got), vec![6]);
+        assert!(gap.is_some());
+        // 7 commits: both go out in order.
+        let got = publishable(
+            6,
+            vec![event(7, now_ms), event(8, now_ms)],
+            now_ms,
+            &mut gap,
+            t0 + Duration::from_millis(100),
+        );
+        assert_eq!(ids(&got), vec![7, 8]);
+        assert!(gap.is_none());
+        // 9 never comes (rolled back): after GAP_WAIT, 10 goes out.
+        let got = publishable(8, vec![event(10, now_ms)], now_ms, &mut gap, t0);
+        assert!(got.is_empty());
+        let got = publishable(8, vec![event(10, now_ms)], now_ms, &mut gap, t0 + GAP_WAIT);
+        assert_eq!(ids(&got), vec![10]);
+    }
+
+    #[test]
+    fn a_gap_before_an_old_event_is_skipped_at_once() {
+        let now_ms = 1_000_000;
+        let mut gap = None;
+        let old = now_ms - GAP_AGE_MS - 1;
+        let got = publishable(
+            1,
+            vec![event(3, old), event(4, old)],
+            now_ms,
+            &mut gap,
+            Instant::now(),
+        );
+        assert_eq!(ids(&got), vec![3, 4]);
+    }
+
+    #[test]
+    fn kind_filters_take_families_and_exact_kinds() {
+        let filter = Filter {
+            kinds: vec!["inquiry".into(), "execution.output".into()],
+            execution: None,
+        };
+        let mut e = event(1, 0);
+        assert!(!filter.admits(&e));
+        e.kind = "execution.output".into();
+        assert!(filter.admits(&e));
+        e.kind = "inquiry.decided".into();
+        assert!(filter.admits(&e));
+        e.kind = "inquiryx.decided".into();
+        assert!(!filter.admits(&e));
+        assert!(filter.validate().is_ok());
+        let bad = Filter {
+            kinds: vec!["executions".into()],
+            execution: None,
+        };
+        assert!(bad.validate().unwrap_err().contains("unknown event kind"));
     }
 }

@@ -202,6 +202,21 @@ async fn a_client_resumed_with_last_event_id_sees_every_line_once(backend: Backe
         view["stdout"].as_str().unwrap_or("").lines().count() == 40,
         "{view}"
     );
+
+    // Retention: events older than the cut are purged, newer ones stay.
+    let store = &server.engine.store;
+    let cut = events[events.len() / 2]["at"].as_i64().context("at")?;
+    let purged = store.purge_events_before(cut).await?;
+    let left = store.events_after(0, 10_000, Some(&id)).await?;
+    ensure!(
+        purged > 0 && !left.is_empty(),
+        "purged {purged}, left {}",
+        left.len()
+    );
+    ensure!(
+        left.iter().all(|e| e.at >= cut),
+        "an event older than the cut stayed"
+    );
     server.stop().await
 }
 
