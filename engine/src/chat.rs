@@ -270,6 +270,21 @@ impl AdapterError {
     }
 }
 
+/// Whether an adapter's connection to its platform is up, as its
+/// connection loop last saw it ([`ChatAdapter::connected`]).
+#[derive(Debug, Default)]
+pub struct ConnectionState(std::sync::atomic::AtomicBool);
+
+impl ConnectionState {
+    pub fn set(&self, up: bool) {
+        self.0.store(up, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// One chat platform connection.
 ///
 /// Every send carries an idempotency key (the outbox row id): a platform

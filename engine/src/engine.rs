@@ -167,16 +167,9 @@ impl Engine {
                 );
             }
         }
-        // Rules enabled or disabled at run time override the pack files.
-        let states = store.rule_states().await?;
-        let catalog = if states.is_empty() || catalog.has_rule_states(&states) {
-            catalog
-        } else {
-            catalog
-                .with_rule_states(&states, &runners)
-                .map_err(EngineError::Packs)?
-        };
         let catalog = CatalogHandle::new(catalog);
+        // Rules enabled or disabled at run time override the pack files.
+        apply_rule_states(&store, &catalog).await?;
         let templates = Arc::new(Templates::new());
         let datastore = Arc::new(
             crate::datastore::Datastore::open(
@@ -470,7 +463,7 @@ impl Engine {
             .set_rule_state(
                 reference,
                 enabled,
-                crate::store::AuditEntry {
+                AuditEntry {
                     actor: actor.to_owned(),
                     kind: if enabled {
                         "rule.enable"
@@ -479,7 +472,7 @@ impl Engine {
                     }
                     .into(),
                     subject: reference.to_owned(),
-                    detail: serde_json::json!({"source": source, "was_enabled": was}),
+                    detail: json!({"source": source, "was_enabled": was}),
                 },
             )
             .await?;

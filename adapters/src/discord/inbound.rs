@@ -64,7 +64,7 @@ pub(super) struct Inbound {
     /// Gateway sessions started (READY) by this process.
     pub(super) sessions: std::sync::atomic::AtomicU64,
     /// The gateway session is up (or, without a gateway, Discord answered).
-    pub(super) connected: std::sync::atomic::AtomicBool,
+    pub(super) connected: squall_engine::chat::ConnectionState,
     /// `/squall` interactions by id.
     pending: Mutex<HashMap<String, Pending>>,
     /// The latest button click's token by user, for an answer only they see.
@@ -89,11 +89,6 @@ fn trimmed<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) -> &mut HashMap<
 }
 
 impl Inbound {
-    pub(super) fn set_connected(&self, up: bool) {
-        self.connected
-            .store(up, std::sync::atomic::Ordering::Relaxed);
-    }
-
     pub(super) fn new(
         command: String,
         replies: bool,
@@ -107,7 +102,7 @@ impl Inbound {
             seen: Mutex::default(),
             last_seen: Mutex::default(),
             sessions: std::sync::atomic::AtomicU64::new(0),
-            connected: std::sync::atomic::AtomicBool::new(false),
+            connected: squall_engine::chat::ConnectionState::default(),
             pending: Mutex::default(),
             clicks: Mutex::default(),
             sent_under: Mutex::default(),

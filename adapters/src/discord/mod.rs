@@ -140,7 +140,7 @@ impl DiscordAdapter {
                 r = client.start() => Some(r),
                 () = shutdown.cancelled() => None,
             };
-            self.inbound.set_connected(false);
+            self.inbound.connected.set(false);
             match outcome {
                 None => {
                     shards.shutdown_all().await;
@@ -349,7 +349,7 @@ impl Handler {
 impl EventHandler for Handler {
     async fn ready(&self, _: Context, ready: Ready) {
         let _ = self.inbound.me.set(ready.user.id.to_string());
-        self.inbound.set_connected(true);
+        self.inbound.connected.set(true);
         tracing::info!(session = %ready.session_id, guilds = ready.guilds.len(), "Discord gateway ready");
         let earlier = self
             .inbound
@@ -364,13 +364,14 @@ impl EventHandler for Handler {
     }
 
     async fn resume(&self, _: Context, _: ResumedEvent) {
-        self.inbound.set_connected(true);
+        self.inbound.connected.set(true);
         tracing::info!("Discord gateway resumed");
     }
 
     async fn shard_stage_update(&self, _: Context, event: ShardStageUpdateEvent) {
         self.inbound
-            .set_connected(event.new == serenity::gateway::ConnectionStage::Connected);
+            .connected
+            .set(event.new == serenity::gateway::ConnectionStage::Connected);
     }
 
     async fn message(&self, _: Context, message: Message) {
@@ -403,9 +404,7 @@ impl ChatAdapter for DiscordAdapter {
     }
 
     fn connected(&self) -> bool {
-        self.inbound
-            .connected
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.inbound.connected.is_up()
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -431,7 +430,7 @@ impl ChatAdapter for DiscordAdapter {
             self.gateway(events, shutdown).await
         } else {
             // Discord calls squall (`http_routes`); nothing to hold open.
-            self.inbound.set_connected(true);
+            self.inbound.connected.set(true);
             shutdown.cancelled().await;
             Ok(())
         }

@@ -38,7 +38,7 @@ pub struct MatrixAdapter {
     /// as the removal of that reaction.
     reactions: Arc<Mutex<inbound::ReactionLog>>,
     /// The last sync succeeded.
-    connected: std::sync::atomic::AtomicBool,
+    connected: squall_engine::chat::ConnectionState,
 }
 
 impl MatrixAdapter {
@@ -53,7 +53,7 @@ impl MatrixAdapter {
             config,
             client: OnceCell::new(),
             reactions: Arc::new(Mutex::new(inbound::ReactionLog::default())),
-            connected: std::sync::atomic::AtomicBool::new(false),
+            connected: squall_engine::chat::ConnectionState::default(),
         })
     }
 
@@ -62,11 +62,6 @@ impl MatrixAdapter {
             platform: PLATFORM.into(),
             reason: "not connected yet".into(),
         })
-    }
-
-    fn set_connected(&self, up: bool) {
-        self.connected
-            .store(up, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The connected client (tests use it to check the bot's state).
@@ -151,7 +146,7 @@ impl ChatAdapter for MatrixAdapter {
     }
 
     fn connected(&self) -> bool {
-        self.connected.load(std::sync::atomic::Ordering::Relaxed)
+        self.connected.is_up()
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -214,7 +209,7 @@ impl ChatAdapter for MatrixAdapter {
         // room state lives in memory, so before it no room is known and a
         // send would be refused as "not in room".
         let client = self.client.get_or_init(|| async { client }).await.clone();
-        self.set_connected(true);
+        self.connected.set(true);
         // Invites that arrived while squall was down are state of that first
         // sync, not events the handlers will see: accept them now.
         for room in client.invited_rooms() {
@@ -238,10 +233,10 @@ impl ChatAdapter for MatrixAdapter {
                     warn_if_limited(&response);
                     token = response.next_batch;
                     backoff.reset();
-                    self.set_connected(true);
+                    self.connected.set(true);
                 }
                 Err(err) => {
-                    self.set_connected(false);
+                    self.connected.set(false);
                     tracing::warn!(error = %err, "Matrix sync failed; retrying from the last sync token");
                     if !backoff.wait(&shutdown).await {
                         return Ok(());

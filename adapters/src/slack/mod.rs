@@ -39,15 +39,10 @@ pub struct SlackAdapter {
     names: Mutex<HashMap<String, (Option<String>, Instant)>>,
     http: reqwest::Client,
     /// Slack answered `auth.test` and (Socket Mode) the listener runs.
-    connected: std::sync::atomic::AtomicBool,
+    connected: squall_engine::chat::ConnectionState,
 }
 
 impl SlackAdapter {
-    fn set_connected(&self, up: bool) {
-        self.connected
-            .store(up, std::sync::atomic::Ordering::Relaxed);
-    }
-
     pub fn new(config: SlackConfig) -> Result<Self, AdapterError> {
         config.validate().map_err(permanent)?;
         let client = outbound::client(&config.api_url)?;
@@ -62,7 +57,7 @@ impl SlackAdapter {
             api,
             inbound,
             names: Mutex::default(),
-            connected: std::sync::atomic::AtomicBool::new(false),
+            connected: squall_engine::chat::ConnectionState::default(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -197,9 +192,9 @@ impl SlackAdapter {
             .await
             .map_err(outbound::error)?;
         listener.start().await;
-        self.set_connected(true);
+        self.connected.set(true);
         shutdown.cancelled().await;
-        self.set_connected(false);
+        self.connected.set(false);
         listener.shutdown().await;
         Ok(())
     }
@@ -258,7 +253,7 @@ impl ChatAdapter for SlackAdapter {
     }
 
     fn connected(&self) -> bool {
-        self.connected.load(std::sync::atomic::Ordering::Relaxed)
+        self.connected.is_up()
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -284,7 +279,7 @@ impl ChatAdapter for SlackAdapter {
             SlackMode::Socket => self.socket_mode(events, shutdown).await,
             SlackMode::Events => {
                 // Slack calls squall (`http_routes`); nothing to hold open.
-                self.set_connected(true);
+                self.connected.set(true);
                 shutdown.cancelled().await;
                 Ok(())
             }
