@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use squall::cli::AuditCommand;
 use squall::config::Config;
 use squall::server;
-use squall_engine::execution::{ExecutionContext, ms_to_rfc3339, now_ms};
+use squall_engine::execution::{ExecutionContext, now_ms};
 use squall_engine::intake::TriggerFiring;
 use squall_engine::params::Casting;
 use squall_engine::runners::RunnerRegistry;
@@ -148,10 +148,6 @@ fn key_lines(keys: &[Value]) -> String {
     out
 }
 
-fn key_view(key: &squall_engine::store::api_key::Model) -> Value {
-    json!({"id": key.id, "name": key.name, "enabled": key.enabled, "created_at": ms_to_rfc3339(key.created_at)})
-}
-
 /// `squall apikey list`.
 pub async fn apikey_list(config: &Config, remote: Option<Remote>, json: bool) -> Result<ExitCode> {
     let keys = match remote {
@@ -164,7 +160,7 @@ pub async fn apikey_list(config: &Config, remote: Option<Remote>, json: bool) ->
                     .list_api_keys()
                     .await?
                     .iter()
-                    .map(key_view)
+                    .map(squall_engine::describe::api_key_view)
                     .collect(),
             )
         }
@@ -192,7 +188,12 @@ pub async fn apikey_revoke(config: &Config, remote: Option<Remote>, key: &str) -
                     .record_control(&cli_identity(), "apikey.revoke", &k.id, "cli")
                     .await;
             }
-            Value::Array(revoked.iter().map(key_view).collect())
+            Value::Array(
+                revoked
+                    .iter()
+                    .map(squall_engine::describe::api_key_view)
+                    .collect(),
+            )
         }
     };
     print!(
@@ -311,11 +312,11 @@ pub async fn audit(config: &Config, remote: Option<Remote>, cmd: AuditCommand) -
                     limit,
                 })
                 .await?;
-            Value::Array(rows.iter().map(|r| json!({
-                "id": r.id, "at": ms_to_rfc3339(r.at), "actor": r.actor, "kind": r.kind,
-                "subject": r.subject,
-                "detail": serde_json::from_str::<Value>(&r.detail).unwrap_or(Value::Null),
-            })).collect())
+            Value::Array(
+                rows.iter()
+                    .map(squall_engine::describe::audit_view)
+                    .collect(),
+            )
         }
     };
     print_json_or(json, &rows, || {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::catalog::Catalog;
 use crate::execution::{ExecutionStatus, ms_to_rfc3339};
 use crate::secrets::Secrets;
-use crate::store::{Store, StoreError, execution, trigger_instance};
+use crate::store::{Store, StoreError, api_key, audit, execution, trigger_instance};
 
 /// JSON view of one execution (without trigger details).
 pub fn execution_view(model: &execution::Model, catalog: &Catalog) -> Value {
@@ -107,6 +107,28 @@ pub async fn execution_detail(
 
 /// JSON view of one trigger instance, its payload scrubbed of the secret
 /// values of the execution that caused it.
+/// An API key as the API and CLI show it: never the key or its hash.
+pub fn api_key_view(key: &api_key::Model) -> Value {
+    json!({
+        "id": key.id,
+        "name": key.name,
+        "enabled": key.enabled,
+        "created_at": ms_to_rfc3339(key.created_at),
+    })
+}
+
+/// An audit row as the API and CLI show it.
+pub fn audit_view(row: &audit::Model) -> Value {
+    json!({
+        "id": row.id,
+        "at": ms_to_rfc3339(row.at),
+        "actor": row.actor,
+        "kind": row.kind,
+        "subject": row.subject,
+        "detail": serde_json::from_str::<Value>(&row.detail).unwrap_or(Value::Null),
+    })
+}
+
 pub fn trigger_instance_view(ti: &trigger_instance::Model) -> Value {
     let secrets = Secrets::from_stored(ti.secrets.as_deref());
     json!({

@@ -83,15 +83,6 @@ async fn toggle_rule(
     ))
 }
 
-fn key_view(key: &squall_engine::store::api_key::Model) -> Value {
-    json!({
-        "id": key.id,
-        "name": key.name,
-        "enabled": key.enabled,
-        "created_at": squall_engine::execution::ms_to_rfc3339(key.created_at),
-    })
-}
-
 /// `GET /api/v1/apikeys`: ids, names and states; never the keys (only their
 /// hashes are stored).
 pub(super) async fn list_api_keys(
@@ -103,7 +94,11 @@ pub(super) async fn list_api_keys(
         .list_api_keys()
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(Value::Array(keys.iter().map(key_view).collect())))
+    Ok(Json(Value::Array(
+        keys.iter()
+            .map(squall_engine::describe::api_key_view)
+            .collect(),
+    )))
 }
 
 /// `DELETE /api/v1/apikeys/{id or name}`: disable the key (or every enabled
@@ -132,7 +127,7 @@ pub(super) async fn revoke_api_key(
         audit_control(&state, &caller, "apikey.revoke", &k.id).await;
     }
     Ok(Json(
-        json!({"revoked": revoked.iter().map(key_view).collect::<Vec<_>>()}),
+        json!({"revoked": revoked.iter().map(squall_engine::describe::api_key_view).collect::<Vec<_>>()}),
     ))
 }
 
@@ -198,16 +193,7 @@ pub(super) async fn list_audit(
         .map_err(ApiError::internal)?;
     Ok(Json(Value::Array(
         rows.iter()
-            .map(|r| {
-                json!({
-                    "id": r.id,
-                    "at": squall_engine::execution::ms_to_rfc3339(r.at),
-                    "actor": r.actor,
-                    "kind": r.kind,
-                    "subject": r.subject,
-                    "detail": serde_json::from_str::<Value>(&r.detail).unwrap_or(Value::Null),
-                })
-            })
+            .map(squall_engine::describe::audit_view)
             .collect(),
     )))
 }
