@@ -11,6 +11,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/squall-target}"
 bash scripts/ensure-postgres.sh
 bash scripts/testenv/alertmanager.sh
 bash scripts/testenv/prometheus.sh
+# schemathesis (PyPI) for the OpenAPI test, in a cached virtualenv.
+eval "$(bash scripts/testenv/schemathesis.sh)"
 
 # A real Matrix homeserver for the Matrix tests (installed once into a cached
 # virtualenv, stopped again when the tests end).

@@ -3,11 +3,12 @@
 //! Handlers return `Result<_, ApiError>`; errors become `{error, detail}` JSON
 //! and never carry internals (those are logged with a correlation id).
 
+pub mod doc;
 mod keys;
 mod ops;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::signatures::{self, HookAuth, Scheme};
@@ -16,14 +17,21 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use squall_adapters::alerts::Dedup;
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use squall_engine::describe::{execution_detail, execution_view};
+use doc::ErrorBody;
+use squall_engine::describe::{
+    ExecutionDetail, ExecutionView, execution_detail_summary, execution_summary,
+};
 use squall_engine::execution::{ExecutionContext, ExecutionStatus};
+use squall_engine::inquiry::InquiryView;
 use squall_engine::intake::{IntakeError, TriggerFiring};
 use squall_engine::params::Casting;
 use squall_engine::store::{ExecutionFilter, hash_api_key};
@@ -44,6 +52,8 @@ pub struct AppState {
     stream: Option<Arc<crate::stream::StreamHub>>,
     /// Chat adapters, for readiness and `squall_chat_adapter_connected`.
     adapters: Vec<Arc<dyn squall_engine::chat::ChatAdapter>>,
+    /// The OpenAPI document, serialized once when the router is built.
+    openapi: OnceLock<Bytes>,
 }
 
 impl AppState {
@@ -59,6 +69,7 @@ impl AppState {
             rbac: Arc::default(),
             stream: None,
             adapters: Vec::new(),
+            openapi: OnceLock::new(),
         })
     }
 
@@ -197,6 +208,9 @@ impl From<EngineError> for ApiError {
             EngineError::NotAWorkflow(_) => {
                 Self::new(StatusCode::CONFLICT, "not_a_workflow", err.to_string())
             }
+            EngineError::Datastore(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "datastore", err.to_string())
+            }
             other => Self::internal(other),
         }
     }
@@ -212,53 +226,148 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The document's fixed parts; the paths come from the handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "squall",
+        description = "squall's HTTP API: executions, rules, packs, inquiries, the datastore, the event stream, webhooks and alert receivers. Errors answer `{\"error\", \"detail\"}` JSON.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    paths(webhook),
+    tags(
+        (name = "executions"), (name = "inquiries"), (name = "rules"), (name = "packs"),
+        (name = "aliases"), (name = "keys"), (name = "apikeys"), (name = "audit"),
+        (name = "triggers"), (name = "stream"), (name = "health")
+    )
+)]
+struct ApiDoc;
+
 /// The whole HTTP surface.
 pub fn router(state: Arc<AppState>) -> Router {
+    let (router, mut openapi) = documented_routes(&state).split_for_parts();
+    doc::Shared.modify(&mut openapi);
+    let json = openapi.to_json().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the OpenAPI document did not serialize");
+        "{}".to_owned()
+    });
+    let _ = state.openapi.set(Bytes::from(json));
+    router
+        .fallback(not_found)
+        .layer(middleware::from_fn(json_errors))
+        .layer(DefaultBodyLimit::max(state.body_limit))
+        .with_state(state)
+}
+
+fn documented_routes(state: &Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
     // Webhooks and alert receivers authenticate per sender (API key or
     // signature over the raw body), so they sit outside the API-key layer.
-    let hooks = Router::new()
+    // A webhook name may hold slashes, which OpenAPI cannot say: the route
+    // is `{*name}`, its entry `{name}` (ApiDoc).
+    let public = OpenApiRouter::new()
         .route("/webhooks/{*name}", post(webhook))
-        .route("/alerts/{source}", post(alert));
-    let api = Router::new()
-        .route("/webhooks/st2", post(fire_st2_trigger))
-        .route("/executions", get(list_executions).post(create_execution))
-        .route("/executions/{id}", get(get_execution))
-        .route("/executions/{id}/cancel", post(cancel_execution))
-        .route("/executions/{id}/pause", post(pause_execution))
-        .route("/executions/{id}/resume", post(resume_execution))
-        .route("/executions/{id}/rerun", post(rerun_execution))
-        .route("/inquiries", get(list_inquiries))
-        .route("/inquiries/{id}", get(get_inquiry))
-        .route("/inquiries/{id}/respond", post(respond_inquiry))
-        .route("/rules", get(list_rules))
-        .route("/rules/{reference}/enable", post(ops::enable_rule))
-        .route("/rules/{reference}/disable", post(ops::disable_rule))
-        .route("/packs", get(ops::list_packs))
-        .route("/apikeys", get(ops::list_api_keys))
-        .route("/apikeys/{key}", axum::routing::delete(ops::revoke_api_key))
-        .route("/audit", get(ops::list_audit))
-        .route("/actionalias/match", post(ops::match_alias))
-        .route("/actionalias/help", get(ops::alias_help))
-        .route("/aliasexecution", post(ops::execute_alias))
-        .route("/actions", get(list_actions))
-        .route("/stream", get(stream))
-        .route("/keys", get(keys::list))
-        .route(
-            "/keys/{name}",
-            get(keys::get).put(keys::put).delete(keys::delete),
-        )
+        .routes(routes!(alert))
+        .routes(routes!(openapi_document));
+    let api = OpenApiRouter::new()
+        .routes(routes!(fire_st2_trigger))
+        .routes(routes!(list_executions, create_execution))
+        .routes(routes!(get_execution))
+        .routes(routes!(cancel_execution))
+        .routes(routes!(pause_execution))
+        .routes(routes!(resume_execution))
+        .routes(routes!(rerun_execution))
+        .routes(routes!(list_inquiries))
+        .routes(routes!(get_inquiry))
+        .routes(routes!(respond_inquiry))
+        .routes(routes!(list_rules))
+        .routes(routes!(ops::enable_rule))
+        .routes(routes!(ops::disable_rule))
+        .routes(routes!(ops::list_packs))
+        .routes(routes!(ops::list_api_keys))
+        .routes(routes!(ops::revoke_api_key))
+        .routes(routes!(ops::list_audit))
+        .routes(routes!(ops::match_alias))
+        .routes(routes!(ops::alias_help))
+        .routes(routes!(ops::execute_alias))
+        .routes(routes!(list_actions))
+        .routes(routes!(stream))
+        .routes(routes!(keys::list))
+        .routes(routes!(keys::get, keys::put, keys::delete))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,
         ));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .nest("/api/v1", api.merge(hooks))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(state.body_limit))
-        .with_state(state)
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .nest("/api/v1", api.merge(public))
+}
+
+/// `GET /api/v1/openapi.json`: this document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "health",
+    responses((status = 200, description = "The OpenAPI 3.1 document.", body = Object))
+)]
+async fn openapi_document(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.openapi.get().cloned().unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// Error answers that did not come from a handler (axum's own rejections: a
+/// body over the limit, a method a route does not take, ...) get the same
+/// JSON body as every other error.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let (error, detail) = match status {
+        // axum adds the `Allow` header after this layer.
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this endpoint does not take that method; the Allow header lists those it takes"
+                .to_owned(),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            "the body is larger than the server's limit (http.body_limit)".to_owned(),
+        ),
+        StatusCode::BAD_REQUEST => ("bad_request", text),
+        StatusCode::NOT_FOUND => ("not_found", text),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", text),
+        s if s.is_client_error() => ("bad_request", text),
+        _ => ("internal_error", text),
+    };
+    let detail = if detail.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        detail
+    };
+    let mut answer = ApiError::new(status, error, detail).into_response();
+    if let Some(allow) = parts.headers.get(header::ALLOW) {
+        answer.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    answer
 }
 
 /// Query parameters, refused with the JSON error body (axum's own `Query`
@@ -284,7 +393,8 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Q<T
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct StreamQuery {
     /// Comma-separated event kinds or families (`execution`, `inquiry.opened`).
@@ -298,6 +408,20 @@ struct StreamQuery {
 /// `GET /api/v1/stream`: server-sent events. Without `Last-Event-ID` it
 /// starts with what happens next; with one, it first replays what came after
 /// that id.
+#[utoipa::path(
+    get,
+    path = "/stream",
+    tag = "stream",
+    params(
+        StreamQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id.")
+    ),
+    responses(
+        (status = 200, description = "Server-sent events: `id`, `event` (the kind) and JSON `data`.", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A bad filter or `Last-Event-ID`.", body = ErrorBody),
+        (status = 503, description = "This server does not serve the stream.", body = ErrorBody)
+    )
+)]
 async fn stream(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -351,9 +475,22 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
+/// Liveness: the process answers and its database does.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Alive.", body = doc::Health),
+        (status = 503, description = "The database does not answer.", body = ErrorBody)
+    )
+)]
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     match state.engine.store.count_api_keys().await {
-        Ok(_) => Json(json!({"status": "ok"})).into_response(),
+        Ok(_) => Json(doc::Health {
+            status: "ok".into(),
+        })
+        .into_response(),
         Err(err) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -365,13 +502,28 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 
 /// Readiness: the database answers, packs are loaded, every chat adapter is
 /// connected. 503 with what is not ready otherwise.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready.", body = doc::Readiness),
+        (status = 503, description = "Not ready; `detail` says what is not.", body = doc::Readiness)
+    )
+)]
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let mut problems = Vec::new();
     let database = match state.engine.store.count_api_keys().await {
-        Ok(_) => json!({"ok": true}),
+        Ok(_) => doc::DatabaseState {
+            ok: true,
+            detail: None,
+        },
         Err(err) => {
             problems.push("database unreachable".to_owned());
-            json!({"ok": false, "detail": short(&err.to_string())})
+            doc::DatabaseState {
+                ok: false,
+                detail: Some(short(&err.to_string())),
+            }
         }
     };
     let catalog = state.engine.catalog.current();
@@ -379,7 +531,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if packs == 0 {
         problems.push("no packs loaded".to_owned());
     }
-    let mut adapters = Map::new();
+    let mut adapters = std::collections::BTreeMap::new();
     for adapter in &state.adapters {
         let connected = adapter.connected();
         if !connected {
@@ -387,26 +539,40 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         }
         adapters.insert(
             adapter.platform().to_owned(),
-            json!({"connected": connected}),
+            doc::AdapterState { connected },
         );
     }
-    let body = json!({
-        "status": if problems.is_empty() { "ready" } else { "not_ready" },
-        "database": database,
-        "packs": {"loaded": packs, "actions": catalog.action_refs().len(), "rules": catalog.rules().count()},
-        "adapters": adapters,
-    });
-    if problems.is_empty() {
-        Json(body).into_response()
+    let ready = problems.is_empty();
+    let body = doc::Readiness {
+        status: if ready { "ready" } else { "not_ready" }.into(),
+        database,
+        packs: doc::PacksState {
+            loaded: packs,
+            actions: catalog.action_refs().len(),
+            rules: catalog.rules().count(),
+        },
+        adapters,
+        error: (!ready).then(|| "not_ready".to_owned()),
+        detail: (!ready).then(|| problems.join("; ")),
+    };
+    let status = if ready {
+        StatusCode::OK
     } else {
-        let mut body = body;
-        body["error"] = json!("not_ready");
-        body["detail"] = json!(problems.join("; "));
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 /// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses(
+        (status = 200, description = "Every `squall_` metric.", content_type = "application/openmetrics-text", body = String),
+        (status = 503, description = "The store could not be read.", body = ErrorBody)
+    )
+)]
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let metrics = &state.engine.host.metrics;
     if let Some(hub) = &state.stream {
@@ -516,6 +682,39 @@ fn headers_payload(headers: &HeaderMap) -> Value {
     Value::Object(map)
 }
 
+/// A JSON object into `T`, refusing anything else (serde would read a
+/// struct from an array too). `expected` shows the caller the right shape.
+pub(crate) fn parse_object<T: serde::de::DeserializeOwned>(
+    value: Value,
+    expected: &str,
+) -> Result<T, ApiError> {
+    let refuse = |reason: String| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("expected {expected}: {reason}"),
+        )
+    };
+    if !value.is_object() {
+        return Err(refuse(format!(
+            "the body is {}, not an object",
+            json_kind(&value)
+        )));
+    }
+    serde_json::from_value(value).map_err(|e| refuse(e.to_string()))
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Parse a webhook body by its content type, as StackStorm does: JSON, form
 /// fields, or text. curl's `-d '{...}'` sends JSON labelled as a form, so a
 /// form body that starts with `{` or `[` is read as JSON.
@@ -578,6 +777,22 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     }
 }
 
+/// `POST /api/v1/webhooks/{name}`: a `core.st2.webhook` trigger instance for
+/// the rules listening on `name` (which may hold slashes).
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhooks/{name}",
+    tag = "triggers",
+    params(("name" = String, Path, description = "The webhook's `url` in its rule.")),
+    request_body(description = "Any JSON, a form or text (or nothing); stored as the payload's `body`.", content = Option<Value>, content_type = "application/json"),
+    security((), ("api_key" = []), ("bearer" = [])),
+    responses(
+        (status = 202, description = "Stored; rules run from it.", body = doc::WebhookAccepted),
+        (status = 401, description = "No valid API key or signature.", body = ErrorBody),
+        (status = 404, description = "No enabled rule listens on this webhook.", body = ErrorBody),
+        (status = 503, description = "Intake is full or closing; retry.", body = ErrorBody)
+    )
+)]
 async fn webhook(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -633,19 +848,38 @@ async fn receive_webhook(
         .await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"trigger_instance_id": id, "trigger": triggers::WEBHOOK, "webhook": name})),
+        Json(doc::WebhookAccepted {
+            trigger_instance_id: id,
+            trigger: triggers::WEBHOOK.into(),
+            webhook: name,
+        }),
     )
         .into_response())
 }
 
-#[derive(Deserialize)]
+/// A trigger to fire.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct St2Trigger {
+    /// A pack trigger (`pack.name`) or a built-in one.
     trigger: String,
     #[serde(default)]
     payload: Value,
 }
 
+/// `POST /api/v1/webhooks/st2`: fire any trigger with a payload, as st2's
+/// own `/webhooks/st2` does.
+#[utoipa::path(
+    post,
+    path = "/webhooks/st2",
+    tag = "triggers",
+    request_body = St2Trigger,
+    responses(
+        (status = 202, description = "Stored; rules run from it.", body = doc::TriggerAccepted),
+        (status = 404, description = "No such trigger.", body = ErrorBody),
+        (status = 503, description = "Intake is full or closing; retry.", body = ErrorBody)
+    )
+)]
 async fn fire_st2_trigger(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -661,17 +895,20 @@ async fn fire_trigger(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    let value = parse_body(headers, body)?;
-    let request: St2Trigger = serde_json::from_value(value).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("expected {{\"trigger\": \"<type>\", \"payload\": {{...}}}}: {e}"),
-        )
-    })?;
+    let request: St2Trigger = parse_object(
+        parse_body(headers, body)?,
+        r#"{"trigger": "<type>", "payload": {...}}"#,
+    )?;
     if !triggers::is_known(&request.trigger) || request.trigger == triggers::WEBHOOK {
+        // An unknown trigger is a missing resource; the webhook trigger is
+        // known but fired only through `/webhooks/{name}`.
+        let status = if request.trigger == triggers::WEBHOOK {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::NOT_FOUND
+        };
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
+            status,
             "unknown_trigger",
             format!(
                 "trigger {:?} cannot be fired here; use a pack trigger (pack.name) or one of: {}",
@@ -696,36 +933,40 @@ async fn fire_trigger(
         .await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"trigger_instance_id": id, "trigger": request.trigger})),
+        Json(doc::TriggerAccepted {
+            trigger_instance_id: id,
+            trigger: request.trigger,
+        }),
     )
         .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Only this action (`pack.name`).
     action: Option<String>,
-    status: Option<String>,
+    /// Only this status.
+    status: Option<ExecutionStatus>,
+    /// At most this many, newest first (1 to 1000; 50 when absent).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
+/// `GET /api/v1/executions`: executions, newest first.
+#[utoipa::path(
+    get,
+    path = "/executions",
+    tag = "executions",
+    params(ListQuery),
+    responses((status = 200, description = "Executions, secrets masked.", body = Vec<ExecutionView>))
+)]
 async fn list_executions(
     State(state): State<Arc<AppState>>,
     Q(query): Q<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let status = match query.status.as_deref() {
-        None => None,
-        Some(s) => Some(ExecutionStatus::parse(s).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!(
-                    "unknown status {s:?}; one of: {}",
-                    ExecutionStatus::ALL.map(|s| s.as_str()).join(", ")
-                ),
-            )
-        })?),
-    };
+) -> Result<Json<Vec<ExecutionView>>, ApiError> {
+    let status = query.status;
     let limit = query.limit.unwrap_or(50);
     if limit == 0 || limit > 1000 {
         return Err(ApiError::new(
@@ -745,15 +986,29 @@ async fn list_executions(
         .await
         .map_err(ApiError::internal)?;
     let catalog = state.engine.catalog.current();
-    Ok(Json(Value::Array(
-        models.iter().map(|m| execution_view(m, &catalog)).collect(),
-    )))
+    Ok(Json(
+        models
+            .iter()
+            .map(|m| execution_summary(m, &catalog))
+            .collect(),
+    ))
 }
 
+/// `GET /api/v1/executions/{id}`: one execution with what caused it.
+#[utoipa::path(
+    get,
+    path = "/executions/{id}",
+    tag = "executions",
+    params(("id" = String, Path, description = "Execution id.")),
+    responses(
+        (status = 200, description = "The execution, secrets masked.", body = ExecutionDetail),
+        (status = 404, description = "No such execution.", body = ErrorBody)
+    )
+)]
 async fn get_execution(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ExecutionDetail>, ApiError> {
     let Some(model) = state
         .engine
         .store
@@ -768,15 +1023,17 @@ async fn get_execution(
         ));
     };
     let catalog = state.engine.catalog.current();
-    let view = execution_detail(&state.engine.store, &model, &catalog)
+    let view = execution_detail_summary(&state.engine.store, &model, &catalog)
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(view))
 }
 
-#[derive(Deserialize)]
+/// An action to run.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateExecution {
+    /// `pack.name`.
     action: String,
     #[serde(default)]
     parameters: Map<String, Value>,
@@ -786,20 +1043,44 @@ struct CreateExecution {
     parameters_are_text: bool,
 }
 
+/// `POST /api/v1/executions`: run an action.
+#[utoipa::path(
+    post,
+    path = "/executions",
+    tag = "executions",
+    request_body = CreateExecution,
+    responses(
+        (status = 201, description = "Requested; it runs when a worker claims it.", body = ExecutionView),
+        (status = 404, description = "No such action.", body = ErrorBody),
+        (status = 503, description = "Intake is full or closing; retry.", body = ErrorBody)
+    )
+)]
 async fn create_execution(
     State(state): State<Arc<AppState>>,
     axum::Extension(caller): axum::Extension<Caller>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let value = parse_body(&headers, &body)?;
-    let request: CreateExecution = serde_json::from_value(value).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("expected {{\"action\": \"pack.name\", \"parameters\": {{...}}}}: {e}"),
-        )
-    })?;
+    let request: CreateExecution = parse_object(
+        parse_body(&headers, &body)?,
+        r#"{"action": "pack.name", "parameters": {...}}"#,
+    )?;
+    if state
+        .engine
+        .catalog
+        .current()
+        .action(&request.action)
+        .is_none()
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_action",
+            format!(
+                "no action named {:?}; GET /api/v1/actions lists them",
+                request.action
+            ),
+        ));
+    }
     let context = ExecutionContext {
         source: "api".into(),
         user: Some(caller.0),
@@ -824,62 +1105,118 @@ async fn create_execution(
         .get_execution(&id)
         .await
         .map_err(ApiError::internal)?;
+    let Some(model) = model else {
+        return Err(ApiError::internal(format!(
+            "execution {id} was requested but cannot be read back"
+        )));
+    };
     let catalog = state.engine.catalog.current();
-    let body = model
-        .map(|m| execution_view(&m, &catalog))
-        .unwrap_or_else(|| json!({"id": id}));
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(execution_summary(&model, &catalog)),
+    )
+        .into_response())
 }
 
-async fn list_rules(State(state): State<Arc<AppState>>) -> Json<Value> {
+/// `GET /api/v1/rules`: the loaded rules.
+#[utoipa::path(
+    get,
+    path = "/rules",
+    tag = "rules",
+    responses((status = 200, description = "Every loaded rule.", body = Vec<doc::RuleView>))
+)]
+async fn list_rules(State(state): State<Arc<AppState>>) -> Json<Vec<doc::RuleView>> {
     let catalog = state.engine.catalog.current();
-    Json(Value::Array(
+    Json(
         catalog
             .rules()
-            .map(|r| {
-                json!({
-                    "ref": r.reference(),
-                    "description": r.description,
-                    "enabled": r.enabled,
-                    "type": r.kind,
-                    "trigger": {"type": r.trigger_type, "parameters": r.trigger_parameters},
-                    "criteria": r.criteria,
-                    "action": {"ref": r.action_ref, "parameters": r.action_parameters},
-                })
+            .map(|r| doc::RuleView {
+                reference: r.reference(),
+                description: r.description.clone(),
+                enabled: r.enabled,
+                kind: match r.kind {
+                    squall_engine::pack::RuleKind::Standard => "standard",
+                    squall_engine::pack::RuleKind::Backstop => "backstop",
+                }
+                .into(),
+                trigger: doc::RuleTrigger {
+                    kind: r.trigger_type.clone(),
+                    parameters: r.trigger_parameters.clone(),
+                },
+                criteria: r.criteria.clone(),
+                action: doc::RuleAction {
+                    reference: r.action_ref.clone(),
+                    parameters: r.action_parameters.clone(),
+                },
             })
             .collect(),
-    ))
+    )
 }
 
-async fn list_actions(State(state): State<Arc<AppState>>) -> Json<Value> {
+/// `GET /api/v1/actions`: the loaded actions and their parameters.
+#[utoipa::path(
+    get,
+    path = "/actions",
+    tag = "packs",
+    responses((status = 200, description = "Every loaded action; secret defaults masked.", body = Vec<doc::ActionView>))
+)]
+async fn list_actions(State(state): State<Arc<AppState>>) -> Json<Vec<doc::ActionView>> {
     let catalog = state.engine.catalog.current();
     let mut actions = Vec::new();
     for reference in catalog.action_refs() {
         if let Some(entry) = catalog.action(reference) {
-            actions.push(json!({
-                "ref": reference,
-                "description": entry.action.description,
-                "runner_type": entry.action.runner_type,
-                "enabled": entry.action.enabled,
-                "parameters": entry.params.specs().iter().map(|(name, spec)| (name.clone(), json!({
-                    "schema": spec.schema,
-                    "required": spec.required,
-                    "default": if spec.secret { spec.default.as_ref().map(|_| json!(squall_engine::params::MASK)) } else { spec.default.clone() },
-                    "secret": spec.secret,
-                    "immutable": spec.immutable,
-                    "description": spec.description,
-                }))).collect::<Map<String, Value>>(),
-            }));
+            let parameters = entry
+                .params
+                .specs()
+                .iter()
+                .map(|(name, spec)| {
+                    let default = if spec.secret {
+                        spec.default
+                            .as_ref()
+                            .map(|_| json!(squall_engine::params::MASK))
+                    } else {
+                        spec.default.clone()
+                    };
+                    let view = doc::ParameterView {
+                        schema: spec.schema.clone(),
+                        required: spec.required,
+                        default,
+                        secret: spec.secret,
+                        immutable: spec.immutable,
+                        description: spec.description.clone(),
+                    };
+                    (name.clone(), view)
+                })
+                .collect();
+            actions.push(doc::ActionView {
+                reference: reference.to_owned(),
+                description: entry.action.description.clone(),
+                runner_type: entry.action.runner_type.clone(),
+                enabled: entry.action.enabled,
+                parameters,
+            });
         }
     }
-    Json(Value::Array(actions))
+    Json(actions)
 }
 
+/// `POST /api/v1/executions/{id}/cancel`.
+#[utoipa::path(
+    post,
+    path = "/executions/{id}/cancel",
+    tag = "executions",
+    params(("id" = String, Path, description = "Execution id.")),
+    responses(
+        (status = 200, description = "Canceled, or being canceled (its processes are stopped).", body = doc::ControlAnswer),
+        (status = 404, description = "No such execution.", body = ErrorBody),
+        (status = 409, description = "It already finished.", body = ErrorBody)
+    )
+)]
 async fn cancel_execution(
     State(state): State<Arc<AppState>>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<doc::ControlAnswer>, ApiError> {
     use squall_engine::store::CancelOutcome;
     let outcome = state.engine.cancel(&id).await?;
     let (status, detail) = match outcome {
@@ -901,7 +1238,11 @@ async fn cancel_execution(
         }
     };
     audit_control(&state, &caller, "execution.cancel", &id).await;
-    Ok(Json(json!({"id": id, "status": status, "detail": detail})))
+    Ok(Json(doc::ControlAnswer {
+        id,
+        status: status.into(),
+        detail: Some(detail),
+    }))
 }
 
 async fn audit_control(state: &AppState, caller: &Caller, kind: &str, id: &str) {
@@ -915,11 +1256,13 @@ fn control_reply(
     id: &str,
     verb: &str,
     outcome: squall_engine::engine::ControlOutcome,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<doc::ControlAnswer>, ApiError> {
     match outcome {
-        squall_engine::engine::ControlOutcome::Done(status) => {
-            Ok(Json(json!({"id": id, "status": status})))
-        }
+        squall_engine::engine::ControlOutcome::Done(status) => Ok(Json(doc::ControlAnswer {
+            id: id.to_owned(),
+            status,
+            detail: None,
+        })),
         squall_engine::engine::ControlOutcome::NotApplicable(status) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "conflict",
@@ -928,27 +1271,52 @@ fn control_reply(
     }
 }
 
+/// `POST /api/v1/executions/{id}/pause`: workflows only.
+#[utoipa::path(
+    post,
+    path = "/executions/{id}/pause",
+    tag = "executions",
+    params(("id" = String, Path, description = "Execution id.")),
+    responses(
+        (status = 200, description = "Pausing: running tasks finish, no new ones start.", body = doc::ControlAnswer),
+        (status = 404, description = "No such execution.", body = ErrorBody),
+        (status = 409, description = "Not a workflow, or not in a state that can pause.", body = ErrorBody)
+    )
+)]
 async fn pause_execution(
     State(state): State<Arc<AppState>>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<doc::ControlAnswer>, ApiError> {
     let outcome = state.engine.pause(&id).await?;
     audit_control(&state, &caller, "execution.pause", &id).await;
     control_reply(&id, "pause", outcome)
 }
 
+/// `POST /api/v1/executions/{id}/resume`: workflows only.
+#[utoipa::path(
+    post,
+    path = "/executions/{id}/resume",
+    tag = "executions",
+    params(("id" = String, Path, description = "Execution id.")),
+    responses(
+        (status = 200, description = "Running again.", body = doc::ControlAnswer),
+        (status = 404, description = "No such execution.", body = ErrorBody),
+        (status = 409, description = "Not a workflow, or not paused.", body = ErrorBody)
+    )
+)]
 async fn resume_execution(
     State(state): State<Arc<AppState>>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<doc::ControlAnswer>, ApiError> {
     let outcome = state.engine.resume(&id).await?;
     audit_control(&state, &caller, "execution.resume", &id).await;
     control_reply(&id, "resume", outcome)
 }
 
-#[derive(Deserialize, Default)]
+/// How to run an execution again.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RerunRequest {
     /// Workflows only: keep the tasks that succeeded, run the failed ones again.
@@ -956,6 +1324,21 @@ struct RerunRequest {
     failed_only: bool,
 }
 
+/// `POST /api/v1/executions/{id}/rerun`: run it again with the same
+/// parameters (the body is optional).
+#[utoipa::path(
+    post,
+    path = "/executions/{id}/rerun",
+    tag = "executions",
+    params(("id" = String, Path, description = "Execution id.")),
+    request_body(content = Option<RerunRequest>, description = "Optional."),
+    responses(
+        (status = 201, description = "The new execution.", body = doc::RerunAnswer),
+        (status = 404, description = "No such execution.", body = ErrorBody),
+        (status = 409, description = "`failed_only` on an execution that is not a workflow.", body = ErrorBody),
+        (status = 503, description = "Intake is full or closing; retry.", body = ErrorBody)
+    )
+)]
 async fn rerun_execution(
     State(state): State<Arc<AppState>>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -963,16 +1346,9 @@ async fn rerun_execution(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let request: RerunRequest = if body.is_empty() {
-        RerunRequest::default()
-    } else {
-        serde_json::from_value(parse_body(&headers, &body)?).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("expected {{\"failed_only\": true|false}}: {e}"),
-            )
-        })?
+    let request: RerunRequest = match parse_body(&headers, &body)? {
+        Value::Null => RerunRequest::default(),
+        value => parse_object(value, r#"{"failed_only": true|false}"#)?,
     };
     let caller_for_audit = caller.clone();
     let context = ExecutionContext {
@@ -987,21 +1363,37 @@ async fn rerun_execution(
     audit_control(&state, &caller_for_audit, "execution.rerun", &id).await;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": new_id, "rerun_of": id})),
+        Json(doc::RerunAnswer {
+            id: new_id,
+            rerun_of: id,
+        }),
     )
         .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 struct InquiryQuery {
+    /// `pending` (when absent), `succeeded`, `failed`, `timeout`, `canceled`
+    /// or `all`.
     status: Option<String>,
+    /// At most this many (clamped to 1..1000; 50 when absent).
     limit: Option<u64>,
 }
 
+/// `GET /api/v1/inquiries`: approvals asked for.
+#[utoipa::path(
+    get,
+    path = "/inquiries",
+    tag = "inquiries",
+    params(InquiryQuery),
+    responses((status = 200, description = "Inquiries, newest first.", body = Vec<InquiryView>))
+)]
 async fn list_inquiries(
     State(state): State<Arc<AppState>>,
     Q(query): Q<InquiryQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<InquiryView>>, ApiError> {
     let status = query.status.as_deref().unwrap_or("pending");
     let status = (status != "all").then_some(status);
     let list = state
@@ -1010,17 +1402,28 @@ async fn list_inquiries(
         .list_inquiries(status, query.limit.unwrap_or(50).clamp(1, 1000))
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(Value::Array(
+    Ok(Json(
         list.iter()
-            .map(|i| squall_engine::inquiry::view(i, None))
+            .map(|i| squall_engine::inquiry::summary(i, None))
             .collect(),
-    )))
+    ))
 }
 
+/// `GET /api/v1/inquiries/{id}`: one inquiry with its votes.
+#[utoipa::path(
+    get,
+    path = "/inquiries/{id}",
+    tag = "inquiries",
+    params(("id" = String, Path, description = "Inquiry id.")),
+    responses(
+        (status = 200, description = "The inquiry and its votes.", body = InquiryView),
+        (status = 404, description = "No such inquiry.", body = ErrorBody)
+    )
+)]
 async fn get_inquiry(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<InquiryView>, ApiError> {
     let inq = state
         .engine
         .store
@@ -1040,20 +1443,32 @@ async fn get_inquiry(
         .inquiry_votes(&id)
         .await
         .map_err(ApiError::internal)?;
-    let view = squall_engine::inquiry::view(&inq, Some(&votes));
-    Ok(Json(view))
+    Ok(Json(squall_engine::inquiry::summary(&inq, Some(&votes))))
 }
 
 /// Respond to an inquiry: the body is the response (for the default schema
 /// `{"approved": true}` or `{"approved": false, "reason": "..."}`). The API
 /// key acts as an admin.
+#[utoipa::path(
+    post,
+    path = "/inquiries/{id}/respond",
+    tag = "inquiries",
+    params(("id" = String, Path, description = "Inquiry id.")),
+    request_body(content = Object, description = "The response; it must satisfy the inquiry's schema."),
+    responses(
+        (status = 200, description = "Recorded (`pending` while more approvals are needed) or decided.", body = doc::VoteAnswer),
+        (status = 403, description = "This caller may not respond.", body = ErrorBody),
+        (status = 404, description = "No such inquiry.", body = ErrorBody),
+        (status = 409, description = "Already decided.", body = ErrorBody)
+    )
+)]
 async fn respond_inquiry(
     State(state): State<Arc<AppState>>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<doc::VoteAnswer>, ApiError> {
     use squall_engine::inquiry::{Vote, VoteOutcome, Voter};
     let response = parse_body(&headers, &body)?;
     if !response.is_object() {
@@ -1099,12 +1514,20 @@ async fn respond_inquiry(
         | VoteOutcome::Withdrawn {
             approvals,
             required,
-        } => Ok(Json(
-            json!({"id": id, "status": "pending", "approvals": approvals, "required": required}),
-        )),
-        VoteOutcome::Decided(d) => Ok(Json(
-            json!({"id": id, "status": d.status, "decided_by": d.decided_by}),
-        )),
+        } => Ok(Json(doc::VoteAnswer {
+            id,
+            status: "pending".into(),
+            approvals: Some(approvals),
+            required: Some(required),
+            decided_by: None,
+        })),
+        VoteOutcome::Decided(d) => Ok(Json(doc::VoteAnswer {
+            id,
+            status: d.status,
+            decided_by: Some(d.decided_by),
+            approvals: None,
+            required: None,
+        })),
     }
 }
 
@@ -1153,6 +1576,20 @@ async fn authenticate_hook(
 
 /// `POST /api/v1/alerts/{source}`: one `squall.alert` trigger instance per
 /// alert in the payload, repeats inside the de-duplication window dropped.
+#[utoipa::path(
+    post,
+    path = "/alerts/{source}",
+    tag = "triggers",
+    params(("source" = String, Path, description = "`alertmanager`, `grafana`, `pagerduty` or `generic`.")),
+    request_body(description = "The sender's own webhook payload.", content = Value, content_type = "application/json"),
+    security((), ("api_key" = []), ("bearer" = [])),
+    responses(
+        (status = 202, description = "Stored, one trigger instance per fresh alert.", body = doc::AlertsAccepted),
+        (status = 401, description = "No valid API key or signature.", body = ErrorBody),
+        (status = 404, description = "No such receiver.", body = ErrorBody),
+        (status = 503, description = "Intake is full or closing; retry.", body = ErrorBody)
+    )
+)]
 async fn alert(
     State(state): State<Arc<AppState>>,
     Path(source): Path<String>,
@@ -1207,12 +1644,12 @@ async fn receive_alert(
     let ids = state.engine.intake.fire_many(firings).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({
-            "trigger": triggers::ALERT,
-            "trigger_instance_ids": ids,
-            "alerts": fresh.len() + repeats.len(),
-            "deduplicated": repeats.len(),
-        })),
+        Json(doc::AlertsAccepted {
+            trigger: triggers::ALERT.into(),
+            trigger_instance_ids: ids,
+            alerts: fresh.len() + repeats.len(),
+            deduplicated: repeats.len(),
+        }),
     )
         .into_response())
 }

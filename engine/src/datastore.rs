@@ -39,6 +39,8 @@ pub const SYSTEM: &str = "system";
 
 /// Longest name and value accepted.
 const MAX_NAME: usize = 255;
+/// The longest time to live a pair may have (100 years).
+pub const MAX_TTL_SECONDS: u64 = 3_155_760_000;
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 
 /// Errors of the datastore, phrased for the caller.
@@ -363,7 +365,7 @@ fn remove_path(map: &mut Map<String, Value>, name: &str) {
 }
 
 /// A pair as shown to a caller.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct KvView {
     pub scope: String,
     pub name: String,
@@ -555,10 +557,18 @@ impl Datastore {
                 text.len()
             )));
         }
-        if set.ttl == Some(0) {
-            return Err(KvError::Invalid(
-                "ttl must be at least 1 second (leave it out for no expiry)".into(),
-            ));
+        match set.ttl {
+            Some(0) => {
+                return Err(KvError::Invalid(
+                    "ttl must be at least 1 second (leave it out for no expiry)".into(),
+                ));
+            }
+            Some(ttl) if ttl > MAX_TTL_SECONDS => {
+                return Err(KvError::Invalid(format!(
+                    "ttl must be at most {MAX_TTL_SECONDS} seconds (100 years; leave it out for no expiry)"
+                )));
+            }
+            _ => {}
         }
         let (value, key_id) = if set.secret {
             self.refresh_keys_if_rotated()?;
@@ -569,9 +579,9 @@ impl Datastore {
         } else {
             (text, None)
         };
-        let expires_at = set
-            .ttl
-            .map(|s| now_ms().saturating_add(i64::try_from(s).unwrap_or(i64::MAX / 2) * 1000));
+        let expires_at = set.ttl.map(|s| {
+            now_ms().saturating_add(i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000))
+        });
         self.store
             .kv_put(&KvWrite {
                 scope: scope.clone(),

@@ -5,7 +5,7 @@
 //! appears, so no view can forget to.
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::catalog::Catalog;
 use crate::execution::{ExecutionStatus, ms_to_rfc3339};
@@ -19,7 +19,7 @@ pub fn execution_view(model: &execution::Model, catalog: &Catalog) -> Value {
 
 /// An execution as people may see it (API, CLI, chat): parameters masked,
 /// and every secret value it holds scrubbed from result, output and error.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ExecutionView {
     pub id: String,
     pub action: String,
@@ -78,66 +78,152 @@ pub fn execution_summary(model: &execution::Model, catalog: &Catalog) -> Executi
     }
 }
 
-/// Full view: the execution plus the trigger instance and rule that caused it.
+/// An execution with the trigger instance and rule that caused it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ExecutionDetail {
+    #[serde(flatten)]
+    pub execution: ExecutionView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger_instance: Option<TriggerInstanceView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RuleCause>,
+}
+
+/// The rule whose enforcement started an execution.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RuleCause {
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Absent when the rule is no longer loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    pub enforcement_id: Option<String>,
+}
+
+/// Full view: the execution plus the trigger instance and rule that caused
+/// it, as JSON ([`execution_detail_summary`] is the typed form).
 pub async fn execution_detail(
     store: &Store,
     model: &execution::Model,
     catalog: &Catalog,
 ) -> Result<Value, StoreError> {
-    let mut view = execution_view(model, catalog);
-    let context = view.get("context").cloned().unwrap_or(Value::Null);
+    let detail = execution_detail_summary(store, model, catalog).await?;
+    Ok(serde_json::to_value(detail).unwrap_or(Value::Null))
+}
+
+/// Full view: the execution plus the trigger instance and rule that caused it.
+pub async fn execution_detail_summary(
+    store: &Store,
+    model: &execution::Model,
+    catalog: &Catalog,
+) -> Result<ExecutionDetail, StoreError> {
+    let execution = execution_summary(model, catalog);
+    let mut detail = ExecutionDetail {
+        trigger_instance: None,
+        rule: None,
+        execution,
+    };
+    let context = &detail.execution.context;
     if let Some(ti_id) = context.get("trigger_instance_id").and_then(Value::as_str)
         && let Some(ti) = store.get_trigger_instance(ti_id).await?
     {
-        view["trigger_instance"] = trigger_instance_view(&ti);
+        detail.trigger_instance = Some(trigger_instance_summary(&ti));
     }
+    let context = &detail.execution.context;
     if let Some(rule) = context.get("rule").and_then(Value::as_str) {
-        view["rule"] = match catalog.rule(rule) {
-            Some(r) => json!({
-                "ref": rule,
-                "description": r.description,
-                "trigger": r.trigger_type,
-                "enforcement_id": context.get("rule_enforcement_id"),
-            }),
-            None => json!({"ref": rule, "enforcement_id": context.get("rule_enforcement_id")}),
-        };
+        let enforcement_id = context
+            .get("rule_enforcement_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let known = catalog.rule(rule);
+        detail.rule = Some(RuleCause {
+            reference: rule.to_owned(),
+            description: known.map(|r| r.description.clone()),
+            trigger: known.map(|r| r.trigger_type.clone()),
+            enforcement_id,
+        });
     }
-    Ok(view)
+    Ok(detail)
 }
 
-/// JSON view of one trigger instance, its payload scrubbed of the secret
-/// values of the execution that caused it.
 /// An API key as the API and CLI show it: never the key or its hash.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ApiKeyView {
+    pub id: String,
+    pub name: String,
+    pub enabled: bool,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
 pub fn api_key_view(key: &api_key::Model) -> Value {
-    json!({
-        "id": key.id,
-        "name": key.name,
-        "enabled": key.enabled,
-        "created_at": ms_to_rfc3339(key.created_at),
-    })
+    serde_json::to_value(api_key_summary(key)).unwrap_or(Value::Null)
+}
+
+pub fn api_key_summary(key: &api_key::Model) -> ApiKeyView {
+    ApiKeyView {
+        id: key.id.clone(),
+        name: key.name.clone(),
+        enabled: key.enabled,
+        created_at: ms_to_rfc3339(key.created_at),
+    }
 }
 
 /// An audit row as the API and CLI show it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AuditView {
+    pub id: String,
+    /// RFC 3339.
+    pub at: String,
+    pub actor: String,
+    pub kind: String,
+    pub subject: String,
+    pub detail: Value,
+}
+
 pub fn audit_view(row: &audit::Model) -> Value {
-    json!({
-        "id": row.id,
-        "at": ms_to_rfc3339(row.at),
-        "actor": row.actor,
-        "kind": row.kind,
-        "subject": row.subject,
-        "detail": serde_json::from_str::<Value>(&row.detail).unwrap_or(Value::Null),
-    })
+    serde_json::to_value(audit_summary(row)).unwrap_or(Value::Null)
+}
+
+pub fn audit_summary(row: &audit::Model) -> AuditView {
+    AuditView {
+        id: row.id.clone(),
+        at: ms_to_rfc3339(row.at),
+        actor: row.actor.clone(),
+        kind: row.kind.clone(),
+        subject: row.subject.clone(),
+        detail: serde_json::from_str::<Value>(&row.detail).unwrap_or(Value::Null),
+    }
+}
+
+/// One trigger instance, its payload scrubbed of the secret values of the
+/// execution that caused it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TriggerInstanceView {
+    pub id: String,
+    pub trigger: String,
+    pub source: String,
+    /// RFC 3339.
+    pub occurred_at: String,
+    pub payload: Value,
 }
 
 pub fn trigger_instance_view(ti: &trigger_instance::Model) -> Value {
+    serde_json::to_value(trigger_instance_summary(ti)).unwrap_or(Value::Null)
+}
+
+pub fn trigger_instance_summary(ti: &trigger_instance::Model) -> TriggerInstanceView {
     let secrets = Secrets::from_stored(ti.secrets.as_deref());
-    json!({
-        "id": ti.id,
-        "trigger": ti.trigger,
-        "source": ti.source,
-        "occurred_at": ms_to_rfc3339(ti.occurred_at),
-        "payload": secrets.scrub_value(serde_json::from_str::<Value>(&ti.payload).unwrap_or(Value::Null)),
-    })
+    TriggerInstanceView {
+        id: ti.id.clone(),
+        trigger: ti.trigger.clone(),
+        source: ti.source.clone(),
+        occurred_at: ms_to_rfc3339(ti.occurred_at),
+        payload: secrets
+            .scrub_value(serde_json::from_str::<Value>(&ti.payload).unwrap_or(Value::Null)),
+    }
 }
 
 /// The secret values an execution's view must mask: those stored with it

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Lifecycle of an execution (DESIGN.md §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionStatus {
     Requested,

@@ -66,39 +66,85 @@ fn strings(v: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// An inquiry as the API and the CLI show it; `votes` adds its votes.
+/// An inquiry as the API and the CLI show it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct InquiryView {
+    pub id: String,
+    /// `pending`, `succeeded` (approved), `failed` (denied), `timeout` or `canceled`.
+    pub status: String,
+    /// The execution that asked.
+    pub execution: String,
+    pub workflow: Option<String>,
+    pub requester: Option<String>,
+    /// JSON schema an answer must satisfy.
+    pub schema: Value,
+    pub users: Value,
+    pub roles: Value,
+    pub approvers_required: usize,
+    pub allow_self_approval: Value,
+    pub message: Value,
+    pub response: Value,
+    pub decided_by: Value,
+    /// RFC 3339.
+    pub decided_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub created_at: String,
+    /// Only when one inquiry is shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub votes: Option<Vec<VoteView>>,
+}
+
+/// One vote on an inquiry.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct VoteView {
+    pub voter: String,
+    pub approve: bool,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// An inquiry as JSON; `votes` adds its votes.
 pub fn view(inq: &inquiry::Model, votes: Option<&[inquiry_vote::Model]>) -> Value {
+    serde_json::to_value(summary(inq, votes)).unwrap_or(Value::Null)
+}
+
+/// The typed form of [`view`].
+pub fn summary(inq: &inquiry::Model, votes: Option<&[inquiry_vote::Model]>) -> InquiryView {
     let params = params(inq);
     let json_of = |s: &Option<String>| {
         s.as_deref()
             .and_then(|t| serde_json::from_str::<Value>(t).ok())
             .unwrap_or(Value::Null)
     };
-    let mut view = json!({
-        "id": inq.id,
-        "status": inq.status,
-        "execution": inq.execution_id,
-        "workflow": inq.workflow_id,
-        "requester": inq.requester,
-        "schema": params.get("schema"),
-        "users": params.get("users"),
-        "roles": params.get("roles"),
-        "approvers_required": required(&params),
-        "allow_self_approval": params.get("allow_self_approval"),
-        "message": params.get("message"),
-        "response": json_of(&inq.response),
-        "decided_by": json_of(&inq.decided_by),
-        "decided_at": inq.decided_at.map(ms_to_rfc3339),
-        "expires_at": inq.expires_at.map(ms_to_rfc3339),
-        "created_at": ms_to_rfc3339(inq.created_at),
-    });
-    if let Some(votes) = votes {
-        view["votes"] = votes
-            .iter()
-            .map(|v| json!({"voter": v.voter, "approve": v.approve, "at": ms_to_rfc3339(v.at)}))
-            .collect();
+    let field = |name: &str| params.get(name).cloned().unwrap_or(Value::Null);
+    InquiryView {
+        id: inq.id.clone(),
+        status: inq.status.clone(),
+        execution: inq.execution_id.clone(),
+        workflow: inq.workflow_id.clone(),
+        requester: inq.requester.clone(),
+        schema: field("schema"),
+        users: field("users"),
+        roles: field("roles"),
+        approvers_required: required(&params),
+        allow_self_approval: field("allow_self_approval"),
+        message: field("message"),
+        response: json_of(&inq.response),
+        decided_by: json_of(&inq.decided_by),
+        decided_at: inq.decided_at.map(ms_to_rfc3339),
+        expires_at: inq.expires_at.map(ms_to_rfc3339),
+        created_at: ms_to_rfc3339(inq.created_at),
+        votes: votes.map(|votes| {
+            votes
+                .iter()
+                .map(|v| VoteView {
+                    voter: v.voter.clone(),
+                    approve: v.approve,
+                    at: ms_to_rfc3339(v.at),
+                })
+                .collect()
+        }),
     }
-    view
 }
 
 /// Approvals an inquiry needs.

@@ -34,7 +34,7 @@ async fn parameter_of_the_wrong_type_is_an_error_naming_it() -> Result<()> {
     let (status, body) = server
         .post("/api/v1/executions", r#"{"action": "nope.nothing"}"#)
         .await?;
-    assert_eq!(status, 400);
+    assert_eq!(status, 404);
     assert!(
         body["detail"]
             .as_str()

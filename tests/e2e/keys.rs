@@ -363,7 +363,8 @@ async fn secrets_are_sealed_masked_and_reach_actions(backend: Backend) -> Result
         .header("St2-Api-Key", &admin)
         .send()
         .await?;
-    assert_eq!(deleted.status().as_u16(), 204);
+    let code = deleted.status().as_u16();
+    assert_eq!(code, 204, "{}", deleted.text().await?);
     let (status, _) = server.get("/api/v1/keys/deploy.region").await?;
     assert_eq!(status, 404);
     let (status, _) = put(&server, &admin, "brief", &json!({"value": 1, "ttl": 1})).await?;

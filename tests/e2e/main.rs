@@ -24,6 +24,7 @@ mod http_runner;
 mod keys;
 mod matrix;
 mod metrics;
+mod openapi;
 mod ops;
 mod outbox;
 mod packs;

@@ -240,7 +240,7 @@ async fn st2_endpoint_fires_named_triggers_and_refuses_unknown_ones() -> Result<
             r#"{"trigger": "core.nope", "payload": {}}"#,
         )
         .await?;
-    assert_eq!(status, 400);
+    assert_eq!(status, 404);
     assert_eq!(body["error"], "unknown_trigger");
     let (status, body) = server
         .post("/api/v1/webhooks/st2", r#"{"payload": {}}"#)

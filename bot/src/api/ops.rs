@@ -11,52 +11,85 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
 use squall_engine::EngineError;
+use squall_engine::describe::{ApiKeyView, AuditView};
 use squall_engine::execution::ExecutionContext;
 use squall_engine::params::Casting;
 use squall_engine::store::AuditFilter;
+use utoipa::IntoParams;
 
-use super::{ApiError, AppState, Caller, Q, audit_control, parse_body};
+use super::doc::{self, ErrorBody};
+use super::{ApiError, AppState, Caller, Q, audit_control, parse_body, parse_object};
 
 /// `GET /api/v1/packs`: every loaded pack, where it came from, what it holds.
-pub(super) async fn list_packs(State(state): State<Arc<AppState>>) -> Json<Value> {
+#[utoipa::path(
+    get,
+    path = "/packs",
+    tag = "packs",
+    responses((status = 200, description = "Loaded packs.", body = Vec<doc::PackView>))
+)]
+pub(super) async fn list_packs(State(state): State<Arc<AppState>>) -> Json<Vec<doc::PackView>> {
     let catalog = state.engine.catalog.current();
-    Json(Value::Array(
+    Json(
         catalog
             .packs
             .iter()
             .map(|pack| {
                 let builtin = squall_engine::pack::builtin::is_builtin(&pack.meta.path);
-                json!({
-                    "ref": pack.meta.name,
-                    "version": pack.meta.version,
-                    "description": pack.meta.description,
-                    "source": if builtin { "built-in".to_owned() } else { pack.meta.path.display().to_string() },
-                    "state": "loaded",
-                    "actions": pack.actions.len(),
-                    "rules": pack.rules.len(),
-                    "aliases": pack.aliases.len(),
-                })
+                doc::PackView {
+                    reference: pack.meta.name.clone(),
+                    version: pack.meta.version.clone(),
+                    description: pack.meta.description.clone(),
+                    source: if builtin {
+                        "built-in".to_owned()
+                    } else {
+                        pack.meta.path.display().to_string()
+                    },
+                    state: "loaded".into(),
+                    actions: pack.actions.len(),
+                    rules: pack.rules.len(),
+                    aliases: pack.aliases.len(),
+                }
             })
             .collect(),
-    ))
+    )
 }
 
 /// `POST /api/v1/rules/{ref}/enable` and `.../disable`.
+#[utoipa::path(
+    post,
+    path = "/rules/{reference}/enable",
+    tag = "rules",
+    params(("reference" = String, Path, description = "`pack.rule`.")),
+    responses(
+        (status = 200, description = "Enabled on every node (stored).", body = doc::RuleToggled),
+        (status = 404, description = "No such rule.", body = ErrorBody)
+    )
+)]
 pub(super) async fn enable_rule(
     state: State<Arc<AppState>>,
     caller: axum::Extension<Caller>,
     reference: Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<doc::RuleToggled>, ApiError> {
     toggle_rule(state, caller, reference, true).await
 }
 
+/// `POST /api/v1/rules/{ref}/disable`.
+#[utoipa::path(
+    post,
+    path = "/rules/{reference}/disable",
+    tag = "rules",
+    params(("reference" = String, Path, description = "`pack.rule`.")),
+    responses(
+        (status = 200, description = "Disabled on every node (stored).", body = doc::RuleToggled),
+        (status = 404, description = "No such rule.", body = ErrorBody)
+    )
+)]
 pub(super) async fn disable_rule(
     state: State<Arc<AppState>>,
     caller: axum::Extension<Caller>,
     reference: Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<doc::RuleToggled>, ApiError> {
     toggle_rule(state, caller, reference, false).await
 }
 
@@ -65,7 +98,7 @@ async fn toggle_rule(
     axum::Extension(caller): axum::Extension<Caller>,
     Path(reference): Path<String>,
     enabled: bool,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<doc::RuleToggled>, ApiError> {
     let was = state
         .engine
         .set_rule_enabled(&reference, enabled, &caller.0, "api")
@@ -78,37 +111,55 @@ async fn toggle_rule(
             ),
             other => other.into(),
         })?;
-    Ok(Json(
-        json!({"ref": reference, "enabled": enabled, "was_enabled": was}),
-    ))
+    Ok(Json(doc::RuleToggled {
+        reference,
+        enabled,
+        was_enabled: was,
+    }))
 }
 
 /// `GET /api/v1/apikeys`: ids, names and states; never the keys (only their
 /// hashes are stored).
+#[utoipa::path(
+    get,
+    path = "/apikeys",
+    tag = "apikeys",
+    responses((status = 200, description = "API keys (never the keys).", body = Vec<ApiKeyView>))
+)]
 pub(super) async fn list_api_keys(
     State(state): State<Arc<AppState>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<ApiKeyView>>, ApiError> {
     let keys = state
         .engine
         .store
         .list_api_keys()
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(Value::Array(
+    Ok(Json(
         keys.iter()
-            .map(squall_engine::describe::api_key_view)
+            .map(squall_engine::describe::api_key_summary)
             .collect(),
-    )))
+    ))
 }
 
 /// `DELETE /api/v1/apikeys/{id or name}`: disable the key (or every enabled
 /// key of that name). It stops working at once on this node, within the
 /// key cache's lifetime (10 s) on others.
+#[utoipa::path(
+    delete,
+    path = "/apikeys/{key}",
+    tag = "apikeys",
+    params(("key" = String, Path, description = "The key's id or name.")),
+    responses(
+        (status = 200, description = "The keys revoked.", body = doc::Revoked),
+        (status = 404, description = "No enabled key with that id or name.", body = ErrorBody)
+    )
+)]
 pub(super) async fn revoke_api_key(
     State(state): State<Arc<AppState>>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path(key): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<doc::Revoked>, ApiError> {
     let revoked = state
         .engine
         .store
@@ -126,21 +177,32 @@ pub(super) async fn revoke_api_key(
     for k in &revoked {
         audit_control(&state, &caller, "apikey.revoke", &k.id).await;
     }
-    Ok(Json(
-        json!({"revoked": revoked.iter().map(squall_engine::describe::api_key_view).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(doc::Revoked {
+        revoked: revoked
+            .iter()
+            .map(squall_engine::describe::api_key_summary)
+            .collect(),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AuditQuery {
+    /// Who (`api:<key>`, `slack:U123`, `cli:<user>`).
     actor: Option<String>,
     /// A kind (`execution.cancel`) or a family (`execution`).
     kind: Option<String>,
+    /// What it was about (an execution id, `key:system/name`, ...).
     subject: Option<String>,
     /// RFC 3339 time or milliseconds since the epoch.
+    #[param(schema_with = doc::time_schema)]
     since: Option<String>,
+    /// RFC 3339 time or milliseconds since the epoch.
+    #[param(schema_with = doc::time_schema)]
     until: Option<String>,
+    /// 1 to 1000 (100 when absent).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -165,10 +227,17 @@ fn parse_time(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> 
 }
 
 /// `GET /api/v1/audit`: audit rows, newest first, filtered.
+#[utoipa::path(
+    get,
+    path = "/audit",
+    tag = "audit",
+    params(AuditQuery),
+    responses((status = 200, description = "Audit rows, newest first.", body = Vec<AuditView>))
+)]
 pub(super) async fn list_audit(
     State(state): State<Arc<AppState>>,
     Q(query): Q<AuditQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<AuditView>>, ApiError> {
     let limit = query.limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
         return Err(ApiError::new(
@@ -191,29 +260,18 @@ pub(super) async fn list_audit(
         .list_audit(&filter)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(Value::Array(
+    Ok(Json(
         rows.iter()
-            .map(squall_engine::describe::audit_view)
+            .map(squall_engine::describe::audit_summary)
             .collect(),
-    )))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AliasCommandBody {
-    /// The chat command without its prefix: `deploy web to prod`.
-    command: String,
+    ))
 }
 
 fn alias_command(headers: &HeaderMap, body: &Bytes) -> Result<String, ApiError> {
-    let request: AliasCommandBody =
-        serde_json::from_value(parse_body(headers, body)?).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("expected {{\"command\": \"deploy web to prod\"}}: {e}"),
-            )
-        })?;
+    let request: doc::AliasCommand = parse_object(
+        parse_body(headers, body)?,
+        r#"{"command": "deploy web to prod"}"#,
+    )?;
     let command = request.command.trim().to_owned();
     if command.is_empty() {
         return Err(ApiError::new(
@@ -231,11 +289,21 @@ fn no_match(err: impl std::fmt::Display) -> ApiError {
 
 /// `POST /api/v1/actionalias/match`: which alias and parameters a command
 /// resolves to.
+#[utoipa::path(
+    post,
+    path = "/actionalias/match",
+    tag = "aliases",
+    request_body = doc::AliasCommand,
+    responses(
+        (status = 200, description = "The alias and the parameters it reads.", body = doc::AliasMatched),
+        (status = 404, description = "No alias matches.", body = ErrorBody)
+    )
+)]
 pub(super) async fn match_alias(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<doc::AliasMatched>, ApiError> {
     let command = alias_command(&headers, &body)?;
     let catalog = state.engine.catalog.current();
     let matched = catalog.aliases.match_command(&command).map_err(no_match)?;
@@ -243,48 +311,66 @@ pub(super) async fn match_alias(
         .alias(&matched.alias_id)
         .map(|a| a.action_ref.clone())
         .unwrap_or_default();
-    Ok(Json(json!({
-        "alias": matched.alias_id,
-        "format": matched.representation,
-        "display": matched.display,
-        "action": action,
-        "parameters": matched.parameters,
-        "additional_parameters": matched.additional_parameters,
-    })))
+    Ok(Json(doc::AliasMatched {
+        alias: matched.alias_id,
+        format: matched.representation,
+        display: matched.display,
+        action,
+        parameters: matched.parameters,
+        additional_parameters: matched.additional_parameters,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct HelpQuery {
+    /// Only commands whose text or description contains this.
     filter: Option<String>,
 }
 
 /// `GET /api/v1/actionalias/help`: every command, by pack.
+#[utoipa::path(
+    get,
+    path = "/actionalias/help",
+    tag = "aliases",
+    params(HelpQuery),
+    responses((status = 200, description = "Commands, by pack.", body = Vec<doc::AliasHelp>))
+)]
 pub(super) async fn alias_help(
     State(state): State<Arc<AppState>>,
     Q(query): Q<HelpQuery>,
-) -> Json<Value> {
+) -> Json<Vec<doc::AliasHelp>> {
     let catalog = state.engine.catalog.current();
     let filter = query.filter.as_deref().filter(|f| !f.is_empty());
-    Json(Value::Array(
+    Json(
         catalog
             .aliases
             .help_entries(filter)
             .into_iter()
-            .map(|e| {
-                json!({
-                    "alias": e.alias_id,
-                    "pack": e.alias_id.split('.').next().unwrap_or_default(),
-                    "display": e.display,
-                    "description": e.description,
-                })
+            .map(|e| doc::AliasHelp {
+                pack: e.alias_id.split('.').next().unwrap_or_default().to_owned(),
+                alias: e.alias_id,
+                display: e.display,
+                description: e.description,
             })
             .collect(),
-    ))
+    )
 }
 
 /// `POST /api/v1/aliasexecution`: run a chat command on behalf of the API
 /// caller; answers the executions it started (one per parameter set).
+#[utoipa::path(
+    post,
+    path = "/aliasexecution",
+    tag = "aliases",
+    request_body = doc::AliasCommand,
+    responses(
+        (status = 201, description = "The executions started.", body = doc::AliasExecuted),
+        (status = 404, description = "No alias matches.", body = ErrorBody),
+        (status = 503, description = "Intake is full or closing; retry.", body = ErrorBody)
+    )
+)]
 pub(super) async fn execute_alias(
     State(state): State<Arc<AppState>>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -313,11 +399,11 @@ pub(super) async fn execute_alias(
     }
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "alias": alias.reference(),
-            "action": alias.action_ref,
-            "executions": ids,
-        })),
+        Json(doc::AliasExecuted {
+            alias: alias.reference(),
+            action: alias.action_ref,
+            executions: ids,
+        }),
     )
         .into_response())
 }
