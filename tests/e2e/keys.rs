@@ -84,11 +84,22 @@ async fn database_text(server: &TestServer) -> Result<String> {
     let url = server.database_url();
     if let Some(path) = url.strip_prefix("sqlite://") {
         let path = path.split('?').next().unwrap_or(path);
+        // Read by another process: closing a descriptor of a database file
+        // drops every POSIX lock this process holds on it (SQLite's "how to
+        // corrupt your database", 2.2), and the server in this process
+        // relies on those locks while the CLI tests open the same file.
         let mut text = String::new();
         for suffix in ["", "-wal", "-shm"] {
-            if let Ok(bytes) = std::fs::read(format!("{path}{suffix}")) {
-                text.push_str(&String::from_utf8_lossy(&bytes));
+            let file = format!("{path}{suffix}");
+            if !std::path::Path::new(&file).exists() {
+                continue;
             }
+            let out = tokio::process::Command::new("cat")
+                .arg(&file)
+                .output()
+                .await?;
+            ensure!(out.status.success(), "cat {file} failed");
+            text.push_str(&String::from_utf8_lossy(&out.stdout));
         }
         return Ok(text);
     }
@@ -365,8 +376,8 @@ async fn secrets_are_sealed_masked_and_reach_actions(backend: Backend) -> Result
         .await?;
     let code = deleted.status().as_u16();
     assert_eq!(code, 204, "{}", deleted.text().await?);
-    let (status, _) = server.get("/api/v1/keys/deploy.region").await?;
-    assert_eq!(status, 404);
+    let (status, body) = server.get("/api/v1/keys/deploy.region").await?;
+    assert_eq!(status, 404, "{body}");
     let (status, _) = put(&server, &admin, "brief", &json!({"value": 1, "ttl": 1})).await?;
     assert_eq!(status, 200);
     eventually(Duration::from_secs(30), "the pair to expire", || async {
