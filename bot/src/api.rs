@@ -1371,14 +1371,27 @@ async fn rerun_execution(
         .into_response())
 }
 
+/// Which inquiries to list.
+#[derive(Deserialize, ToSchema, Clone, Copy, Default, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum InquiryStatus {
+    #[default]
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+    Canceled,
+    All,
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct InquiryQuery {
-    /// `pending` (when absent), `succeeded`, `failed`, `timeout`, `canceled`
-    /// or `all`.
-    status: Option<String>,
-    /// At most this many (clamped to 1..1000; 50 when absent).
+    /// Only inquiries in this state (`pending` when absent; `all` for every one).
+    status: Option<InquiryStatus>,
+    /// At most this many, newest first (1 to 1000; 50 when absent).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -1394,12 +1407,26 @@ async fn list_inquiries(
     State(state): State<Arc<AppState>>,
     Q(query): Q<InquiryQuery>,
 ) -> Result<Json<Vec<InquiryView>>, ApiError> {
-    let status = query.status.as_deref().unwrap_or("pending");
-    let status = (status != "all").then_some(status);
+    let status = match query.status.unwrap_or_default() {
+        InquiryStatus::Pending => Some("pending"),
+        InquiryStatus::Approved => Some("approved"),
+        InquiryStatus::Denied => Some("denied"),
+        InquiryStatus::Expired => Some("expired"),
+        InquiryStatus::Canceled => Some("canceled"),
+        InquiryStatus::All => None,
+    };
+    let limit = query.limit.unwrap_or(50);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            "limit must be between 1 and 1000",
+        ));
+    }
     let list = state
         .engine
         .store
-        .list_inquiries(status, query.limit.unwrap_or(50).clamp(1, 1000))
+        .list_inquiries(status, limit)
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(

@@ -70,7 +70,7 @@ fn strings(v: Option<&Value>) -> Vec<String> {
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct InquiryView {
     pub id: String,
-    /// `pending`, `succeeded` (approved), `failed` (denied), `timeout` or `canceled`.
+    /// `pending`, `approved`, `denied`, `expired` or `canceled`.
     pub status: String,
     /// The execution that asked.
     pub execution: String,
