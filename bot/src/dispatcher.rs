@@ -27,6 +27,7 @@ use crate::config::ChatSection;
 
 mod approvals;
 mod delivery;
+mod keys;
 
 /// Per-user command log for rate limiting.
 #[derive(Default)]
@@ -270,6 +271,7 @@ impl Dispatcher {
             "approve" => self.vote_command(&reply, &principal, true, rest).await,
             "deny" => self.vote_command(&reply, &principal, false, rest).await,
             "inquiries" => self.list_inquiries(&reply).await,
+            "key" => self.key_command(&reply, &principal, rest).await,
             _ => return Some(self.run_alias(reply, &principal, command, message).await),
         }
         Some("builtin")
@@ -361,7 +363,7 @@ impl Dispatcher {
         }
         let p = &self.settings.prefix;
         text.push_str(&format!(
-            "built-in: {p}help [filter], {p}status <id>, {p}cancel <id>, {p}retry <id> [failed], {p}executions [n], {p}approve <id>, {p}deny <id> [reason], {p}inquiries, {p}whoami"
+            "built-in: {p}help [filter], {p}status <id>, {p}cancel <id>, {p}retry <id> [failed], {p}executions [n], {p}approve <id>, {p}deny <id> [reason], {p}inquiries, {p}key list|get|set|delete [system] ..., {p}whoami"
         ));
         reply
             .say(OutgoingMessage {

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use squall::cli::KeyCommand;
 use squall::config::Config;
+use squall::output::pair_line;
 use squall::server;
 use squall_engine::datastore::KvSet;
 use squall_engine::store::AuditEntry;
@@ -40,30 +41,6 @@ fn query(pairs: &[(&str, Option<String>)]) -> String {
     }
 }
 
-fn line(pair: &Value) -> String {
-    let value = match &pair["value"] {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let mut out = format!(
-        "{}/{} = {value}",
-        pair["scope"].as_str().unwrap_or("?"),
-        pair["name"].as_str().unwrap_or("?")
-    );
-    if pair["secret"].as_bool() == Some(true) {
-        out.push_str("  (secret)");
-    }
-    if let Some(at) = pair["expires_at"].as_i64()
-        && let Some(when) = chrono::DateTime::from_timestamp_millis(at)
-    {
-        out.push_str(&format!(
-            "  (expires {})",
-            when.format("%Y-%m-%d %H:%M:%S UTC")
-        ));
-    }
-    out
-}
-
 /// A list of pairs (the API's JSON form), as JSON or a line each.
 fn print_list(json: bool, list: &Value) {
     print_json_or(json, list, || {
@@ -71,7 +48,7 @@ fn print_list(json: bool, list: &Value) {
             .as_array()
             .map_or(&[][..], Vec::as_slice)
             .iter()
-            .map(line)
+            .map(pair_line)
             .collect();
         if lines.is_empty() {
             "(no keys)".into()
@@ -132,7 +109,7 @@ pub async fn key(config: &Config, remote: Option<Remote>, cmd: KeyCommand) -> Re
                 .await;
             }
             let view = serde_json::to_value(&pair)?;
-            print_json_or(json, &view, || line(&view));
+            print_json_or(json, &view, || pair_line(&view));
         }
         KeyCommand::Set {
             name,
@@ -153,7 +130,7 @@ pub async fn key(config: &Config, remote: Option<Remote>, cmd: KeyCommand) -> Re
                 })
                 .await?;
             audit(&engine, "key.set", format!("key:{}/{name}", scope.scope)).await;
-            println!("{}", line(&serde_json::to_value(&pair)?));
+            println!("{}", pair_line(&serde_json::to_value(&pair)?));
         }
         KeyCommand::Delete { name, scope } => {
             datastore.delete(&scope.scope, &name).await?;
@@ -219,7 +196,7 @@ async fn key_remote(remote: &Remote, cmd: KeyCommand) -> Result<ExitCode> {
                 ])
             );
             let view = remote.get(&path).await?;
-            print_json_or(json, &view, || line(&view));
+            print_json_or(json, &view, || pair_line(&view));
         }
         KeyCommand::Set {
             name,
@@ -237,7 +214,7 @@ async fn key_remote(remote: &Remote, cmd: KeyCommand) -> Result<ExitCode> {
             let view = remote
                 .put(&format!("/api/v1/keys/{}", encode(&name)), &body)
                 .await?;
-            println!("{}", line(&view));
+            println!("{}", pair_line(&view));
         }
         KeyCommand::Delete { name, scope } => {
             remote

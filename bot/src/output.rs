@@ -134,3 +134,28 @@ pub fn rule_table(rules: &[Value]) -> String {
     }
     out
 }
+
+/// One pair as a line: `scope/name = value`, marked when secret or expiring.
+pub fn pair_line(pair: &Value) -> String {
+    let value = match &pair["value"] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut out = format!(
+        "{}/{} = {value}",
+        pair["scope"].as_str().unwrap_or("?"),
+        pair["name"].as_str().unwrap_or("?")
+    );
+    if pair["secret"].as_bool() == Some(true) {
+        out.push_str("  (secret)");
+    }
+    if let Some(at) = pair["expires_at"].as_i64()
+        && let Some(when) = chrono::DateTime::from_timestamp_millis(at)
+    {
+        out.push_str(&format!(
+            "  (expires {})",
+            when.format("%Y-%m-%d %H:%M:%S UTC")
+        ));
+    }
+    out
+}

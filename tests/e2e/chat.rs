@@ -567,3 +567,81 @@ async fn adapters_with_http_ingress_get_their_routes_mounted() -> Result<()> {
     assert_eq!(huge.status(), 413, "the API's body limit applies");
     Ok(())
 }
+
+#[tokio::test]
+async fn people_keep_their_own_datastore_pairs_in_chat() -> Result<()> {
+    use squall_engine::datastore::KvSet;
+    let server = server().await?;
+    let mut alice = Session::new(&server, "alice", ChatSection::default())?;
+    let mut bob = Session::new(&server, "bob", ChatSection::default())?;
+
+    let said = alice.say("key set favourite tea").await;
+    assert!(
+        said.contains("user:console:alice/favourite = tea"),
+        "{said}"
+    );
+    let said = alice.say("key set limits {\"cpu\": 2}").await;
+    assert!(said.contains(r#"limits = {"cpu":2}"#), "{said}");
+    // Bob has his own scope: he cannot see Alice's pairs.
+    let said = bob.say("key get favourite").await;
+    assert!(
+        said.contains("not found") || said.contains("no key"),
+        "{said}"
+    );
+    let said = bob.say("key list").await;
+    assert!(said.contains("No pairs in user:console:bob."), "{said}");
+    // The system scope needs the grants: Bob (guest) has none, Alice (admin) all.
+    let said = bob.say("key list system").await;
+    assert!(said.contains("needs the `key:read` grant"), "{said}");
+    let said = bob.say("key set system region eu").await;
+    assert!(said.contains("needs the `key:write` grant"), "{said}");
+    let said = alice.say("key set system region eu-west-1").await;
+    assert!(said.contains("system/region = eu-west-1"), "{said}");
+
+    // A secret in Alice's scope (set through the API or CLI) stays masked.
+    server
+        .engine
+        .datastore
+        .set(&KvSet {
+            scope: "user:console:alice".into(),
+            name: "token".into(),
+            value: serde_json::json!("s3cr3t-value"),
+            secret: true,
+            ttl: None,
+        })
+        .await?;
+    let said = alice.say("key list").await;
+    assert!(said.contains("token = ********  (secret)"), "{said}");
+    assert!(said.contains("favourite = tea"), "{said}");
+    assert!(!alice.transcript.contains("s3cr3t-value"));
+    let said = alice.say("key decrypt token").await;
+    assert!(said.contains("not shown decrypted in chat"), "{said}");
+
+    let said = alice.say("key delete favourite").await;
+    assert!(
+        said.contains("Deleted user:console:alice/favourite."),
+        "{said}"
+    );
+    let said = alice.say("key frobnicate").await;
+    assert!(said.contains("Usage: `key list [system]`"), "{said}");
+
+    // Writes are audited with who did it and from where.
+    let audit = server
+        .engine
+        .store
+        .audit_for("key:user:console:alice/favourite")
+        .await?;
+    let rows: Vec<(&str, &str)> = audit
+        .iter()
+        .map(|a| (a.kind.as_str(), a.actor.as_str()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("key.set", "console:alice"),
+            ("key.delete", "console:alice")
+        ]
+    );
+    assert!(audit.iter().all(|a| a.detail.contains("chat")), "{audit:?}");
+    server.stop().await
+}
