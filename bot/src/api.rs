@@ -7,6 +7,8 @@ pub mod doc;
 mod keys;
 mod ops;
 
+pub use ops::pack_views;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};

@@ -184,8 +184,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Alias(AliasCommand::Match { text }) => {
             let runners = RunnerRegistry::builtin();
-            let catalog = squall_engine::load_catalog(&config.packs, &runners)
-                .map_err(|e| anyhow!("{}", squall_engine::EngineError::Packs(e)))?;
+            let catalog = squall_engine::load_catalog_lenient(&config.packs, &runners);
             match catalog
                 .aliases
                 .match_command(text.trim_start_matches(config.chat.prefix.as_str()))
@@ -284,25 +283,47 @@ fn validate_packs(cli: &Cli, dirs: &[std::path::PathBuf]) -> Result<ExitCode> {
     } else {
         dirs.to_vec()
     };
-    let runners = RunnerRegistry::builtin();
-    match squall_engine::load_catalog(&dirs, &runners) {
-        Ok(catalog) => {
-            println!(
-                "ok: {} pack(s), {} action(s), {} rule(s)",
-                catalog.packs.len(),
-                catalog.action_refs().len(),
-                catalog.rules().count()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{e}");
-            }
-            eprintln!("{} error(s)", errors.len());
-            Ok(ExitCode::FAILURE)
+    // Loaded as `serve` loads them (each pack on its own); any refused pack
+    // fails the validation, with every problem of every pack.
+    let catalog = squall_engine::load_catalog_lenient(&dirs, &RunnerRegistry::builtin());
+    for warning in &catalog.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if catalog.refused.is_empty() {
+        println!(
+            "ok: {} pack(s), {} action(s), {} rule(s)",
+            catalog.packs.len(),
+            catalog.action_refs().len(),
+            catalog.rules().count()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut count = 0;
+    for refused in &catalog.refused {
+        eprintln!(
+            "refused: {} ({})",
+            refused.name.as_deref().unwrap_or("?"),
+            refused.dir.display()
+        );
+        for e in &refused.errors {
+            eprintln!("{e}");
+            count += 1;
         }
     }
+    if !catalog.packs.is_empty() {
+        eprintln!(
+            "{} pack(s) load: {}",
+            catalog.packs.len(),
+            catalog
+                .packs
+                .iter()
+                .map(|p| p.meta.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    eprintln!("{count} error(s)");
+    Ok(ExitCode::FAILURE)
 }
 
 async fn serve(config: &Config, console_user: Option<String>) -> Result<ExitCode> {

@@ -63,34 +63,11 @@ pub async fn pack_list(config: &Config, remote: Option<Remote>, json: bool) -> R
     })
 }
 
-/// Each configured pack loaded on its own: one that fails shows its errors.
+/// The configured packs loaded as `serve` loads them: each on its own, a
+/// refused one with its errors.
 fn local_packs(config: &Config) -> Result<Value> {
-    let runners = RunnerRegistry::builtin();
-    let names = runners.names();
-    let triggers = squall_engine::triggers::builtin_names();
-    let opts = squall_engine::pack::LoadOptions {
-        known_runners: &names,
-        known_triggers: &triggers,
-    };
-    let mut roots = squall_engine::pack::builtin::builtin_pack_dirs(&config.packs)
-        .map_err(|e| anyhow!("{e}"))?;
-    roots.extend(config.packs.iter().cloned());
-    let reports = squall_engine::pack::report_pack_roots(&roots, &opts);
-    Ok(Value::Array(
-        reports
-            .iter()
-            .map(|r| {
-                let builtin = squall_engine::pack::builtin::is_builtin(&r.dir);
-                json!({
-                    "ref": r.name.clone().unwrap_or_else(|| r.dir.display().to_string()),
-                    "version": r.version,
-                    "source": if builtin { "built-in".to_owned() } else { r.dir.display().to_string() },
-                    "state": if r.errors.is_empty() { "loaded" } else { "failed" },
-                    "errors": r.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                })
-            })
-            .collect(),
-    ))
+    let catalog = squall_engine::load_catalog_lenient(&config.packs, &RunnerRegistry::builtin());
+    Ok(serde_json::to_value(squall::api::pack_views(&catalog))?)
 }
 
 /// `squall rule enable|disable REF`.
@@ -355,8 +332,8 @@ pub async fn alias_help(
                 .await?
         }
         None => {
-            let catalog = squall_engine::load_catalog(&config.packs, &RunnerRegistry::builtin())
-                .map_err(|e| anyhow!("{}", squall_engine::EngineError::Packs(e)))?;
+            let catalog =
+                squall_engine::load_catalog_lenient(&config.packs, &RunnerRegistry::builtin());
             Value::Array(
                 catalog
                     .aliases

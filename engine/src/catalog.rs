@@ -124,6 +124,10 @@ pub struct Catalog {
     alias_defs: HashMap<String, Alias>,
     /// Workflow actions' parsed definitions, by action reference.
     workflows: HashMap<String, Arc<WorkflowSpec>>,
+    /// Packs that did not load, each with its errors (lenient loading).
+    pub refused: Vec<crate::pack::RefusedPack>,
+    /// What StackStorm lets pass in the loaded packs, for their authors.
+    pub warnings: Vec<PackError>,
 }
 
 impl Catalog {
@@ -235,6 +239,8 @@ impl Catalog {
             aliases,
             alias_defs,
             workflows,
+            refused: Vec::new(),
+            warnings: Vec::new(),
         })
     }
 
@@ -275,7 +281,10 @@ impl Catalog {
                 }
             }
         }
-        Catalog::build(packs, runners)
+        let mut catalog = Catalog::build(packs, runners)?;
+        catalog.refused = self.refused.clone();
+        catalog.warnings = self.warnings.clone();
+        Ok(catalog)
     }
 
     /// Whether every rule `states` names has that state already.

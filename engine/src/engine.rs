@@ -2,6 +2,7 @@
 //! the intake and (optionally) the worker pool. The binary and the tests wire
 //! everything through this one type.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::{Catalog, CatalogHandle};
 use crate::execution::{ExecutionContext, ExecutionStatus, new_id, now_ms};
 use crate::intake::{Intake, IntakeError, new_execution};
-use crate::pack::{LoadOptions, PackError, load_pack_roots};
+use crate::pack::{LoadOptions, Pack, PackError, RefusedPack, load_pack_roots, load_packs};
 use crate::params::{Casting, ParamError};
 use crate::runners::{RunHost, RunnerRegistry};
 use crate::secrets::Secrets;
@@ -148,10 +149,153 @@ pub fn load_catalog(
     Catalog::build(packs, runners)
 }
 
+/// Load the built-in packs and those under `roots` pack by pack, as
+/// StackStorm registers them: a pack with a problem is refused with all of
+/// its problems (`Catalog::refused`), the rest load. A pack whose rules or
+/// aliases name an action no loaded pack has is refused too, and so on until
+/// what is left holds together.
+pub fn load_catalog_lenient(roots: &[PathBuf], runners: &RunnerRegistry) -> Catalog {
+    let names = runners.names();
+    let triggers = crate::triggers::builtin_names();
+    let opts = LoadOptions {
+        known_runners: &names,
+        known_triggers: &triggers,
+    };
+    let mut refused = Vec::new();
+    let mut all = match crate::pack::builtin::builtin_pack_dirs(roots) {
+        Ok(dirs) => dirs,
+        Err(e) => {
+            refused.push(RefusedPack {
+                dir: e.file.clone(),
+                name: None,
+                version: None,
+                errors: vec![e],
+            });
+            Vec::new()
+        }
+    };
+    all.extend(roots.iter().cloned());
+    let load = load_packs(&all, &opts);
+    refused.extend(load.refused);
+    let mut packs = load.packs;
+    let catalog = loop {
+        refuse_dangling_refs(&mut packs, &mut refused);
+        match Catalog::build(packs.clone(), runners) {
+            Ok(catalog) => break catalog,
+            Err(errors) => {
+                let before = packs.len();
+                refuse_packs_with(&mut packs, errors, &mut refused);
+                if packs.len() == before {
+                    // Errors no pack owns (cannot happen today): refuse nothing
+                    // silently, load nothing.
+                    packs.clear();
+                }
+            }
+        }
+    };
+    let mut catalog = catalog;
+    refused.sort_by(|a, b| a.dir.cmp(&b.dir));
+    catalog.refused = refused;
+    catalog.warnings = load.warnings;
+    catalog
+}
+
+/// Move the packs whose rules or aliases name an action no remaining pack
+/// has to `refused`, until none does.
+fn refuse_dangling_refs(packs: &mut Vec<Pack>, refused: &mut Vec<RefusedPack>) {
+    loop {
+        let known: BTreeSet<String> = packs
+            .iter()
+            .flat_map(|p| p.actions.iter().map(|a| a.reference()))
+            .collect();
+        let refused_names: BTreeSet<String> =
+            refused.iter().filter_map(|r| r.name.clone()).collect();
+        let mut errors_by_pack: BTreeMap<usize, Vec<PackError>> = BTreeMap::new();
+        for (i, pack) in packs.iter().enumerate() {
+            let refs = pack
+                .rules
+                .iter()
+                .map(|r| (&r.file, "action.ref", &r.action_ref))
+                .chain(
+                    pack.aliases
+                        .iter()
+                        .map(|a| (&a.file, "action_ref", &a.action_ref)),
+                );
+            for (file, field, target) in refs {
+                if known.contains(target) {
+                    continue;
+                }
+                let owner = target.split('.').next().unwrap_or_default();
+                let reason = if refused_names.contains(owner) {
+                    format!("action '{target}' is in pack '{owner}', which was refused")
+                } else {
+                    format!("unknown action '{target}' (no loaded pack defines it)")
+                };
+                errors_by_pack.entry(i).or_default().push(PackError {
+                    file: file.clone(),
+                    field: field.into(),
+                    reason,
+                    line: None,
+                });
+            }
+        }
+        if errors_by_pack.is_empty() {
+            return;
+        }
+        for (i, errors) in errors_by_pack.into_iter().rev() {
+            let pack = packs.remove(i);
+            refused.push(RefusedPack {
+                dir: pack.meta.path.clone(),
+                name: Some(pack.meta.name),
+                version: Some(pack.meta.version),
+                errors,
+            });
+        }
+    }
+}
+
+/// Move the packs that own any of `errors` (by file) to `refused`.
+fn refuse_packs_with(
+    packs: &mut Vec<Pack>,
+    errors: Vec<PackError>,
+    refused: &mut Vec<RefusedPack>,
+) {
+    let mut by_pack: BTreeMap<usize, Vec<PackError>> = BTreeMap::new();
+    for error in errors {
+        if let Some(i) = packs
+            .iter()
+            .position(|p| error.file.starts_with(&p.meta.path))
+        {
+            by_pack.entry(i).or_default().push(error);
+        }
+    }
+    for (i, errors) in by_pack.into_iter().rev() {
+        let pack = packs.remove(i);
+        refused.push(RefusedPack {
+            dir: pack.meta.path.clone(),
+            name: Some(pack.meta.name),
+            version: Some(pack.meta.version),
+            errors,
+        });
+    }
+}
+
 impl Engine {
     pub async fn start(options: EngineOptions) -> Result<Engine, EngineError> {
         let runners = RunnerRegistry::builtin();
-        let catalog = load_catalog(&options.pack_roots, &runners).map_err(EngineError::Packs)?;
+        let catalog = load_catalog_lenient(&options.pack_roots, &runners);
+        for refused in &catalog.refused {
+            tracing::error!(
+                pack = refused.name.as_deref().unwrap_or("?"),
+                dir = %refused.dir.display(),
+                errors = refused.errors.len(),
+                "pack refused; the other packs load. Its problems:\n{}",
+                refused.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+            );
+        }
+        for warning in &catalog.warnings {
+            tracing::warn!("pack: {warning}");
+        }
         let store = Store::connect(&options.database_url).await?;
         let node_id = format!("node-{}", new_id());
         if options.recover_at_start {

@@ -25,7 +25,7 @@ pub mod triggers;
 pub mod worker;
 pub mod workflow;
 
-pub use engine::{Engine, EngineError, EngineOptions, load_catalog};
+pub use engine::{Engine, EngineError, EngineOptions, load_catalog, load_catalog_lenient};
 pub use squall_aliases;
 
 /// Install the process-wide TLS crypto provider once. Several crates enable

@@ -214,6 +214,21 @@ fn declared_types(schema: &Value) -> Vec<&str> {
     }
 }
 
+/// [`cast`] for any scalar: a number or boolean is read as its text first
+/// (a pack's `default: 0` on a boolean, `default: 8080` on a string).
+pub(crate) fn cast_loosely(value: &Value, schema: &Value) -> Value {
+    let text = match value {
+        Value::String(_) => return cast(value, schema),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => return value.clone(),
+    };
+    if declared_types(schema).contains(&"string") {
+        return Value::String(text);
+    }
+    cast(&Value::String(text), schema)
+}
+
 /// StackStorm-style casts of text to the declared type; a value that does not
 /// cast is left alone so validation reports it.
 fn cast(value: &Value, schema: &Value) -> Value {

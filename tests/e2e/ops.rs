@@ -236,8 +236,8 @@ async fn packs_triggers_and_aliases_without_a_chat(backend: Backend) -> Result<(
     );
     ensure!(find("testing")["actions"].as_u64() > Some(0));
 
-    // Locally, a broken pack is listed as failed with its error, beside the
-    // others, and the command fails.
+    // Locally, a broken pack is listed as refused with its errors, beside
+    // the others, and the command fails.
     let dir = tempfile::tempdir()?;
     let broken = dir.path().join("extra/broken");
     std::fs::create_dir_all(broken.join("actions"))?;
@@ -255,10 +255,10 @@ async fn packs_triggers_and_aliases_without_a_chat(backend: Backend) -> Result<(
         &[],
     )
     .await?;
-    ensure!(!ok, "a failed pack makes `pack list` fail");
+    ensure!(!ok, "a refused pack makes `pack list` fail");
     ensure!(
         out.lines()
-            .any(|l| l.starts_with("broken") && l.contains("failed")),
+            .any(|l| l.starts_with("broken") && l.contains("refused")),
         "{out}"
     );
     ensure!(out.contains("no-such-runner"), "{out}");

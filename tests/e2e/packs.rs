@@ -1,7 +1,10 @@
 //! `squall pack validate` as a user runs it.
 
-use anyhow::Result;
-use squall_tests::{repo_root, squall_binary};
+use anyhow::{Context, Result};
+use squall_engine::runners::RunnerRegistry;
+use squall_tests::{Backend, repo_root, squall_binary};
+
+use crate::server::TestServer;
 
 /// The packs under `roots`, by directory name (a pack is a directory with a
 /// pack.yaml): what a validation must count.
@@ -74,7 +77,7 @@ fn pack_with_three_mistakes_reports_all_three_with_file_and_field() -> Result<()
     )?;
     std::fs::write(
         pack.join("actions/b.yaml"),
-        "name: b\nrunner_type: noop\nparameters:\n  count:\n    type: integer\n    default: many\n",
+        "name: b\nrunner_type: noop\nparameters:\n  count:\n    type: integr\n    default: 1\n",
     )?;
     std::fs::write(
         pack.join("rules/r.yaml"),
@@ -97,7 +100,7 @@ fn pack_with_three_mistakes_reports_all_three_with_file_and_field() -> Result<()
     assert!(
         lines
             .iter()
-            .any(|l| l.contains("actions/b.yaml") && l.contains("parameters.count.default")),
+            .any(|l| l.contains("actions/b.yaml") && l.contains("parameters.count.type")),
         "{stderr}"
     );
     assert!(
@@ -292,4 +295,143 @@ fn the_checkout_packs_are_the_built_in_ones() -> Result<()> {
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("replaces the built-in"), "{stderr}");
     Ok(())
+}
+
+/// Each pack loads or is refused on its own, as StackStorm registers them:
+/// `serve` starts with the good ones and shows the refused ones with their
+/// errors; StackStorm's loose spots (a default of the wrong type, `immutable`
+/// without a default) load with a warning.
+#[tokio::test]
+async fn a_broken_pack_is_refused_alone_and_the_rest_serve() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let write = |path: &str, text: &str| -> Result<()> {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().context("parent")?)?;
+        std::fs::write(path, text)?;
+        Ok(())
+    };
+    write(
+        "good/pack.yaml",
+        "ref: good\nname: good\ndescription: loads\nversion: 1.0.0\n",
+    )?;
+    write(
+        "good/actions/flag.yaml",
+        "name: flag\nrunner_type: local-shell-cmd\nparameters:\n  loud:\n    type: boolean\n    default: 0\n  port:\n    type: string\n    default: 8080\n  mode:\n    type: string\n    immutable: true\n  cmd:\n    default: echo loud={{ loud }} port={{ port }}\n",
+    )?;
+    write(
+        "broken/pack.yaml",
+        "ref: broken\nname: broken\ndescription: refused\nversion: 0.1.0\n",
+    )?;
+    write(
+        "broken/actions/a.yaml",
+        "name: a\nrunner_type: local-shell-cmmd\nparameters: {}\n",
+    )?;
+    write(
+        "leaning/pack.yaml",
+        "ref: leaning\nname: leaning\ndescription: uses broken\nversion: 0.2.0\n",
+    )?;
+    write(
+        "leaning/rules/r.yaml",
+        "name: r\ntrigger:\n  type: core.st2.webhook\n  parameters: {url: lean}\naction:\n  ref: broken.a\n",
+    )?;
+    let roots = vec![dir.path().to_path_buf()];
+
+    // The catalog: good loads (its defaults cast, with warnings), broken and
+    // leaning (which needs broken) are refused with their reasons.
+    let catalog = squall_engine::load_catalog_lenient(&roots, &RunnerRegistry::builtin());
+    let loaded: Vec<&str> = catalog.packs.iter().map(|p| p.meta.name.as_str()).collect();
+    assert!(
+        loaded.contains(&"good") && loaded.contains(&"core"),
+        "{loaded:?}"
+    );
+    let refused: Vec<(Option<&str>, Vec<String>)> = catalog
+        .refused
+        .iter()
+        .map(|r| {
+            (
+                r.name.as_deref(),
+                r.errors.iter().map(ToString::to_string).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    let broken = &refused
+        .iter()
+        .find(|r| r.0 == Some("broken"))
+        .context("broken")?
+        .1;
+    assert!(broken[0].contains("local-shell-cmmd"), "{broken:?}");
+    let leaning = &refused
+        .iter()
+        .find(|r| r.0 == Some("leaning"))
+        .context("leaning")?
+        .1;
+    assert!(
+        leaning[0].contains("action 'broken.a' is in pack 'broken', which was refused"),
+        "{leaning:?}"
+    );
+    let warnings: Vec<String> = catalog.warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("parameters.loud.default") && w.contains("using false")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("parameters.port.default") && w.contains("\"8080\"")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("parameters.mode.immutable")),
+        "{warnings:?}"
+    );
+
+    // `pack validate` still fails, naming every problem.
+    let out = std::process::Command::new(squall_binary()?)
+        .args(["pack", "validate"])
+        .arg(dir.path())
+        .output()?;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refused: broken"), "{stderr}");
+    assert!(stderr.contains("refused: leaning"), "{stderr}");
+    assert!(stderr.contains("warning: "), "{stderr}");
+    assert!(stderr.ends_with("2 error(s)\n"), "{stderr}");
+
+    // The server starts with the good packs and shows the refused ones.
+    let server = TestServer::start_with(Backend::Sqlite, |c| c.packs = roots.clone()).await?;
+    let (status, packs) = server.get("/api/v1/packs").await?;
+    assert_eq!(status, 200);
+    let state_of = |name: &str| {
+        packs
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["ref"] == name))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(state_of("good")["state"], "loaded");
+    assert_eq!(state_of("broken")["state"], "refused");
+    assert!(
+        state_of("broken")["errors"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("local-shell-cmmd"),
+        "{packs}"
+    );
+    assert_eq!(state_of("leaning")["state"], "refused");
+    let (status, created) = server
+        .post("/api/v1/executions", r#"{"action": "good.flag"}"#)
+        .await?;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().context("id")?;
+    let done = server
+        .engine
+        .wait_for(id, std::time::Duration::from_secs(60))
+        .await?;
+    assert_eq!(done.stdout.as_deref(), Some("loud=false port=8080\n"));
+    server.stop().await
 }

@@ -185,20 +185,23 @@ pub struct ParameterView {
     pub description: Option<String>,
 }
 
-/// A loaded pack.
+/// A pack: loaded, or refused with its errors.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PackView {
+    /// The pack's name (its directory when pack.yaml could not be read).
     #[serde(rename = "ref")]
     pub reference: String,
-    pub version: String,
+    pub version: Option<String>,
     pub description: String,
     /// `built-in` or the directory it was loaded from.
     pub source: String,
-    /// `loaded`.
+    /// `loaded` or `refused`.
     pub state: String,
     pub actions: usize,
     pub rules: usize,
     pub aliases: usize,
+    /// Why it was refused (`file:line: field: reason`), each problem.
+    pub errors: Vec<String>,
 }
 
 /// API keys revoked.

@@ -29,30 +29,45 @@ use super::{ApiError, AppState, Caller, Q, audit_control, parse_body, parse_obje
     responses((status = 200, description = "Loaded packs.", body = Vec<doc::PackView>))
 )]
 pub(super) async fn list_packs(State(state): State<Arc<AppState>>) -> Json<Vec<doc::PackView>> {
-    let catalog = state.engine.catalog.current();
-    Json(
-        catalog
-            .packs
-            .iter()
-            .map(|pack| {
-                let builtin = squall_engine::pack::builtin::is_builtin(&pack.meta.path);
-                doc::PackView {
-                    reference: pack.meta.name.clone(),
-                    version: pack.meta.version.clone(),
-                    description: pack.meta.description.clone(),
-                    source: if builtin {
-                        "built-in".to_owned()
-                    } else {
-                        pack.meta.path.display().to_string()
-                    },
-                    state: "loaded".into(),
-                    actions: pack.actions.len(),
-                    rules: pack.rules.len(),
-                    aliases: pack.aliases.len(),
-                }
-            })
-            .collect(),
-    )
+    Json(pack_views(&state.engine.catalog.current()))
+}
+
+/// Every pack of `catalog`: the loaded ones, then the refused ones with
+/// their errors (what `/api/v1/packs` and `squall pack list` show).
+pub fn pack_views(catalog: &squall_engine::catalog::Catalog) -> Vec<doc::PackView> {
+    let source = |dir: &std::path::Path| {
+        if squall_engine::pack::builtin::is_builtin(dir) {
+            "built-in".to_owned()
+        } else {
+            dir.display().to_string()
+        }
+    };
+    let loaded = catalog.packs.iter().map(|pack| doc::PackView {
+        reference: pack.meta.name.clone(),
+        version: Some(pack.meta.version.clone()),
+        description: pack.meta.description.clone(),
+        source: source(&pack.meta.path),
+        state: "loaded".into(),
+        actions: pack.actions.len(),
+        rules: pack.rules.len(),
+        aliases: pack.aliases.len(),
+        errors: Vec::new(),
+    });
+    let refused = catalog.refused.iter().map(|pack| doc::PackView {
+        reference: pack
+            .name
+            .clone()
+            .unwrap_or_else(|| pack.dir.display().to_string()),
+        version: pack.version.clone(),
+        description: String::new(),
+        source: source(&pack.dir),
+        state: "refused".into(),
+        actions: 0,
+        rules: 0,
+        aliases: 0,
+        errors: pack.errors.iter().map(ToString::to_string).collect(),
+    });
+    loaded.chain(refused).collect()
 }
 
 /// `POST /api/v1/rules/{ref}/enable` and `.../disable`.

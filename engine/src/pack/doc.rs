@@ -35,6 +35,8 @@ pub(crate) struct Doc {
     pub file: PathBuf,
     src: String,
     pub errors: Vec<PackError>,
+    /// Problems StackStorm lets pass, so squall loads the pack and says so.
+    pub warnings: Vec<PackError>,
 }
 
 impl Doc {
@@ -45,6 +47,7 @@ impl Doc {
             file: file.to_path_buf(),
             src: String::new(),
             errors: Vec::new(),
+            warnings: Vec::new(),
         };
         match std::fs::read_to_string(file) {
             Ok(src) => doc.src = src,
@@ -85,6 +88,18 @@ impl Doc {
         let line = find_line(&self.src, at);
         let field = at.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(".");
         self.push(field, reason.into(), line);
+    }
+
+    /// Records something StackStorm accepts but a pack author should fix.
+    pub fn warn<S: AsRef<str>>(&mut self, at: &[S], reason: impl Into<String>) {
+        let line = find_line(&self.src, at);
+        let field = at.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(".");
+        self.warnings.push(PackError {
+            file: self.file.clone(),
+            field,
+            reason: reason.into(),
+            line,
+        });
     }
 
     pub fn push(&mut self, field: String, reason: String, line: Option<usize>) {

@@ -90,7 +90,7 @@ pub fn report_pack_roots(roots: &[PathBuf], opts: &LoadOptions) -> Vec<PackRepor
         }
         for dir in dirs {
             let mut errors = Vec::new();
-            let loaded = load_pack(&dir, opts, &templates, &mut errors);
+            let loaded = load_pack(&dir, opts, &templates, &mut errors, &mut Vec::new());
             reports.push(PackReport {
                 name: loaded
                     .name
@@ -113,7 +113,13 @@ pub fn load_pack_roots(roots: &[PathBuf], opts: &LoadOptions) -> Result<Vec<Pack
     let mut loaded = Vec::new();
     for root in roots {
         for dir in discover(root, &mut errors) {
-            loaded.push(load_pack(&dir, opts, &templates, &mut errors));
+            loaded.push(load_pack(
+                &dir,
+                opts,
+                &templates,
+                &mut errors,
+                &mut Vec::new(),
+            ));
         }
     }
     check_unique_packs(&loaded, &mut errors);
@@ -127,6 +133,104 @@ pub fn load_pack_roots(roots: &[PathBuf], opts: &LoadOptions) -> Result<Vec<Pack
         errors.dedup();
         Err(errors)
     }
+}
+
+/// A pack that did not load, with every problem found in it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RefusedPack {
+    pub dir: PathBuf,
+    /// The pack's name, when its pack.yaml could be read.
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub errors: Vec<PackError>,
+}
+
+/// Packs loaded one by one, as StackStorm registers them: the good ones, the
+/// refused ones with their errors, and what StackStorm lets pass but an
+/// author should fix.
+#[derive(Debug, Default)]
+pub struct PackLoad {
+    pub packs: Vec<Pack>,
+    pub refused: Vec<RefusedPack>,
+    pub warnings: Vec<PackError>,
+}
+
+/// Load every pack under `roots` on its own: a pack with a problem is
+/// refused with all of its problems, the others load. Of two packs with one
+/// name, the first (in `roots` order) wins. References between packs are
+/// checked once the catalog is built (`crate::engine::load_catalog_lenient`).
+pub fn load_packs(roots: &[PathBuf], opts: &LoadOptions) -> PackLoad {
+    let templates = Templates::new();
+    let mut load = PackLoad::default();
+    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for root in roots {
+        let mut errors = Vec::new();
+        let dirs = discover(root, &mut errors);
+        for e in errors {
+            load.refused.push(RefusedPack {
+                dir: e.file.clone(),
+                name: None,
+                version: None,
+                errors: vec![e],
+            });
+        }
+        for dir in dirs {
+            let mut errors = Vec::new();
+            let loaded = load_pack(&dir, opts, &templates, &mut errors, &mut load.warnings);
+            // References inside the pack are its own problems; those into
+            // other packs are judged once every pack is loaded.
+            if let Some((name, ..)) = &loaded.name {
+                for r in &loaded.action_refs {
+                    let Some((pack, action)) = r.target.split_once('.') else {
+                        continue;
+                    };
+                    if pack == name && !loaded.declared_actions.contains(action) {
+                        errors.push(PackError {
+                            file: r.file.clone(),
+                            field: r.field.to_string(),
+                            reason: format!(
+                                "unknown action '{}' (no loaded pack defines it)",
+                                r.target
+                            ),
+                            line: r.line,
+                        });
+                    }
+                }
+            }
+            if let Some((name, file, field, line)) = &loaded.name {
+                if let Some(first) = seen.get(name) {
+                    errors.push(PackError {
+                        file: file.clone(),
+                        field: (*field).to_string(),
+                        reason: format!(
+                            "duplicate pack '{name}' (also loaded from {})",
+                            first.display()
+                        ),
+                        line: *line,
+                    });
+                } else {
+                    seen.insert(name.clone(), file.clone());
+                }
+            }
+            match loaded.pack {
+                Some(pack) if errors.is_empty() => load.packs.push(pack),
+                pack => {
+                    errors.sort_by(|a, b| {
+                        (&a.file, &a.field, a.line, &a.reason)
+                            .cmp(&(&b.file, &b.field, b.line, &b.reason))
+                    });
+                    errors.dedup();
+                    load.refused.push(RefusedPack {
+                        name: loaded.name.map(|n| n.0),
+                        version: pack.map(|p| p.meta.version),
+                        dir,
+                        errors,
+                    });
+                }
+            }
+        }
+    }
+    load
 }
 
 /// A pack as far as it could be loaded, plus what the tree-wide checks need.
@@ -247,6 +351,7 @@ fn load_pack(
     opts: &LoadOptions,
     templates: &Templates,
     errors: &mut Vec<PackError>,
+    warnings: &mut Vec<PackError>,
 ) -> LoadedPack {
     let meta_file = dir.join("pack.yaml");
     let (mut doc, map) = Doc::read(&meta_file);
@@ -256,6 +361,7 @@ fn load_pack(
         (m.name.clone(), meta_file.clone(), *field, line)
     });
     errors.append(&mut doc.errors);
+    warnings.append(&mut doc.warnings);
 
     // The config schema is owned by whoever reads pack configs; here it only has to be
     // a well-formed mapping so a broken one fails at load time, not at first use.
@@ -263,6 +369,7 @@ fn load_pack(
     if config_schema.exists() {
         let (mut doc, _) = Doc::read(&config_schema);
         errors.append(&mut doc.errors);
+        warnings.append(&mut doc.warnings);
     }
 
     let ctx = PackCtx {
@@ -284,6 +391,7 @@ fn load_pack(
             actions.extend(validate::action(&mut doc, &map, &ctx));
         }
         errors.append(&mut doc.errors);
+        warnings.append(&mut doc.warnings);
     }
 
     let mut workflows = Vec::new();
@@ -297,6 +405,7 @@ fn load_pack(
             });
         }
         errors.append(&mut doc.errors);
+        warnings.append(&mut doc.warnings);
     }
 
     let mut rules = Vec::new();
@@ -320,6 +429,7 @@ fn load_pack(
             rules.extend(validate::rule(&mut doc, &map, &ctx));
         }
         errors.append(&mut doc.errors);
+        warnings.append(&mut doc.warnings);
     }
 
     let mut aliases = Vec::new();
@@ -339,6 +449,7 @@ fn load_pack(
             aliases.extend(validate::alias(&mut doc, &map, &ctx));
         }
         errors.append(&mut doc.errors);
+        warnings.append(&mut doc.warnings);
     }
 
     LoadedPack {

@@ -337,7 +337,7 @@ fn three_mistakes_in_three_files_are_all_reported() {
     write(
         root,
         "x/actions/b.yaml",
-        "name: b\nrunner_type: noop\nparameters:\n  count:\n    type: integer\n    default: three\n",
+        "name: b\nrunner_type: noop\nparameters:\n  count:\n    type: integr\n    default: three\n",
     );
     write(
         root,
@@ -349,7 +349,7 @@ fn three_mistakes_in_three_files_are_all_reported() {
         where_(&errors, root),
         vec![
             ("x/actions/a.yaml".into(), "runner_type".into()),
-            ("x/actions/b.yaml".into(), "parameters.count.default".into()),
+            ("x/actions/b.yaml".into(), "parameters.count.type".into()),
             ("x/rules/r.yaml".into(), "action.ref".into()),
         ],
         "{}",
@@ -361,13 +361,11 @@ fn three_mistakes_in_three_files_are_all_reported() {
             .contains("unknown runner 'local-shel-cmd' (expected one of local-shell-cmd,")
     );
     assert!(
-        errors[1]
-            .reason
-            .contains("\"three\" is not of type \"integer\""),
+        errors[1].reason.contains("unknown type 'integr'"),
         "{}",
         errors[1]
     );
-    assert_eq!(errors[1].line, Some(6));
+    assert_eq!(errors[1].line, Some(5));
     assert_eq!(
         errors[2].reason,
         "unknown action 'x.missing' (no loaded pack defines it)"
@@ -573,7 +571,7 @@ fn entry_point_must_exist_and_stay_inside_the_pack() {
 }
 
 #[test]
-fn immutable_parameter_without_default_is_reported() {
+fn immutable_parameter_without_default_loads_with_a_warning() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     pack_yaml(root, "x", "x");
@@ -582,9 +580,10 @@ fn immutable_parameter_without_default_is_reported() {
         "x/actions/a.yaml",
         "name: a\nrunner_type: noop\nparameters:\n  locked:\n    type: string\n    immutable: true\n  nulled:\n    type: string\n    immutable: true\n    default: null\n",
     );
-    let errors = load_err(root);
+    let load = load_packs(&[root.to_path_buf()], &opts());
+    assert!(load.refused.is_empty(), "{:?}", load.refused);
     assert_eq!(
-        where_(&errors, root),
+        where_(&load.warnings, root),
         vec![
             (
                 "x/actions/a.yaml".into(),
@@ -596,7 +595,78 @@ fn immutable_parameter_without_default_is_reported() {
             ),
         ],
         "{}",
-        render(&errors)
+        render(&load.warnings)
+    );
+}
+
+/// StackStorm does not check defaults against their types: one that casts is
+/// cast (with a warning), one that does not is kept (with a warning).
+#[test]
+fn a_default_of_the_wrong_type_is_cast_or_kept_with_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    pack_yaml(root, "x", "x");
+    write(
+        root,
+        "x/actions/a.yaml",
+        "name: a\nrunner_type: noop\nparameters:\n  flag:\n    type: boolean\n    default: 0\n  port:\n    type: string\n    default: 8080\n  count:\n    type: integer\n    default: \"5\"\n  many:\n    type: integer\n    default: lots\n",
+    );
+    let load = load_packs(&[root.to_path_buf()], &opts());
+    assert!(load.refused.is_empty(), "{:?}", load.refused);
+    let params = &load.packs[0].actions[0].parameters;
+    assert_eq!(params["flag"].default, Some(json!(false)));
+    assert_eq!(params["port"].default, Some(json!("8080")));
+    assert_eq!(params["count"].default, Some(json!(5)));
+    assert_eq!(params["many"].default, Some(json!("lots")));
+    let fields: Vec<String> = load.warnings.iter().map(|w| w.field.clone()).collect();
+    assert_eq!(
+        fields,
+        [
+            "parameters.count.default",
+            "parameters.flag.default",
+            "parameters.many.default",
+            "parameters.port.default"
+        ]
+    );
+    assert!(render(&load.warnings).contains("will be refused"));
+}
+
+/// One broken pack does not take the others down: each loads or is refused
+/// on its own, with all of its own errors.
+#[test]
+fn packs_load_or_are_refused_one_by_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    pack_yaml(root, "good", "good");
+    write(root, "good/actions/a.yaml", "name: a\nrunner_type: noop\n");
+    pack_yaml(root, "bad", "bad");
+    write(root, "bad/actions/a.yaml", "name: a\nrunner_type: nope\n");
+    write(
+        root,
+        "bad/rules/r.yaml",
+        "name: r\ntrigger:\n  type: core.st2.webhook\naction:\n  ref: bad.missing\n",
+    );
+    std::fs::create_dir_all(root.join("stray")).unwrap();
+    let load = load_packs(&[root.to_path_buf()], &opts());
+    let loaded: Vec<&str> = load.packs.iter().map(|p| p.meta.name.as_str()).collect();
+    assert_eq!(loaded, ["good"]);
+    assert_eq!(load.refused.len(), 2, "{:?}", load.refused);
+    let bad = load
+        .refused
+        .iter()
+        .find(|r| r.name.as_deref() == Some("bad"))
+        .unwrap();
+    assert_eq!(
+        where_(&bad.errors, root),
+        vec![
+            ("bad/actions/a.yaml".into(), "runner_type".into()),
+            ("bad/rules/r.yaml".into(), "action.ref".into()),
+        ]
+    );
+    assert!(
+        load.refused
+            .iter()
+            .any(|r| r.name.is_none() && r.errors[0].reason.contains("pack.yaml is missing"))
     );
 }
 
@@ -618,7 +688,6 @@ fn parameter_schema_problems_are_each_reported() {
             "parameters.bad-name",
             "parameters.e.enum",
             "parameters.f.secret",
-            "parameters.pick.default",
             "parameters.s.minLength",
             "parameters.scalar",
         ],

@@ -8,6 +8,7 @@ mod params;
 mod validate;
 
 pub use loader::{
-    LoadOptions, PackError, PackReport, load_pack_roots, load_pack_tree, report_pack_roots,
+    LoadOptions, PackError, PackLoad, PackReport, RefusedPack, load_pack_roots, load_pack_tree,
+    load_packs, report_pack_roots,
 };
 pub use model::*;

@@ -198,10 +198,12 @@ fn parameter(
     // that way), so null is not validated against e.g. `type: string`.
     let default = p.get("default").filter(|v| !v.is_null()).cloned();
 
+    // StackStorm accepts this (the parameter then never has a value); so does
+    // squall, with a warning.
     if immutable && default.is_none() && !runner_parameters(runner).contains(&name) {
-        doc.err(
+        doc.warn(
             &at("immutable"),
-            "an immutable parameter needs a default (it could never be given a value)",
+            "an immutable parameter without a default never has a value",
         );
     }
 
@@ -212,9 +214,11 @@ fn parameter(
 
     // Compiling a schema whose structure is already reported broken would only repeat
     // the same problem in jsonschema's words.
-    if doc.errors.len() == errors_before {
-        compile_and_check_default(doc, name, &schema, default.as_ref());
-    }
+    let default = if doc.errors.len() == errors_before {
+        compile_and_check_default(doc, name, &schema, default)
+    } else {
+        default
+    };
 
     Some(ParamSpec {
         schema,
@@ -250,38 +254,59 @@ fn check_type(doc: &mut Doc, name: &str, ty: Option<&Value>) {
     }
 }
 
-fn compile_and_check_default(doc: &mut Doc, name: &str, schema: &Value, default: Option<&Value>) {
+/// Compile the schema and check the default against it. A default of the
+/// wrong type is cast to the declared one when it can be (`0` for a boolean,
+/// `"5"` for an integer), as StackStorm's loose typing lets pass; otherwise
+/// kept as written with a warning (a run that relies on it fails its
+/// parameter check then). Returns the default to use.
+fn compile_and_check_default(
+    doc: &mut Doc,
+    name: &str,
+    schema: &Value,
+    default: Option<Value>,
+) -> Option<Value> {
     let validator = match jsonschema::draft4::new(schema) {
         Ok(v) => v,
         Err(e) => {
             let mut at = vec!["parameters".to_string(), name.to_string()];
             at.extend(e.instance_path().iter().map(|seg| seg.to_string()));
             doc.err(&at, format!("invalid JSON schema: {e}"));
-            return;
+            return default;
         }
     };
-    let Some(default) = default else { return };
+    let default = default?;
     // A templated default (`{{ config_context.x }}`) is rendered when the action runs;
     // only the rendered value can be checked against the type.
     if default
         .as_str()
         .is_some_and(|s| s.contains("{{") || s.contains("{%"))
     {
-        return;
+        return Some(default);
     }
     let problems: Vec<String> = validator
-        .iter_errors(default)
+        .iter_errors(&default)
         .map(|e| e.to_string())
         .collect();
-    if !problems.is_empty() {
-        doc.err(
-            &["parameters", name, "default"],
-            format!(
-                "default does not match the parameter's schema: {}",
-                problems.join("; ")
-            ),
-        );
+    if problems.is_empty() {
+        return Some(default);
     }
+    let at = ["parameters", name, "default"];
+    let cast = crate::params::cast_loosely(&default, schema);
+    if cast != default && validator.is_valid(&cast) {
+        doc.warn(
+            &at,
+            format!("default {default} is not of the declared type; using {cast}"),
+        );
+        return Some(cast);
+    }
+    doc.warn(
+        &at,
+        format!(
+            "default does not match the parameter's schema ({}); a run that relies on it will be refused",
+            problems.join("; ")
+        ),
+    );
+    Some(default)
 }
 
 /// st2 validates with a draft-04 validator that also accepts draft-03 style
