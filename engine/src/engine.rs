@@ -342,6 +342,7 @@ impl Engine {
             finished,
             inquiries: Arc::new(Notify::new()),
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            datastore: datastore.clone(),
         });
         let shutdown = CancellationToken::new();
         datastore.spawn_refresh(shutdown.clone());

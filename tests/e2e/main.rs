@@ -28,6 +28,7 @@ mod openapi;
 mod ops;
 mod outbox;
 mod packs;
+mod python;
 mod secrets;
 mod server;
 mod slack;

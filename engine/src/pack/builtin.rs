@@ -180,6 +180,13 @@ pub fn is_builtin(pack_dir: &Path) -> bool {
 }
 
 fn cache_dir() -> Result<PathBuf, PackError> {
+    Ok(squall_cache_dir()?.join("builtin-packs"))
+}
+
+/// `$XDG_CACHE_HOME/squall`, else `$HOME/.cache/squall`: the user's own
+/// directory for what squall writes once and reuses (built-in packs, the
+/// python compatibility layer, pack virtualenvs).
+pub(crate) fn squall_cache_dir() -> Result<PathBuf, PackError> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -196,7 +203,7 @@ fn cache_dir() -> Result<PathBuf, PackError> {
                 .into(),
             line: None,
         })?;
-    Ok(base.join("squall").join("builtin-packs"))
+    Ok(base.join("squall"))
 }
 
 /// The hash of every built-in file, so each build's packs get their own

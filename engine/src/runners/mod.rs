@@ -7,6 +7,7 @@ mod http;
 mod noop;
 mod output;
 mod process;
+mod python;
 mod shell;
 
 use std::collections::BTreeMap;
@@ -60,6 +61,8 @@ pub struct RunHost {
     /// Notified when an approval request was created.
     pub inquiries: Arc<Notify>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The datastore, for python actions' `action_service`.
+    pub datastore: Arc<crate::datastore::Datastore>,
 }
 
 impl RunContext {
@@ -173,6 +176,7 @@ impl RunnerRegistry {
             Arc::new(crate::workflow::WorkflowRunner::WORKFLOW),
             Arc::new(crate::workflow::inquirer::Inquirer),
             Arc::new(chat_post::ChatPost),
+            Arc::new(python::PythonScript),
         ]
     }
 
@@ -243,6 +247,7 @@ mod tests {
                 "local-shell-script",
                 "noop",
                 "orquesta",
+                "python-script",
                 "workflow"
             ]
         );

@@ -37,6 +37,9 @@ pub struct ProcessSpec {
     pub env: BTreeMap<String, String>,
     pub cwd: Option<PathBuf>,
     pub timeout: Duration,
+    /// Written to the child's stdin, which is then closed (else stdin is
+    /// empty). How parameters reach a process without showing in `ps`.
+    pub stdin: Option<Vec<u8>>,
 }
 
 /// How a process ended.
@@ -75,7 +78,11 @@ pub async fn run_process(
     command
         .args(&spec.args)
         .envs(&spec.env)
-        .stdin(Stdio::null())
+        .stdin(if spec.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -96,6 +103,13 @@ pub async fn run_process(
         }
     };
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+    if let (Some(bytes), Some(mut stdin)) = (spec.stdin, child.stdin.take()) {
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            // A child that exits without reading makes this fail: harmless.
+            let _ = stdin.write_all(&bytes).await;
+        });
+    }
     let stdout = tokio::spawn(read_capped(
         child.stdout.take(),
         limits.max_bytes,
@@ -216,6 +230,7 @@ mod tests {
             env: BTreeMap::new(),
             cwd: None,
             timeout,
+            stdin: None,
         }
     }
 

@@ -165,6 +165,7 @@ impl Runner for LocalShellCmd {
                     .unwrap_or_else(std::env::temp_dir),
             ),
             timeout: ctx.timeout(),
+            stdin: None,
         };
         outcome(run_process(spec, ctx.limits, &ctx.cancel, &ctx.output).await)
     }
@@ -226,6 +227,7 @@ impl Runner for LocalShellScript {
             env,
             cwd,
             timeout: ctx.timeout(),
+            stdin: None,
         };
         outcome(run_process(spec, ctx.limits, &ctx.cancel, &ctx.output).await)
     }

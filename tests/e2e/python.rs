@@ -1,0 +1,172 @@
+//! The python-script runner with a real interpreter and a real virtualenv
+//! (pip from the package registry): StackStorm-style actions reading their
+//! pack config and the datastore, tuple failures, timeouts, and secrets that
+//! never reach `ps` or any view.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+use squall_engine::datastore::KvSet;
+use squall_tests::{Backend, repo_root};
+
+use crate::server::TestServer;
+
+on_both_backends!(python_actions_run_as_stackstorm_runs_them);
+
+const WAIT: Duration = Duration::from_secs(600);
+
+async fn start(backend: Backend) -> Result<TestServer> {
+    TestServer::start_with(backend, |c| {
+        c.packs = vec![repo_root().join("tests/fixtures/python-packs")];
+    })
+    .await
+}
+
+async fn run(server: &TestServer, action: &str, parameters: Value) -> Result<Value> {
+    let (status, created) = server
+        .post(
+            "/api/v1/executions",
+            &json!({"action": action, "parameters": parameters}).to_string(),
+        )
+        .await?;
+    ensure!(status == 201, "create answered {status}: {created}");
+    let id = created["id"].as_str().context("id")?.to_owned();
+    server.engine.wait_for(&id, WAIT).await?;
+    let (status, view) = server.get(&format!("/api/v1/executions/{id}")).await?;
+    ensure!(status == 200, "{view}");
+    Ok(view)
+}
+
+async fn python_actions_run_as_stackstorm_runs_them(backend: Backend) -> Result<()> {
+    let server = start(backend).await?;
+    server
+        .engine
+        .datastore
+        .set(&KvSet {
+            scope: "system".into(),
+            name: "greeting".into(),
+            value: json!("hello"),
+            secret: false,
+            ttl: None,
+        })
+        .await?;
+
+    // Config (schema defaults under configs/pyops.yaml), the datastore, a
+    // helper from actions/lib importing a requirement from the pack's venv.
+    let view = run(&server, "pyops.kv", json!({})).await?;
+    assert_eq!(view["status"], "succeeded", "{view}");
+    assert_eq!(
+        view["result"]["result"],
+        json!({
+            "region": "us-east-2",
+            "retries": 3,
+            "greeting": "hello",
+            "helper": "six-ok",
+            "missing": null,
+        }),
+        "{view}"
+    );
+    assert!(
+        view["stderr"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("working in us-east-2"),
+        "the logger writes to stderr: {view}"
+    );
+    // A local value is named for the pack and the action's class.
+    let written = server
+        .engine
+        .datastore
+        .get("system", "pyops.Kv:last_region", false)
+        .await?;
+    assert_eq!(written.value, json!("us-east-2"));
+
+    // StackStorm's `(False, result)` tuple fails the execution.
+    let view = run(&server, "pyops.kv", json!({"fail": true})).await?;
+    assert_eq!(view["status"], "failed", "{view}");
+    assert_eq!(view["result"]["result"], json!({"why": "asked to fail"}));
+    assert_eq!(view["exit_code"], 1);
+
+    // A pack whose requirements cannot be installed: a clear pack error,
+    // not a hung execution.
+    let view = run(&server, "pybroken.noop", json!({})).await?;
+    assert_eq!(view["status"], "failed", "{view}");
+    let error = view["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("pack pybroken: building its virtualenv from requirements.txt failed"),
+        "{view}"
+    );
+
+    // A timeout kills the interpreter's process group.
+    let view = run(
+        &server,
+        "pyops.sleepy",
+        json!({"seconds": 60, "timeout": 1}),
+    )
+    .await?;
+    assert_eq!(view["status"], "timeout", "{view}");
+
+    // A secret parameter: never on a command line while the action runs, and
+    // masked in every view of the execution afterwards.
+    const SECRET: &str = "pY-s3cret-4c7f0e";
+    let (status, created) = server
+        .post(
+            "/api/v1/executions",
+            &json!({"action": "pyops.secret", "parameters": {"token": SECRET, "hold": 3}})
+                .to_string(),
+        )
+        .await?;
+    ensure!(status == 201, "{created}");
+    let id = created["id"].as_str().context("id")?.to_owned();
+    let mut seen_running = false;
+    for _ in 0..600 {
+        let (_, view) = server.get(&format!("/api/v1/executions/{id}")).await?;
+        if view["status"] == "running" {
+            seen_running = true;
+            let cmdlines = all_command_lines()?;
+            ensure!(
+                cmdlines
+                    .iter()
+                    .any(|c| c.contains("squall_python_action.py")),
+                "the interpreter is not among the processes: {cmdlines:?}"
+            );
+            ensure!(
+                !cmdlines.iter().any(|c| c.contains(SECRET)),
+                "the secret is on a command line"
+            );
+            break;
+        }
+        if view["status"] != "requested" && view["status"] != "scheduled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ensure!(seen_running, "never saw the action running");
+    server.engine.wait_for(&id, WAIT).await?;
+    let (_, view) = server.get(&format!("/api/v1/executions/{id}")).await?;
+    assert_eq!(view["status"], "succeeded", "{view}");
+    assert_eq!(view["result"]["result"]["length"], SECRET.len());
+    let text = view.to_string();
+    assert!(!text.contains(SECRET), "the view shows the secret: {text}");
+    assert!(
+        view["stdout"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("token is ********"),
+        "{view}"
+    );
+    server.stop().await
+}
+
+/// Every process's command line (`ps -ef` reads the same).
+fn all_command_lines() -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let path = entry?.path();
+        if let Ok(bytes) = std::fs::read(path.join("cmdline")) {
+            lines.push(String::from_utf8_lossy(&bytes).replace('\0', " "));
+        }
+    }
+    Ok(lines)
+}
