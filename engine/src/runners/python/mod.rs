@@ -158,6 +158,9 @@ async fn prepare_and_run(ctx: &RunContext) -> Result<RunOutcome, String> {
     let mut env = BTreeMap::from([
         ("PYTHONPATH".to_owned(), compat.display().to_string()),
         ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),
+        // No __pycache__ written into pack directories (read-only, shared
+        // or under version control).
+        ("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned()),
         (
             "SQUALL_RESULT_FILE".to_owned(),
             result_file.display().to_string(),
