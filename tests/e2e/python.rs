@@ -54,7 +54,8 @@ async fn python_actions_run_as_stackstorm_runs_them(backend: Backend) -> Result<
 
     // Config (schema defaults under configs/pyops.yaml), the datastore, a
     // helper from actions/lib importing a requirement from the pack's venv.
-    let view = run(&server, "pyops.kv", json!({})).await?;
+    // (`log_level` takes StackStorm's upper-case names.)
+    let view = run(&server, "pyops.kv", json!({"log_level": "INFO"})).await?;
     assert_eq!(view["status"], "succeeded", "{view}");
     assert_eq!(
         view["result"]["result"],

@@ -63,7 +63,7 @@ const COMPAT: &[(&str, &str)] = &[
 
 /// Runner parameters (StackStorm's python-script runner's), not passed to
 /// the action's `run()`.
-const RUNNER_PARAMS: [&str; 4] = ["env", "timeout", "log_level", "debug"];
+const RUNNER_PARAMS: [&str; 5] = ["env", "timeout", "log_level", "debug", "content_version"];
 
 /// How long building a pack's virtualenv may take.
 const VENV_TIMEOUT: Duration = Duration::from_secs(900);
@@ -97,9 +97,17 @@ impl Runner for PythonScript {
             (
                 "log_level".to_owned(),
                 runner_param(
-                    json!({"type": "string", "enum": ["debug", "info", "warning", "error", "critical"]}),
-                    Some(json!("debug")),
+                    json!({"type": "string", "enum": ["AUDIT", "CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]}),
+                    Some(json!("DEBUG")),
                     "Level of the action's logger (its lines go to stderr).",
+                ),
+            ),
+            (
+                "content_version".to_owned(),
+                runner_param(
+                    json!({"type": "string"}),
+                    None,
+                    "Accepted for StackStorm compatibility (squall runs the pack as loaded).",
                 ),
             ),
             (
@@ -152,7 +160,7 @@ async fn prepare_and_run(ctx: &RunContext) -> Result<RunOutcome, String> {
         "config": config,
         "pack": ctx.action.pack,
         "service_socket": socket,
-        "log_level": ctx.param_str("log_level").unwrap_or("debug"),
+        "log_level": ctx.param_str("log_level").unwrap_or("DEBUG"),
     });
     let result_file = run_dir.path.join("result.json");
     let mut env = BTreeMap::from([
