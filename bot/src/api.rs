@@ -80,23 +80,24 @@ impl AppState {
         self: Arc<Self>,
         adapters: Vec<Arc<dyn squall_engine::chat::ChatAdapter>>,
     ) -> Arc<AppState> {
+        self.with(|state| state.adapters = adapters)
+    }
+
+    /// Change a state that is not shared yet (the builder steps below).
+    fn with(self: Arc<Self>, change: impl FnOnce(&mut AppState)) -> Arc<AppState> {
         let mut state = Arc::try_unwrap(self).unwrap_or_else(|_| unreachable!("not shared yet"));
-        state.adapters = adapters;
+        change(&mut state);
         Arc::new(state)
     }
 
     /// Serve the live event stream from `hub`.
     pub fn with_stream(self: Arc<Self>, hub: Arc<crate::stream::StreamHub>) -> Arc<AppState> {
-        let mut state = Arc::try_unwrap(self).unwrap_or_else(|_| unreachable!("not shared yet"));
-        state.stream = Some(hub);
-        Arc::new(state)
+        self.with(|state| state.stream = Some(hub))
     }
 
     /// The RBAC model API keys are checked against (`api:<key name>`).
     pub fn with_rbac(self: Arc<Self>, rbac: Arc<squall_engine::rbac::Rbac>) -> Arc<AppState> {
-        let mut state = Arc::try_unwrap(self).unwrap_or_else(|_| unreachable!("not shared yet"));
-        state.rbac = rbac;
-        Arc::new(state)
+        self.with(|state| state.rbac = rbac)
     }
 
     /// Webhook and alert receiver settings (authentication, de-duplication).
@@ -105,11 +106,11 @@ impl AppState {
         webhooks: std::collections::BTreeMap<String, HookAuth>,
         alerts: crate::config::AlertsSection,
     ) -> Arc<AppState> {
-        let mut state = Arc::try_unwrap(self).unwrap_or_else(|_| unreachable!("not shared yet"));
-        state.dedup = Mutex::new(Dedup::new(Duration::from_secs(alerts.dedup_seconds)));
-        state.webhooks = webhooks;
-        state.alerts = alerts;
-        Arc::new(state)
+        self.with(|state| {
+            state.dedup = Mutex::new(Dedup::new(Duration::from_secs(alerts.dedup_seconds)));
+            state.webhooks = webhooks;
+            state.alerts = alerts;
+        })
     }
 }
 
@@ -352,7 +353,7 @@ async fn json_errors(request: Request, next: Next) -> Response {
         ),
         StatusCode::PAYLOAD_TOO_LARGE => (
             "payload_too_large",
-            "the body is larger than the server's limit (http.body_limit)".to_owned(),
+            "the body is larger than the server's limit (api.body_limit_bytes)".to_owned(),
         ),
         StatusCode::BAD_REQUEST => ("bad_request", text),
         StatusCode::NOT_FOUND => ("not_found", text),
@@ -370,6 +371,18 @@ async fn json_errors(request: Request, next: Next) -> Response {
         answer.headers_mut().insert(header::ALLOW, allow.clone());
     }
     answer
+}
+
+/// A list's `limit` query parameter: `default` when absent, else 1 to `max`.
+pub(crate) fn check_limit(limit: Option<u64>, default: u64, max: u64) -> Result<u64, ApiError> {
+    match limit.unwrap_or(default) {
+        n if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!("limit must be between 1 and {max}"),
+        )),
+    }
 }
 
 /// Query parameters, refused with the JSON error body (axum's own `Query`
@@ -404,7 +417,7 @@ struct StreamQuery {
     /// Only events about this execution.
     execution: Option<String>,
     /// Resume after this event id (the `Last-Event-ID` header wins).
-    last_event_id: Option<i64>,
+    last_event_id: Option<u64>,
 }
 
 /// `GET /api/v1/stream`: server-sent events. Without `Last-Event-ID` it
@@ -468,7 +481,7 @@ async fn stream(
         .validate()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e))?;
     let after = header_id
-        .or(query.last_event_id.filter(|id| *id >= 0))
+        .or(query.last_event_id.and_then(|id| i64::try_from(id).ok()))
         .unwrap_or_else(|| hub.head());
     Ok(hub.subscribe(after, filter).into_response())
 }
@@ -969,14 +982,7 @@ async fn list_executions(
     Q(query): Q<ListQuery>,
 ) -> Result<Json<Vec<ExecutionView>>, ApiError> {
     let status = query.status;
-    let limit = query.limit.unwrap_or(50);
-    if limit == 0 || limit > 1000 {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "limit must be between 1 and 1000",
-        ));
-    }
+    let limit = check_limit(query.limit, 50, 1000)?;
     let models = state
         .engine
         .store
@@ -1136,11 +1142,7 @@ async fn list_rules(State(state): State<Arc<AppState>>) -> Json<Vec<doc::RuleVie
                 reference: r.reference(),
                 description: r.description.clone(),
                 enabled: r.enabled,
-                kind: match r.kind {
-                    squall_engine::pack::RuleKind::Standard => "standard",
-                    squall_engine::pack::RuleKind::Backstop => "backstop",
-                }
-                .into(),
+                kind: r.kind,
                 trigger: doc::RuleTrigger {
                     kind: r.trigger_type.clone(),
                     parameters: r.trigger_parameters.clone(),
@@ -1417,14 +1419,7 @@ async fn list_inquiries(
         InquiryStatus::Canceled => Some("canceled"),
         InquiryStatus::All => None,
     };
-    let limit = query.limit.unwrap_or(50);
-    if limit == 0 || limit > 1000 {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_query",
-            "limit must be between 1 and 1000",
-        ));
-    }
+    let limit = check_limit(query.limit, 50, 1000)?;
     let list = state
         .engine
         .store

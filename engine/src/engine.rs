@@ -242,15 +242,7 @@ fn refuse_dangling_refs(packs: &mut Vec<Pack>, refused: &mut Vec<RefusedPack>) {
         if errors_by_pack.is_empty() {
             return;
         }
-        for (i, errors) in errors_by_pack.into_iter().rev() {
-            let pack = packs.remove(i);
-            refused.push(RefusedPack {
-                dir: pack.meta.path.clone(),
-                name: Some(pack.meta.name),
-                version: Some(pack.meta.version),
-                errors,
-            });
-        }
+        refuse(packs, errors_by_pack, refused);
     }
 }
 
@@ -269,7 +261,17 @@ fn refuse_packs_with(
             by_pack.entry(i).or_default().push(error);
         }
     }
-    for (i, errors) in by_pack.into_iter().rev() {
+    refuse(packs, by_pack, refused);
+}
+
+/// Move the packs at the indices of `errors` (each with its errors) from
+/// `packs` to `refused`.
+fn refuse(
+    packs: &mut Vec<Pack>,
+    errors: BTreeMap<usize, Vec<PackError>>,
+    refused: &mut Vec<RefusedPack>,
+) {
+    for (i, errors) in errors.into_iter().rev() {
         let pack = packs.remove(i);
         refused.push(RefusedPack {
             dir: pack.meta.path.clone(),

@@ -274,6 +274,9 @@ async fn schemathesis_finds_nothing_wrong(backend: Backend) -> Result<()> {
     }
 
     let reports = tempfile::tempdir()?;
+    // schemathesis keeps a cache (`.schemathesis/`) in its working directory:
+    // a scratch one, not the checkout.
+    let scratch = tempfile::tempdir()?;
     let config = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/schemathesis/schemathesis.toml"
@@ -291,6 +294,7 @@ async fn schemathesis_finds_nothing_wrong(backend: Backend) -> Result<()> {
         .arg("ndjson")
         .arg("--report-dir")
         .arg(reports.path())
+        .current_dir(scratch.path())
         .env("SQUALL_API_KEY", &server.key)
         .env("NO_COLOR", "1")
         .kill_on_drop(true);

@@ -132,9 +132,8 @@ pub struct RuleView {
     pub reference: String,
     pub description: String,
     pub enabled: bool,
-    /// `standard` or `backstop`.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: squall_engine::pack::RuleKind,
     pub trigger: RuleTrigger,
     pub criteria: Map<String, Value>,
     pub action: RuleAction,
@@ -365,7 +364,7 @@ fn add_shared_answers(operation: &mut Operation) {
         add("400", "The query or the body is not valid.");
     }
     if has_body {
-        add("413", "The body is larger than `http.body_limit`.");
+        add("413", "The body is larger than `api.body_limit_bytes`.");
         add(
             "415",
             "The body is not JSON, a form or text (`Content-Type`).",

@@ -22,7 +22,7 @@ use squall_engine::rbac::Permission;
 use squall_engine::store::AuditEntry;
 
 use super::doc::ErrorBody;
-use super::{ApiError, AppState, Caller, Q, parse_body, parse_object};
+use super::{ApiError, AppState, Caller, Q, check_limit, parse_body, parse_object};
 
 impl From<KvError> for ApiError {
     fn from(err: KvError) -> Self {
@@ -139,14 +139,7 @@ pub(super) async fn list(
     if query.decrypt {
         check_decrypt(&state, &caller)?;
     }
-    let limit = query.limit.unwrap_or(1000);
-    if limit == 0 || limit > 10_000 {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "limit must be between 1 and 10000",
-        ));
-    }
+    let limit = check_limit(query.limit, 1000, 10_000)?;
     let pairs = state
         .engine
         .datastore

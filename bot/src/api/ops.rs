@@ -19,7 +19,7 @@ use squall_engine::store::AuditFilter;
 use utoipa::IntoParams;
 
 use super::doc::{self, ErrorBody};
-use super::{ApiError, AppState, Caller, Q, audit_control, parse_body, parse_object};
+use super::{ApiError, AppState, Caller, Q, audit_control, check_limit, parse_body, parse_object};
 
 /// `GET /api/v1/packs`: every loaded pack, where it came from, what it holds.
 #[utoipa::path(
@@ -253,14 +253,7 @@ pub(super) async fn list_audit(
     State(state): State<Arc<AppState>>,
     Q(query): Q<AuditQuery>,
 ) -> Result<Json<Vec<AuditView>>, ApiError> {
-    let limit = query.limit.unwrap_or(100);
-    if limit == 0 || limit > 1000 {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_query",
-            "limit must be between 1 and 1000",
-        ));
-    }
+    let limit = check_limit(query.limit, 100, 1000)?;
     let filter = AuditFilter {
         actor: query.actor,
         kind: query.kind,

@@ -127,10 +127,7 @@ pub fn load_pack_roots(roots: &[PathBuf], opts: &LoadOptions) -> Result<Vec<Pack
     if errors.is_empty() {
         Ok(loaded.into_iter().filter_map(|l| l.pack).collect())
     } else {
-        errors.sort_by(|a, b| {
-            (&a.file, &a.field, a.line, &a.reason).cmp(&(&b.file, &b.field, b.line, &b.reason))
-        });
-        errors.dedup();
+        sort_errors(&mut errors);
         Err(errors)
     }
 }
@@ -199,15 +196,7 @@ pub fn load_packs(roots: &[PathBuf], opts: &LoadOptions) -> PackLoad {
             }
             if let Some((name, file, field, line)) = &loaded.name {
                 if let Some(first) = seen.get(name) {
-                    errors.push(PackError {
-                        file: file.clone(),
-                        field: (*field).to_string(),
-                        reason: format!(
-                            "duplicate pack '{name}' (also loaded from {})",
-                            first.display()
-                        ),
-                        line: *line,
-                    });
+                    errors.push(duplicate_pack(name, file, field, *line, first));
                 } else {
                     seen.insert(name.clone(), file.clone());
                 }
@@ -215,11 +204,7 @@ pub fn load_packs(roots: &[PathBuf], opts: &LoadOptions) -> PackLoad {
             match loaded.pack {
                 Some(pack) if errors.is_empty() => load.packs.push(pack),
                 pack => {
-                    errors.sort_by(|a, b| {
-                        (&a.file, &a.field, a.line, &a.reason)
-                            .cmp(&(&b.file, &b.field, b.line, &b.reason))
-                    });
-                    errors.dedup();
+                    sort_errors(&mut errors);
                     load.refused.push(RefusedPack {
                         name: loaded.name.map(|n| n.0),
                         version: pack.map(|p| p.meta.version),
@@ -467,20 +452,38 @@ fn load_pack(
     }
 }
 
+fn duplicate_pack(
+    name: &str,
+    file: &Path,
+    field: &str,
+    line: Option<usize>,
+    first: &Path,
+) -> PackError {
+    PackError {
+        file: file.to_path_buf(),
+        field: field.to_string(),
+        reason: format!(
+            "duplicate pack '{name}' (also loaded from {})",
+            first.display()
+        ),
+        line,
+    }
+}
+
+/// Errors in file, field, line order, each once.
+fn sort_errors(errors: &mut Vec<PackError>) {
+    errors.sort_by(|a, b| {
+        (&a.file, &a.field, a.line, &a.reason).cmp(&(&b.file, &b.field, b.line, &b.reason))
+    });
+    errors.dedup();
+}
+
 /// Pack refs are the namespace of every reference, so they must be unique across all roots.
 fn check_unique_packs(loaded: &[LoadedPack], errors: &mut Vec<PackError>) {
     let mut seen: BTreeMap<&str, &Path> = BTreeMap::new();
     for (name, file, field, line) in loaded.iter().filter_map(|l| l.name.as_ref()) {
         if let Some(first) = seen.get(name.as_str()) {
-            errors.push(PackError {
-                file: file.clone(),
-                field: (*field).to_string(),
-                reason: format!(
-                    "duplicate pack '{name}' (also loaded from {})",
-                    first.display()
-                ),
-                line: *line,
-            });
+            errors.push(duplicate_pack(name, file, field, *line, first));
         } else {
             seen.insert(name, file);
         }

@@ -63,7 +63,7 @@ impl Action {
 
 /// Rule type: standard rules fire on match; backstop rules fire only when no
 /// standard rule matched the same trigger instance.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RuleKind {
     Standard,

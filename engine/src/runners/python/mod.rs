@@ -279,8 +279,18 @@ impl Drop for RunDir {
     }
 }
 
-/// The compatibility layer, written once per version under the cache.
+/// The compatibility layer, written once per version under the cache and
+/// looked up once per process.
 fn compat_dir() -> Result<PathBuf, String> {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    if let Some(dir) = DIR.get() {
+        return Ok(dir.clone());
+    }
+    let dir = write_compat_dir()?;
+    Ok(DIR.get_or_init(|| dir).clone())
+}
+
+fn write_compat_dir() -> Result<PathBuf, String> {
     let mut hasher = Sha256::new();
     for (path, text) in COMPAT {
         hasher.update(path.as_bytes());
