@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use squall_aliases::{AliasDef, AliasIndex, FormatDef, ParamType};
 
 use crate::criteria::Criteria;
+use crate::pack::config::PackConfig;
 use crate::pack::{Action, Alias, Pack, PackError, Rule, RuleKind};
 use crate::params::{Casting, ParamError, ParamSet};
 use crate::runners::{Runner, RunnerRegistry};
@@ -314,9 +315,10 @@ impl Catalog {
     }
 
     /// Resolve parameters for a run of `action_ref` on behalf of `user`.
-    /// Defaults that read the datastore (`{{ st2kv.system.x }}`) are rendered
-    /// here; the datastore secrets the parameters took join the execution's
-    /// secret set.
+    /// Templated defaults (`{{ st2kv.system.x }}`, `{{ config_context.url }}`) are
+    /// rendered here; the datastore and pack-config secrets the parameters took join the
+    /// execution's secret set, and so do all of the pack's config secrets for a python
+    /// action (it reads the whole config).
     pub fn plan(
         &self,
         action_ref: &str,
@@ -337,12 +339,20 @@ impl Catalog {
                 reason: format!("action {action_ref:?} is disabled"),
             }]);
         }
-        let defaults = self.render_kv_defaults(action_ref, entry, provided, templates, user)?;
+        let config = self.pack_config(&entry.action.pack);
+        let defaults =
+            self.render_template_defaults(action_ref, entry, provided, config, templates, user)?;
         let parameters = entry.params.resolve(provided, casting, &defaults)?;
         let mut secrets = entry.params.secret_values(&parameters);
         let kv = templates.kv();
+        let config_secrets = config.map(PackConfig::secrets).unwrap_or_default();
         for value in parameters.values() {
-            secrets = secrets.union(&kv.secrets_in(value));
+            secrets = secrets
+                .union(&kv.secrets_in(value))
+                .union(&config_secrets.present_in(value));
+        }
+        if entry.action.runner_type == "python-script" {
+            secrets = secrets.union(&config_secrets);
         }
         Ok(PlannedExecution {
             secrets,
@@ -355,36 +365,99 @@ impl Catalog {
         })
     }
 
-    /// The defaults of parameters not `provided` that read the datastore,
-    /// rendered (other parameters' values are in scope too).
-    fn render_kv_defaults(
+    /// A loaded pack's configuration.
+    pub fn pack_config(&self, pack: &str) -> Option<&PackConfig> {
+        self.packs
+            .iter()
+            .find(|p| p.meta.name == pack)
+            .map(|p| &p.config)
+    }
+
+    /// The templated defaults of parameters not `provided`, rendered as StackStorm
+    /// renders them: the other parameters' values, `action_context`, `config_context`
+    /// and (when named) `st2kv` are in scope.
+    fn render_template_defaults(
         &self,
         action_ref: &str,
         entry: &ActionEntry,
         provided: &Map<String, Value>,
+        config: Option<&PackConfig>,
         templates: &Templates,
         user: Option<&str>,
     ) -> Result<Map<String, Value>, Vec<ParamError>> {
-        let pending: Map<String, Value> = entry
-            .params
-            .specs()
+        let specs = entry.params.specs();
+        // The shell runner renders its own command (quoting every value) when it runs;
+        // only a command reading the datastore is rendered here, as before it runs.
+        let runner_renders = |name: &str, default: &Value| {
+            name == "cmd"
+                && entry.action.runner_type == "local-shell-cmd"
+                && !crate::template::names_st2kv(default)
+        };
+        let pending: Map<String, Value> = specs
             .iter()
-            .filter(|(name, _)| !provided.contains_key(name.as_str()))
+            // Immutable ones even when given: the value given must equal the rendered one.
+            .filter(|(name, spec)| spec.immutable || !provided.contains_key(name.as_str()))
             .filter_map(|(name, spec)| spec.default.as_ref().map(|d| (name, d)))
-            .filter(|(_, default)| crate::template::names_st2kv(default))
+            .filter(|(name, default)| {
+                crate::template::contains_template(default) && !runner_renders(name, default)
+            })
             .map(|(name, default)| (name.clone(), default.clone()))
             .collect();
         if pending.is_empty() {
             return Ok(pending);
         }
-        let ctx = templates.with_st2kv(&Value::Object(provided.clone()), user);
-        self.render_input(action_ref, &pending, &ctx, templates, user)
-            .map_err(|e| {
-                vec![ParamError {
-                    parameter: pending.keys().cloned().collect::<Vec<_>>().join(", "),
-                    reason: format!("rendering the default: {e}"),
-                }]
-            })
+        // Other parameters' plain defaults are values a default may refer to.
+        let mut scope: Map<String, Value> = specs
+            .iter()
+            .filter(|(name, _)| !pending.contains_key(name.as_str()))
+            .filter_map(|(name, spec)| spec.default.as_ref().map(|d| (name.clone(), d.clone())))
+            .collect();
+        scope.extend(provided.iter().map(|(k, v)| (k.clone(), v.clone())));
+        scope.insert(
+            "action_context".into(),
+            json!({
+                "user": user,
+                "api_user": user,
+                "pack": entry.action.pack,
+                "action": action_ref,
+            }),
+        );
+        scope.insert(
+            "config_context".into(),
+            config.map_or_else(|| json!({}), |c| c.values.clone()),
+        );
+        // A default may read another templated default: render those it reads first
+        // (StackStorm orders them the same way); a cycle renders in name order.
+        let mut rendered = Map::new();
+        let mut left: Vec<(String, Value)> = pending.into_iter().collect();
+        while !left.is_empty() {
+            let reads_pending = |default: &Value| {
+                let text = default.to_string();
+                left.iter().any(|(other, _)| text.contains(other.as_str()))
+            };
+            let next = left
+                .iter()
+                .position(|(_, d)| !reads_pending(d))
+                .unwrap_or(0);
+            let (name, default) = left.remove(next);
+            let one = Map::from_iter([(name.clone(), default)]);
+            let ctx = Value::Object(scope.clone());
+            let value = self
+                .render_input(action_ref, &one, &ctx, templates, user)
+                .map_err(|e| {
+                    vec![ParamError {
+                        parameter: name.clone(),
+                        reason: format!("rendering the default: {e}"),
+                    }]
+                })?
+                .remove(&name)
+                .unwrap_or(Value::Null);
+            if !provided.contains_key(&name) {
+                scope.insert(name.clone(), value.clone());
+            }
+            rendered.insert(name, value);
+        }
+        Ok(rendered)
     }
 
     /// Render the parameters a rule or workflow task gives an action. A shell

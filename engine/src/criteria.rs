@@ -441,14 +441,7 @@ fn compile_pattern(
         return Some(Matcher::Fixed(Pattern::Absent));
     }
     match pattern {
-        Some(Value::String(s)) if s.contains("{%") => {
-            errors.push(CriteriaError::new(
-                field,
-                "Jinja statements `{% ... %}` are not supported; use a handlebars expression",
-            ));
-            None
-        }
-        Some(Value::String(s)) if s.contains("{{") => Some(Matcher::Templated {
+        Some(Value::String(s)) if crate::template::is_template(s) => Some(Matcher::Templated {
             source: s.clone(),
             field: field.to_owned(),
         }),
@@ -1702,11 +1695,15 @@ mod tests {
 
     #[test]
     fn check_templates_reports_bad_templated_patterns() {
-        let c = criteria(json!({"trigger.x": {"type": "eq", "pattern": "{{ x | upper }}"}}));
+        let c = criteria(json!({"trigger.x": {"type": "eq", "pattern": "{{ x | nope }}"}}));
         let errs = c.check_templates(&Templates::new()).unwrap_err();
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].field, r#"criteria."trigger.x".pattern"#);
-        assert!(errs[0].reason.contains("{{upper x}}"), "{}", errs[0].reason);
+        assert!(
+            errs[0].reason.contains("no filter named `nope`"),
+            "{}",
+            errs[0].reason
+        );
     }
 
     #[test]
@@ -1780,9 +1777,10 @@ mod tests {
             "trigger..b": {"type": "eq", "pattern": 1},
             "trigger.c[0": {"type": "eq", "pattern": 1},
             "trigger.d": {"type": 5, "pattern": 1},
+            // A Jinja pattern is a template like any other.
             "trigger.e": {"type": "eq", "pattern": "{% if x %}y{% endif %}"},
         }));
-        assert_eq!(errs.len(), 5, "{errs:?}");
+        assert_eq!(errs.len(), 4, "{errs:?}");
         let rendered: Vec<String> = errs.iter().map(ToString::to_string).collect();
         assert!(
             rendered.contains(

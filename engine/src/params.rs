@@ -94,7 +94,10 @@ impl ParamSet {
                 });
                 continue;
             };
-            if spec.immutable && spec.default.as_ref() != Some(value) {
+            // An immutable parameter may be given its own value again (a re-run passes
+            // every stored parameter); a templated default compares as rendered.
+            let own = defaults.get(name).or(spec.default.as_ref());
+            if spec.immutable && own != Some(value) {
                 errors.push(ParamError {
                     parameter: name.clone(),
                     reason: "is immutable and cannot be overridden".into(),

@@ -1,15 +1,25 @@
-//! Handlebars templating for rule parameters, shell commands and chat messages.
+//! Templates for rule parameters, action defaults, shell commands and chat messages.
 //!
-//! This module owns the one template engine of squall: how `{{ ... }}` text is compiled
-//! (and cached), which helpers exist, how values turn into text, how values are quoted for
-//! `sh`, and how StackStorm's "a lone expression keeps its JSON type" rule (`to_complex`)
-//! is honoured. Packs ported from StackStorm use Jinja; the Jinja constructs that have no
-//! handlebars meaning (filters, statements, calls, subscripts) are rejected by
-//! [`Templates::check`] with the equivalent handlebars form as a hint.
+//! This module owns squall's template engine: how template text is compiled (and cached),
+//! which helpers exist, how values turn into text, how values are quoted for `sh`, and how
+//! StackStorm's "a lone expression keeps its JSON type" rule (`to_complex`) is honoured.
 //!
-//! Every output expression is rewritten at compile time into a call of an internal render
-//! helper. That single choke point is what makes objects render as compact JSON (handlebars
-//! would print `[object]`) and what quotes shell output, while `{{{ raw }}}` stays raw.
+//! Two languages share every entry point. squall's own templates are handlebars
+//! (`{{ trigger.body.x }}`, `{{#if ok}}...{{/if}}`, `{{default x 5}}`). Packs ported from
+//! StackStorm use Jinja, which [`jinja`] renders as StackStorm does. A template is Jinja
+//! when it uses something only Jinja has: a `{% %}` statement or `{# #}` comment, a filter
+//! (`{{ x | upper }}`), a call (`{{ d.get('k') }}`), a subscript (`{{ x['k'] }}`, `x[0]`),
+//! or an expression handlebars cannot parse (`{{ a if b else c }}`, `{{ a ~ b }}`).
+//! Everything else is handlebars; a plain `{{ a.b }}` means the same in both.
+//!
+//! Every handlebars output expression is rewritten at compile time into a call of an
+//! internal render helper. That single choke point is what makes objects render as compact
+//! JSON (handlebars would print `[object]`) and what quotes shell output, while
+//! `{{{ raw }}}` stays raw.
+
+mod jinja;
+
+pub use jinja::NONE_MAGIC_VALUE;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -30,8 +40,6 @@ pub enum TemplateError {
     Syntax { template: String, reason: String },
     #[error("template render error in {template:?}: {reason}")]
     Render { template: String, reason: String },
-    #[error("unsupported Jinja syntax in {template:?}: {reason}")]
-    Unsupported { template: String, reason: String },
 }
 
 /// Past this many distinct templates the cache is dropped wholesale: rule sets are far
@@ -52,11 +60,16 @@ const HANDLEBARS_BUILTINS: &[&str] = &[
 
 static NULL: Value = Value::Null;
 
-/// A compiled template: the rewritten handlebars AST plus, for a template that is a single
-/// expression, the parameter to evaluate for a typed value.
-struct Compiled {
-    template: Template,
-    single: Option<Parameter>,
+/// A compiled template.
+enum Compiled {
+    /// The rewritten handlebars AST plus, for a template that is a single expression, the
+    /// parameter to evaluate for a typed value.
+    Handlebars {
+        template: Template,
+        single: Option<Parameter>,
+    },
+    /// Compiled and kept by [`jinja::Jinja`]; for a lone `{{ expr }}`, the expression.
+    Jinja { single: Option<String> },
 }
 
 /// The template engine: two handlebars registries sharing one compiled-template cache.
@@ -70,6 +83,7 @@ pub struct Templates {
     cache: RwLock<HashMap<String, Arc<Compiled>>>,
     /// The datastore snapshot action parameters read as `st2kv`.
     kv: crate::datastore::KvHandle,
+    jinja: jinja::Jinja,
 }
 
 impl Templates {
@@ -96,6 +110,7 @@ impl Templates {
                 .collect(),
             cache: RwLock::new(HashMap::new()),
             kv: crate::datastore::KvHandle::default(),
+            jinja: jinja::Jinja::new(),
         };
         for (name, f) in VALUE_HELPERS {
             templates.register_helper(name, Box::new(ValueHelper { name, f: *f }));
@@ -132,12 +147,10 @@ impl Templates {
         Value::Object(ctx)
     }
 
-    /// Compile only (load-time validation of packs). Detects Jinja-only syntax: filters
-    /// `{{ x | upper }}`, `{% ... %}` blocks, `{{ x('a') }}` calls and `x['k']` subscripts,
-    /// and reports them as [`TemplateError::Unsupported`] with the handlebars form as a hint.
-    /// Calls of helpers that do not exist are reported as syntax errors.
+    /// Compile only (load-time validation of packs): syntax errors, unknown handlebars
+    /// helpers and unknown Jinja filters are reported here rather than at the first render.
     pub fn check(&self, template: &str) -> Result<(), TemplateError> {
-        if !template.contains("{{") && !template.contains("{%") {
+        if !is_template(template) {
             return Ok(());
         }
         self.compiled(template).map(|_| ())
@@ -148,7 +161,7 @@ impl Templates {
     /// (missing paths yield `Null`); anything else renders to a `Value::String`. Text without
     /// `{{` is returned as-is.
     pub fn render_value(&self, template: &str, ctx: &Value) -> Result<Value, TemplateError> {
-        if !template.contains("{{") {
+        if !is_template(template) {
             return Ok(Value::String(template.to_owned()));
         }
         self.render_value_in(template, &Context::from(ctx.clone()))
@@ -157,19 +170,31 @@ impl Templates {
     /// [`Templates::render_value`] against an already built handlebars context, so callers
     /// rendering many templates against one payload pay for the context copy once.
     pub fn render_value_in(&self, template: &str, ctx: &Context) -> Result<Value, TemplateError> {
-        if !template.contains("{{") {
+        if !is_template(template) {
             return Ok(Value::String(template.to_owned()));
         }
         let compiled = self.compiled(template)?;
-        match &compiled.single {
-            Some(param) => {
+        match &*compiled {
+            Compiled::Handlebars {
+                single: Some(param),
+                ..
+            } => {
                 let mut rc = RenderContext::new(None);
                 let value = param
                     .expand(&self.text, ctx, &mut rc)
                     .map_err(|e| render_error(template, &e))?;
                 Ok(value.value().clone())
             }
-            None => self
+            Compiled::Jinja { single: Some(expr) } => self.jinja.eval(template, expr, ctx.data()),
+            Compiled::Jinja { single: None } => {
+                let text = self.jinja.render(template, ctx.data(), false)?;
+                Ok(if text == NONE_MAGIC_VALUE {
+                    Value::Null
+                } else {
+                    Value::String(text)
+                })
+            }
+            Compiled::Handlebars { .. } => self
                 .render_compiled(&self.text, &compiled, template, ctx)
                 .map(Value::String),
         }
@@ -177,21 +202,28 @@ impl Templates {
 
     /// Render to text. No HTML escaping; objects and arrays render as compact JSON.
     pub fn render_str(&self, template: &str, ctx: &Value) -> Result<String, TemplateError> {
-        if !template.contains("{{") {
+        if !is_template(template) {
             return Ok(template.to_owned());
         }
         let compiled = self.compiled(template)?;
+        if let Compiled::Jinja { .. } = *compiled {
+            return self.jinja.render(template, ctx, false);
+        }
         self.render_compiled(&self.text, &compiled, template, &Context::from(ctx.clone()))
     }
 
     /// Render a shell command: every `{{ expr }}` output is quoted as one POSIX `sh` word
     /// (a value containing a NUL byte is an error, `sh` cannot carry it), while a
-    /// triple-stash `{{{ expr }}}` is inserted raw for the rare trusted fragment.
+    /// triple-stash `{{{ expr }}}` (Jinja: `{{ expr | safe }}`) is inserted raw for the rare
+    /// trusted fragment.
     pub fn render_shell(&self, template: &str, ctx: &Value) -> Result<String, TemplateError> {
-        if !template.contains("{{") {
+        if !is_template(template) {
             return Ok(template.to_owned());
         }
         let compiled = self.compiled(template)?;
+        if let Compiled::Jinja { .. } = *compiled {
+            return self.jinja.render(template, ctx, true);
+        }
         self.render_compiled(
             &self.shell,
             &compiled,
@@ -200,7 +232,7 @@ impl Templates {
         )
     }
 
-    /// Render every string containing `{{` inside `value` with [`Templates::render_value`];
+    /// Render every template string inside `value` with [`Templates::render_value`];
     /// object keys and all other values are kept.
     pub fn render_json(&self, value: &Value, ctx: &Value) -> Result<Value, TemplateError> {
         if !contains_template(value) {
@@ -239,7 +271,7 @@ impl Templates {
 
     fn render_json_in(&self, value: &Value, ctx: &Context) -> Result<Value, TemplateError> {
         Ok(match value {
-            Value::String(s) if s.contains("{{") => self.render_value_in(s, ctx)?,
+            Value::String(s) if is_template(s) => self.render_value_in(s, ctx)?,
             Value::Array(items) => Value::Array(
                 items
                     .iter()
@@ -262,10 +294,12 @@ impl Templates {
         source: &str,
         ctx: &Context,
     ) -> Result<String, TemplateError> {
+        let Compiled::Handlebars { template, .. } = compiled else {
+            return self.jinja.render(source, ctx.data(), false);
+        };
         let mut rc = RenderContext::new(None);
         let mut out = StringOutput::new();
-        compiled
-            .template
+        template
             .render(registry, ctx, &mut rc, &mut out)
             .map_err(|e| render_error(source, &e))?;
         out.into_string().map_err(|e| TemplateError::Render {
@@ -292,13 +326,29 @@ impl Templates {
         Ok(compiled)
     }
 
+    /// Jinja when the text uses Jinja-only syntax, or when handlebars cannot compile it but
+    /// Jinja can; handlebars otherwise.
     fn compile(&self, source: &str) -> Result<Compiled, TemplateError> {
-        if let Some(reason) = detect_jinja(source) {
-            return Err(TemplateError::Unsupported {
-                template: source.to_owned(),
-                reason,
-            });
+        if is_jinja(source) {
+            return self.compile_jinja(source);
         }
+        self.compile_handlebars(source)
+            .or_else(|error| self.compile_jinja(source).map_err(|_| error))
+    }
+
+    fn compile_jinja(&self, source: &str) -> Result<Compiled, TemplateError> {
+        self.jinja.check(source)?;
+        let single = jinja::single_expression(source).map(str::to_owned);
+        if let Some(expr) = &single {
+            // The typed-value wrapper compiles too, or `{{ a }} {{ b }}`-like text that
+            // slipped through single_expression would fail at the first render.
+            self.jinja
+                .check(&format!("{{% set __check = ({expr}) %}}"))?;
+        }
+        Ok(Compiled::Jinja { single })
+    }
+
+    fn compile_handlebars(&self, source: &str) -> Result<Compiled, TemplateError> {
         let syntax = |reason: String| TemplateError::Syntax {
             template: source.to_owned(),
             reason,
@@ -317,7 +367,7 @@ impl Templates {
         let single =
             single_expression(&template).map(|ht| output_parameter(ht, &self.helper_names));
         rewrite_outputs(&mut template.elements, &self.helper_names);
-        Ok(Compiled { template, single })
+        Ok(Compiled::Handlebars { template, single })
     }
 }
 
@@ -327,19 +377,25 @@ impl Default for Templates {
     }
 }
 
+/// Whether `text` is a template at all (StackStorm's test: it contains `{{` or `{%`).
+pub fn is_template(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%")
+}
+
 /// Whether a template in `value` reads the datastore (`st2kv`).
 pub fn names_st2kv(value: &Value) -> bool {
     match value {
-        Value::String(s) => s.contains("{{") && s.contains("st2kv"),
+        Value::String(s) => is_template(s) && s.contains("st2kv"),
         Value::Array(items) => items.iter().any(names_st2kv),
         Value::Object(map) => map.values().any(names_st2kv),
         _ => false,
     }
 }
 
-fn contains_template(value: &Value) -> bool {
+/// Whether any string inside `value` is a template.
+pub fn contains_template(value: &Value) -> bool {
     match value {
-        Value::String(s) => s.contains("{{"),
+        Value::String(s) => is_template(s),
         Value::Array(items) => items.iter().any(contains_template),
         Value::Object(map) => map.values().any(contains_template),
         _ => false,
@@ -495,27 +551,28 @@ fn unknown_helper(elements: &[TemplateElement], helpers: &HashSet<String>) -> Op
 // ---------------------------------------------------------------------------------------
 // Jinja detection
 
-fn detect_jinja(template: &str) -> Option<String> {
-    if let Some(start) = template.find("{%") {
-        let stmt = template[start..]
-            .find("%}")
-            .map_or(&template[start..], |end| &template[start..start + end + 2]);
-        return Some(format!(
-            "Jinja statement `{stmt}` is not supported; use handlebars block helpers such as \
-             `{{{{#if cond}}}}...{{{{else}}}}...{{{{/if}}}}` or `{{{{#each list}}}}...{{{{/each}}}}`"
-        ));
+/// Whether `template` uses syntax only Jinja has: `{% %}`/`{# #}` tags, filters, calls
+/// or subscripts inside `{{ }}`.
+pub(crate) fn is_jinja(template: &str) -> bool {
+    let comment = template
+        .find("{#")
+        .is_some_and(|at| template[at..].contains("#}"));
+    if template.contains("{%") || comment {
+        return true;
     }
     let mut rest = template;
     while let Some(open) = rest.find("{{") {
         let escaped = rest[..open].ends_with('\\');
         let body = &rest[open + 2..];
-        let close = tag_end(body)?;
-        if let Some(reason) = inspect_tag(&body[..close]).filter(|_| !escaped) {
-            return Some(reason);
+        let Some(close) = tag_end(body) else {
+            return false;
+        };
+        if !escaped && jinja_expression(&body[..close]) {
+            return true;
         }
         rest = &body[close + 2..];
     }
-    None
+    false
 }
 
 /// Offset of the `}}` closing a tag whose body starts at `body`, skipping quoted strings
@@ -544,8 +601,8 @@ fn tag_end(body: &str) -> Option<usize> {
     None
 }
 
-/// Byte offsets (outside quoted strings) where `pred` holds for (previous byte, byte).
-fn find_unquoted(s: &str, pred: impl Fn(Option<u8>, u8, Option<u8>) -> bool) -> Option<usize> {
+/// Whether `pred` holds for some (previous byte, byte, next byte) outside quoted strings.
+fn any_unquoted(s: &str, pred: impl Fn(Option<u8>, u8, Option<u8>) -> bool) -> bool {
     let bytes = s.as_bytes();
     let mut quote = None;
     for (i, &b) in bytes.iter().enumerate() {
@@ -556,132 +613,43 @@ fn find_unquoted(s: &str, pred: impl Fn(Option<u8>, u8, Option<u8>) -> bool) -> 
             None => {
                 let prev = i.checked_sub(1).map(|p| bytes[p]);
                 if pred(prev, b, bytes.get(i + 1).copied()) {
-                    return Some(i);
+                    return true;
                 }
             }
         }
     }
-    None
-}
-
-fn split_unquoted(s: &str, sep: u8) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let mut rest = s;
-    while let Some(i) = find_unquoted(rest, |_, b, _| b == sep) {
-        parts.push(&rest[..i]);
-        rest = &rest[i + 1..];
-    }
-    parts.push(rest);
-    parts
+    false
 }
 
 fn is_ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
-fn inspect_tag(inner: &str) -> Option<String> {
+/// A filter `x | f`, a call `f(x)` or a subscript `x['k']` / `x[0]` in one tag's body.
+/// Handlebars' own uses of these bytes are excluded: block params `{{#each xs as |x|}}`,
+/// subexpressions `(helper x)` (no name right before the parenthesis) and literal
+/// segments `a.[b c]`.
+fn jinja_expression(inner: &str) -> bool {
     let expr = inner
         .trim_start_matches(['{', '~'])
         .trim_end_matches(['}', '~'])
         .trim();
     if expr.starts_with('!') {
-        return None;
+        return false;
     }
-    // Block openers legitimately use `|` for block params: `{{#each xs as |x|}}`.
     let is_block =
         expr.starts_with(['#', '^', '/', '>', '*']) || expr == "else" || expr.starts_with("else ");
-    if !is_block && find_unquoted(expr, |_, b, next| b == b'|' && next != Some(b'|')).is_some() {
-        return Some(format!(
-            "Jinja filter `{expr}` is not supported; use the helper form `{}`",
-            filter_hint(expr)
-        ));
-    }
-    if let Some(open) = find_unquoted(expr, |prev, b, _| {
+    let filter = !is_block
+        && any_unquoted(expr, |prev, b, next| {
+            b == b'|' && next != Some(b'|') && prev != Some(b'|')
+        });
+    let call = any_unquoted(expr, |prev, b, _| {
         b == b'(' && prev.is_some_and(is_ident_byte)
-    }) {
-        let start = expr[..open]
-            .char_indices()
-            .rev()
-            .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '.'))
-            .map_or(0, |(i, c)| i + c.len_utf8());
-        let call = &expr[start..];
-        let call = call.find(')').map_or(call, |end| &call[..=end]);
-        let (name, args) = parse_call(call);
-        return Some(format!(
-            "Jinja function call `{call}` is not supported; use the helper form `{{{{{}}}}}`",
-            helper_call(name, None, &args)
-        ));
-    }
-    if let Some(open) = find_unquoted(expr, |_, b, next| {
-        b == b'[' && matches!(next, Some(b'\'') | Some(b'"'))
-    }) {
-        let (key_end, close) = expr[open..]
-            .find(']')
-            .map_or((expr.len(), expr.len()), |i| (open + i, open + i + 1));
-        let key = expr[open + 1..key_end].trim_matches(['\'', '"']);
-        return Some(format!(
-            "Jinja subscript `{}` is not supported; use a path segment `{}.[{key}]`",
-            &expr[..close],
-            &expr[..open]
-        ));
-    }
-    None
-}
-
-/// `name('a', 2)` -> (`name`, [`"a"`, `2`]); Jinja single quotes become double quotes.
-fn parse_call(call: &str) -> (&str, Vec<String>) {
-    let Some(open) = call.find('(') else {
-        return (call.trim(), Vec::new());
-    };
-    let name = call[..open].trim();
-    let inner = call[open + 1..].trim_end().trim_end_matches(')');
-    let args = split_unquoted(inner, b',')
-        .into_iter()
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(|a| {
-            a.strip_prefix('\'')
-                .and_then(|a| a.strip_suffix('\''))
-                .map_or_else(|| a.to_owned(), |s| format!("\"{s}\""))
-        })
-        .collect();
-    (name, args)
-}
-
-fn helper_call(name: &str, subject: Option<&str>, args: &[String]) -> String {
-    let mut call = name.to_owned();
-    for part in subject.into_iter().chain(args.iter().map(String::as_str)) {
-        call.push(' ');
-        call.push_str(part);
-    }
-    call
-}
-
-/// Handlebars helper providing what a Jinja filter of that name does.
-fn helper_for_filter(filter: &str) -> &str {
-    match filter {
-        "d" => "default",
-        "length" | "count" => "len",
-        "int" => "to_int",
-        "string" => "to_string",
-        "tojson" | "to_json_string" | "json" => "json",
-        other => other,
-    }
-}
-
-fn filter_hint(expr: &str) -> String {
-    let mut parts = split_unquoted(expr, b'|').into_iter();
-    let mut acc = parts.next().unwrap_or_default().trim().to_owned();
-    for (i, filter) in parts.enumerate() {
-        let (name, args) = parse_call(filter.trim());
-        let subject = if i == 0 {
-            acc.clone()
-        } else {
-            format!("({acc})")
-        };
-        acc = helper_call(helper_for_filter(name), Some(&subject), &args);
-    }
-    format!("{{{{{acc}}}}}")
+    });
+    let subscript = any_unquoted(expr, |prev, b, _| {
+        b == b'[' && prev.is_some_and(|p| is_ident_byte(p) || p == b']' || p == b')')
+    });
+    filter || call || subscript
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1315,35 +1283,31 @@ mod tests {
     }
 
     #[test]
-    fn check_rejects_jinja_filter_with_helper_hint() {
-        let err = t().check("{{ trigger.body.app | upper }}").unwrap_err();
-        let TemplateError::Unsupported { reason, .. } = &err else {
-            panic!("{err:?}");
-        };
-        assert!(reason.contains("{{upper trigger.body.app}}"), "{reason}");
-        let err = t()
-            .check("{{ trigger.x | default('n/a') | upper }}")
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains(r#"{{upper (default trigger.x "n/a")}}"#),
-            "{err}"
+    fn jinja_filters_statements_calls_and_subscripts_render() {
+        let t = t();
+        let ctx = json!({"trigger": {"app": "web", "headers": {"X-Id": "7"}, "n": "3",
+                                     "items": [1, 2]}});
+        let text = |s| t.render_str(s, &ctx).unwrap();
+        assert_eq!(text("{{ trigger.app | upper }}"), "WEB");
+        assert_eq!(text("{{ trigger.x | default('n/a') | upper }}"), "N/A");
+        assert_eq!(text("{% if trigger.app == 'web' %}yes{% endif %}"), "yes");
+        assert_eq!(text("{{ trigger.headers['X-Id'] }}"), "7");
+        assert_eq!(text("{{ trigger.headers.get('X-Id') }}"), "7");
+        assert_eq!(text("{{ trigger.app if trigger.n else 'none' }}"), "web");
+        assert_eq!(
+            t.render_value("{{ trigger.n | int + 1 }}", &ctx),
+            Ok(json!(4))
         );
-        let err = t().check("{{ trigger.items | length }}").unwrap_err();
-        assert!(err.to_string().contains("{{len trigger.items}}"), "{err}");
+        assert_eq!(t.render_value("{{ trigger.items[1] }}", &ctx), Ok(json!(2)));
     }
 
     #[test]
-    fn check_rejects_jinja_statements_calls_and_subscripts() {
-        let t = t();
-        let err = t.check("{% if trigger.x %}y{% endif %}").unwrap_err();
+    fn unknown_jinja_filters_are_load_time_errors() {
+        let err = t().check("{{ x | frobnicate }}").unwrap_err();
         assert!(
-            matches!(&err, TemplateError::Unsupported { reason, .. } if reason.contains("{{#if cond}}"))
+            matches!(&err, TemplateError::Syntax { reason, .. } if reason.contains("frobnicate")),
+            "{err}"
         );
-        let err = t.check("{{ st2kv('system.x') }}").unwrap_err();
-        assert!(err.to_string().contains(r#"{{st2kv "system.x"}}"#), "{err}");
-        let err = t.check("{{ trigger.headers['X-Id'] }}").unwrap_err();
-        assert!(err.to_string().contains("trigger.headers.[X-Id]"), "{err}");
     }
 
     #[test]
@@ -1405,11 +1369,13 @@ mod tests {
     }
 
     #[test]
-    fn render_of_jinja_template_is_an_error_not_garbage() {
-        assert!(matches!(
-            t().render_str("{{ x | upper }}", &json!({"x": "a"})),
-            Err(TemplateError::Unsupported { .. })
-        ));
+    fn jinja_shell_commands_quote_every_value() {
+        let out = t().render_shell("echo {{ trigger.body.msg | lower }}", &ctx());
+        assert_eq!(out, Ok("echo 'x; touch /tmp/f'".to_owned()));
+        assert_eq!(
+            t().render_shell("echo {{ x }} ${#arr[@]}", &json!({"x": "a b"})),
+            Ok("echo 'a b' ${#arr[@]}".to_owned())
+        );
     }
 
     #[test]

@@ -57,15 +57,37 @@ async fn python_actions_run_as_stackstorm_runs_them(backend: Backend) -> Result<
     // (`log_level` takes StackStorm's upper-case names.)
     let view = run(&server, "pyops.kv", json!({"log_level": "INFO"})).await?;
     assert_eq!(view["status"], "succeeded", "{view}");
+    // Jinja defaults: config_context, and action_context.user (the API caller).
+    let mut result = view["result"]["result"].clone();
+    let endpoint = result["endpoint"].take();
+    let endpoint = endpoint.as_str().unwrap_or_default();
+    assert!(
+        endpoint.starts_with("https://us-east-2.example.com/") && endpoint.len() > 30,
+        "{view}"
+    );
+    assert_eq!(endpoint, endpoint.to_lowercase(), "{view}");
     assert_eq!(
-        view["result"]["result"],
+        result,
         json!({
             "region": "us-east-2",
             "retries": 3,
             "greeting": "hello",
             "helper": "six-ok",
             "missing": null,
+            "endpoint": null,
+            "patience": "patient",
+            "attempts": 4,
         }),
+        "{view}"
+    );
+    // The pack config's secret setting, printed by the action, is masked.
+    let text = view.to_string();
+    assert!(!text.contains("pyops-config-token-4711"), "{text}");
+    assert!(
+        view["stdout"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("calling {endpoint} with ********")),
         "{view}"
     );
     assert!(
@@ -120,30 +142,35 @@ async fn python_actions_run_as_stackstorm_runs_them(backend: Backend) -> Result<
         .await?;
     ensure!(status == 201, "{created}");
     let id = created["id"].as_str().context("id")?.to_owned();
+    // "running" is stored before the interpreter starts (venv lookup, run
+    // directory), so look until it shows up; every look checks for the secret.
     let mut seen_running = false;
-    for _ in 0..600 {
+    for _ in 0..1200 {
         let (_, view) = server.get(&format!("/api/v1/executions/{id}")).await?;
-        if view["status"] == "running" {
+        let cmdlines = tokio::task::spawn_blocking(all_command_lines).await??;
+        ensure!(
+            !cmdlines.iter().any(|c| c.contains(SECRET)),
+            "the secret is on a command line"
+        );
+        if view["status"] == "running"
+            && cmdlines
+                .iter()
+                .any(|c| c.contains("squall_python_action.py"))
+        {
             seen_running = true;
-            let cmdlines = all_command_lines()?;
-            ensure!(
-                cmdlines
-                    .iter()
-                    .any(|c| c.contains("squall_python_action.py")),
-                "the interpreter is not among the processes: {cmdlines:?}"
-            );
-            ensure!(
-                !cmdlines.iter().any(|c| c.contains(SECRET)),
-                "the secret is on a command line"
-            );
             break;
         }
-        if view["status"] != "requested" && view["status"] != "scheduled" {
+        if !["requested", "scheduled", "running"]
+            .contains(&view["status"].as_str().unwrap_or_default())
+        {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    ensure!(seen_running, "never saw the action running");
+    ensure!(
+        seen_running,
+        "never saw the interpreter running (it holds for 3 s)"
+    );
     server.engine.wait_for(&id, WAIT).await?;
     let (_, view) = server.get(&format!("/api/v1/executions/{id}")).await?;
     assert_eq!(view["status"], "succeeded", "{view}");

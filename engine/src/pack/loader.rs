@@ -348,13 +348,28 @@ fn load_pack(
     errors.append(&mut doc.errors);
     warnings.append(&mut doc.warnings);
 
-    // The config schema is owned by whoever reads pack configs; here it only has to be
-    // a well-formed mapping so a broken one fails at load time, not at first use.
+    // The config schema and `configs/<pack>.yaml` checked against it: a config that
+    // breaks its schema refuses the pack, as running its actions would go wrong.
     let config_schema = dir.join("config.schema.yaml");
+    let mut schema = None;
     if config_schema.exists() {
-        let (mut doc, _) = Doc::read(&config_schema);
+        let (mut doc, map) = Doc::read(&config_schema);
+        schema = map.map(serde_json::Value::Object);
         errors.append(&mut doc.errors);
         warnings.append(&mut doc.warnings);
+    }
+    let mut config = super::config::PackConfig::default();
+    if let Some((meta, _)) = &meta {
+        let loaded = super::config::load(dir, &meta.name, schema.as_ref());
+        let as_error = |p: super::config::ConfigProblem| PackError {
+            file: p.file,
+            field: p.field,
+            reason: p.reason,
+            line: None,
+        };
+        errors.extend(loaded.errors.into_iter().map(as_error));
+        warnings.extend(loaded.warnings.into_iter().map(as_error));
+        config = loaded.config;
     }
 
     let ctx = PackCtx {
@@ -440,6 +455,7 @@ fn load_pack(
     LoadedPack {
         pack: meta.map(|(meta, _)| Pack {
             meta,
+            config,
             actions,
             rules,
             aliases,

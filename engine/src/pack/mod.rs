@@ -1,6 +1,7 @@
 //! Packs: the model of loaded content and the loader that builds it from disk.
 
 pub mod builtin;
+pub mod config;
 mod doc;
 pub mod loader;
 pub mod model;

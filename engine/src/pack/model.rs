@@ -138,6 +138,9 @@ pub struct WorkflowFile {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Pack {
     pub meta: PackMeta,
+    /// `configs/<pack>.yaml` over the defaults of `config.schema.yaml`.
+    #[serde(default)]
+    pub config: super::config::PackConfig,
     pub actions: Vec<Action>,
     pub rules: Vec<Rule>,
     pub aliases: Vec<Alias>,

@@ -442,7 +442,7 @@ fn check_action_ref(doc: &mut Doc, at: &[&str], r: &str) {
 /// Every string holding `{{` anywhere inside the parameter value must be a valid template.
 fn check_templates(doc: &mut Doc, templates: &Templates, v: &Value, at: &mut Vec<String>) {
     match v {
-        Value::String(s) if s.contains("{{") => {
+        Value::String(s) if crate::template::is_template(s) => {
             if let Err(e) = templates.check(s) {
                 doc.err(at, format!("invalid template: {e}"));
             }

@@ -461,7 +461,7 @@ impl Parser<'_> {
         if let Some(c) = &concurrency {
             match c {
                 Value::Number(n) if n.as_u64().is_some_and(|n| n >= 1) => {}
-                Value::String(s) if s.contains("{{") => {
+                Value::String(s) if crate::template::is_template(s) => {
                     self.expression(&format!("{at}.with.concurrency"), s);
                 }
                 other => self.err(
@@ -742,7 +742,7 @@ tasks:
         do: bee
   b:
     action: core.echo
-    input: {message: "{{ x | upper }}"}
+    input: {message: "{{ x | no_such_filter }}"}
     join: 3
 "#,
         )
@@ -761,7 +761,11 @@ tasks:
         );
         assert!(errors[0].reason.contains("Mistral"));
         assert!(errors[1].reason.contains("YAQL"));
-        assert!(errors[2].reason.contains("Jinja"));
+        assert!(
+            errors[2]
+                .reason
+                .contains("no filter named `no_such_filter`")
+        );
         assert!(errors[3].reason.contains("unknown task \"bee\""));
     }
 

@@ -140,7 +140,13 @@ async fn prepare_and_run(ctx: &RunContext) -> Result<RunOutcome, String> {
     let pack_dir = pack_dir_of(&ctx.action.file)?;
     let compat = compat_dir()?;
     let python = interpreter(&pack_dir, &ctx.action.pack).await?;
-    let config = pack_config(&pack_dir, &ctx.action.pack)?;
+    // Checked against config.schema.yaml when the pack loaded.
+    let config = ctx
+        .host
+        .catalog
+        .current()
+        .pack_config(&ctx.action.pack)
+        .map_or_else(|| json!({}), |c| c.values.clone());
 
     let run_dir = RunDir::create(&ctx.execution_id)?;
     let socket = run_dir.path.join("service.sock");
@@ -410,40 +416,6 @@ async fn run_setup(pack: &str, program: &str, args: &[&str]) -> Result<(), Strin
         args.join(" "),
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     ))
-}
-
-/// The pack's configuration: the defaults of its `config.schema.yaml`,
-/// overlaid with `configs/<pack>.yaml` beside the packs directory (where
-/// StackStorm keeps them) when there is one.
-fn pack_config(pack_dir: &Path, pack: &str) -> Result<Value, String> {
-    let mut config = Map::new();
-    let schema_file = pack_dir.join("config.schema.yaml");
-    if let Ok(text) = std::fs::read_to_string(&schema_file) {
-        let schema: Value =
-            yaml_serde::from_str(&text).map_err(|e| format!("{}: {e}", schema_file.display()))?;
-        if let Value::Object(props) = &schema {
-            for (name, spec) in props {
-                if let Some(default) = spec.get("default") {
-                    config.insert(name.clone(), default.clone());
-                }
-            }
-        }
-    }
-    let file = pack_dir
-        .parent()
-        .and_then(Path::parent)
-        .map(|root| root.join("configs").join(format!("{pack}.yaml")));
-    if let Some(file) = file.filter(|f| f.is_file()) {
-        let text =
-            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        match yaml_serde::from_str::<Value>(&text) {
-            Ok(Value::Object(values)) => config.extend(values),
-            Ok(Value::Null) => {}
-            Ok(_) => return Err(format!("{}: expected a mapping", file.display())),
-            Err(e) => return Err(format!("{}: {e}", file.display())),
-        }
-    }
-    Ok(Value::Object(config))
 }
 
 /// Answer `action_service` calls from the running action: one JSON request
