@@ -345,6 +345,7 @@ impl Engine {
             inquiries: Arc::new(Notify::new()),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             datastore: datastore.clone(),
+            intake: intake.clone(),
         });
         let shutdown = CancellationToken::new();
         datastore.spawn_refresh(shutdown.clone());

@@ -19,7 +19,6 @@ use crate::store::{
     WriteBatch,
 };
 use crate::template::Templates;
-use crate::triggers;
 
 /// Most items one commit takes: bounds latency and transaction size.
 const MAX_BATCH: usize = 4096;
@@ -43,6 +42,8 @@ pub struct TriggerFiring {
 /// rules start inherit them).
 #[derive(Debug, Clone)]
 pub struct ExecutionEvent {
+    /// `squall.execution`, `core.st2.generic.actiontrigger` or `...notifytrigger`.
+    pub trigger: &'static str,
     pub payload: Value,
     pub secrets: Secrets,
 }
@@ -69,7 +70,7 @@ enum Item {
     },
     Complete {
         completion: Completion,
-        event: Option<ExecutionEvent>,
+        events: Vec<ExecutionEvent>,
         reply: oneshot::Sender<Result<(), IntakeError>>,
     },
 }
@@ -150,7 +151,7 @@ impl Intake {
     /// Record the end of a run; `event` is the `squall.execution` event.
     /// Retries until stored: a lost completion would leave the execution
     /// running forever.
-    pub async fn complete(&self, completion: Completion, event: Option<ExecutionEvent>) {
+    pub async fn complete(&self, completion: Completion, events: Vec<ExecutionEvent>) {
         let mut delay = Duration::from_millis(50);
         loop {
             let (reply, rx) = oneshot::channel();
@@ -158,7 +159,7 @@ impl Intake {
                 .tx
                 .send(Item::Complete {
                     completion: completion.clone(),
-                    event: event.clone(),
+                    events: events.clone(),
                     reply,
                 })
                 .await;
@@ -220,10 +221,10 @@ async fn run_loop(
                 }
                 Item::Complete {
                     completion,
-                    event,
+                    events,
                     reply,
                 } => {
-                    if let Some(event) = event {
+                    for event in events {
                         // Execution events are recorded only when a rule
                         // matched them: storing one per execution would double
                         // the write load for nothing.
@@ -232,7 +233,7 @@ async fn run_loop(
                             &catalog,
                             &templates,
                             TriggerFiring {
-                                trigger: triggers::EXECUTION.into(),
+                                trigger: event.trigger.into(),
                                 url: None,
                                 payload: event.payload,
                                 source: format!("execution/{}", completion.id),

@@ -12,6 +12,12 @@ pub struct TriggerType {
 pub const WEBHOOK: &str = "core.st2.webhook";
 /// `squall.execution`: fired when an execution finishes; payload is the execution record.
 pub const EXECUTION: &str = "squall.execution";
+/// StackStorm's: fired when an execution finishes (st2's payload shape).
+pub const ACTION_TRIGGER: &str = "core.st2.generic.actiontrigger";
+/// StackStorm's: fired for each `notify:` of a finished execution.
+pub const NOTIFY_TRIGGER: &str = "core.st2.generic.notifytrigger";
+/// StackStorm's: what `core.announcement` fires; payload is its parameters and `route`.
+pub const ANNOUNCEMENT: &str = "core.st2.generic.announcement";
 /// `squall.alert`: one alert from a monitoring tool, normalized.
 pub const ALERT: &str = "squall.alert";
 /// Timers: fire on a schedule given by the rule's trigger parameters.
@@ -28,6 +34,18 @@ pub const BUILTIN: &[TriggerType] = &[
     TriggerType {
         name: EXECUTION,
         description: "An execution finished; payload {id, action, status, parameters, result, context}.",
+    },
+    TriggerType {
+        name: ACTION_TRIGGER,
+        description: "An execution finished (StackStorm's shape); payload {execution_id, status, start_timestamp, action_name, action_ref, runner_ref, parameters, result}.",
+    },
+    TriggerType {
+        name: NOTIFY_TRIGGER,
+        description: "An action's `notify:` fired; payload {execution_id, status, start_timestamp, end_timestamp, action_ref, runner_ref, channel, route, message, data, context}.",
+    },
+    TriggerType {
+        name: ANNOUNCEMENT,
+        description: "core.announcement ran; payload is its parameters and `route`.",
     },
     TriggerType {
         name: ALERT,

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::execution::{ExecutionStatus, now_ms};
+use crate::execution::{ExecutionStatus, ms_to_rfc3339, now_ms};
 use crate::intake::{ExecutionEvent, Intake};
 use crate::runners::{OutputLimits, OutputSink, RunContext, RunHost, RunOutcome};
 use crate::secrets::Secrets;
@@ -275,21 +275,9 @@ impl Worker {
                 .map(|s| (finished_at - s) as f64 / 1000.0),
         );
         let catalog = self.host.catalog.current();
-        let event = catalog.has_rules_for(crate::triggers::EXECUTION).then(|| {
-            let params: Value = serde_json::from_str(&model.parameters).unwrap_or(Value::Null);
-            ExecutionEvent {
-                payload: json!({
-                    "id": model.id,
-                    "action": model.action,
-                    "status": outcome.status,
-                    "parameters": catalog.mask_parameters(&model.action, &params),
-                    "result": outcome.result,
-                    "context": serde_json::from_str::<Value>(&model.context).unwrap_or(Value::Null),
-                }),
-                // Whatever the rules start from this event may carry them.
-                secrets: Secrets::from_stored(model.secrets.as_deref()),
-            }
-        });
+        let events = self
+            .finish_events(&catalog, &model, &outcome, started_at, finished_at)
+            .await;
         let completion = Completion {
             id: model.id.clone(),
             lease_owner: self.node_id.clone(),
@@ -303,7 +291,142 @@ impl Worker {
             finished_at,
         };
         tracing::debug!(execution = %model.id, action = %model.action, status = %completion.status, "execution finished");
-        self.intake.complete(completion, event).await;
+        self.intake.complete(completion, events).await;
+    }
+
+    /// The trigger events a finished run fires (only those some rule listens to), and
+    /// its `notify:` messages, queued in the outbox before the run is recorded as
+    /// finished so a crash in between repeats a message rather than losing it.
+    async fn finish_events(
+        &self,
+        catalog: &crate::catalog::Catalog,
+        model: &execution::Model,
+        outcome: &RunOutcome,
+        started_at: Option<i64>,
+        finished_at: i64,
+    ) -> Vec<ExecutionEvent> {
+        use crate::triggers::{ACTION_TRIGGER, EXECUTION, NOTIFY_TRIGGER};
+        let secrets = Secrets::from_stored(model.secrets.as_deref());
+        let params: Value = serde_json::from_str(&model.parameters).unwrap_or(Value::Null);
+        let params = catalog.mask_parameters(&model.action, &params);
+        let context = serde_json::from_str::<Value>(&model.context).unwrap_or(Value::Null);
+        let started = started_at.or(model.started_at).map(ms_to_rfc3339);
+        let action = catalog.action(&model.action).map(|e| e.action.clone());
+        let (pack, name) = model.action.split_once('.').unwrap_or(("", &model.action));
+        let mut events = Vec::new();
+        let event = |trigger, payload| ExecutionEvent {
+            trigger,
+            payload,
+            // Whatever the rules start from this event may carry them.
+            secrets: secrets.clone(),
+        };
+        if catalog.has_rules_for(EXECUTION) {
+            events.push(event(
+                EXECUTION,
+                json!({
+                    "id": model.id,
+                    "action": model.action,
+                    "status": outcome.status,
+                    "parameters": params,
+                    "result": outcome.result,
+                    "context": context,
+                }),
+            ));
+        }
+        if catalog.has_rules_for(ACTION_TRIGGER) {
+            events.push(event(
+                ACTION_TRIGGER,
+                json!({
+                    "execution_id": model.id,
+                    "status": outcome.status,
+                    "start_timestamp": started,
+                    "action_name": name,
+                    "action_ref": model.action,
+                    "runner_ref": model.runner,
+                    "parameters": params,
+                    "result": outcome.result,
+                }),
+            ));
+        }
+        let Some(action) = action.filter(|a| !a.notify.is_empty()) else {
+            return events;
+        };
+        let succeeded = outcome.status == ExecutionStatus::Succeeded;
+        let origin: Option<crate::execution::ChatOrigin> = context
+            .get("chat")
+            .cloned()
+            .and_then(|c| serde_json::from_value(c).ok());
+        for spec in action.notify.for_outcome(succeeded) {
+            let ctx = json!({
+                "execution": {
+                    "id": model.id,
+                    "action": model.action,
+                    "status": outcome.status,
+                    "parameters": params,
+                    "result": outcome.result,
+                    "context": context,
+                },
+                "action_context": {"user": context.get("user"), "pack": pack},
+                "data": spec.data,
+            });
+            let default = format!(
+                "{} {}: execution {}",
+                model.action, outcome.status, model.id
+            );
+            let text = match &spec.message {
+                Some(template) => self
+                    .templates
+                    .render_str(template, &ctx)
+                    .unwrap_or_else(|e| format!("{default} (its notify message failed: {e})")),
+                None => default,
+            };
+            let message = secrets.scrub_value(json!({"text": text}));
+            let mut channels = spec.channels.clone();
+            if channels.is_empty()
+                && let Some(origin) = &origin
+            {
+                channels.push(format!("{}:{}", origin.platform, origin.channel));
+            }
+            for channel in &channels {
+                if let Err(e) = self
+                    .host
+                    .store
+                    .queue_chat_message(&model.id, channel, &message, None)
+                    .await
+                {
+                    tracing::error!(execution = %model.id, %channel, error = %e, "queueing a notify message failed");
+                }
+            }
+            if !channels.is_empty() {
+                self.host.inquiries.notify_waiters();
+            }
+            if catalog.has_rules_for(NOTIFY_TRIGGER) {
+                let routes = if spec.routes.is_empty() {
+                    vec![String::new()]
+                } else {
+                    spec.routes.clone()
+                };
+                for route in routes {
+                    events.push(event(
+                        NOTIFY_TRIGGER,
+                        json!({
+                            "execution_id": model.id,
+                            "status": outcome.status,
+                            "start_timestamp": started,
+                            "end_timestamp": ms_to_rfc3339(finished_at),
+                            "action_ref": model.action,
+                            "runner_ref": model.runner,
+                            "channel": route,
+                            "route": route,
+                            "message": message["text"],
+                            "data": spec.data,
+                            "context": context,
+                        }),
+                    ));
+                }
+            }
+        }
+        events
     }
 
     async fn run(&self, model: &execution::Model, cancel: CancellationToken) -> RunOutcome {

@@ -32,6 +32,7 @@ mod python;
 mod secrets;
 mod server;
 mod slack;
+mod st2core;
 mod store;
 mod stream;
 mod webhooks;

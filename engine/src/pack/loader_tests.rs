@@ -465,8 +465,7 @@ fn st2_keys_squall_does_not_implement_are_rejected_as_unsupported() {
         "name: r\ncontext:\n  user: admin\ntrigger:\n  type: core.st2.webhook\naction:\n  ref: x.a\n",
     );
     let errors = load_err(root);
-    assert_eq!(errors.len(), 2, "{}", render(&errors));
-    assert_eq!(find(&errors, "notify").reason, "not supported by squall");
+    assert_eq!(errors.len(), 1, "{}", render(&errors));
     assert_eq!(find(&errors, "context").reason, "not supported by squall");
 }
 
@@ -1012,6 +1011,38 @@ fn a_pack_with_an_incomplete_pack_yaml_still_resolves_references_into_it() {
     assert_eq!(
         where_(&errors, root),
         vec![("dir_a/pack.yaml".into(), "description".into())],
+        "{}",
+        render(&errors)
+    );
+}
+
+#[test]
+fn notify_blocks_are_checked_key_by_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    pack_yaml(root, "x", "x");
+    write(
+        root,
+        "x/actions/a.yaml",
+        "name: a\nrunner_type: noop\nnotify:\n  on-done: {}\n  on-success:\n    routes: chat\n    message: \"{{ x | nope }}\"\n",
+    );
+    let errors = load_err(root);
+    assert_eq!(errors.len(), 3, "{}", render(&errors));
+    assert!(
+        find(&errors, "notify.on-done")
+            .reason
+            .starts_with("unknown key"),
+        "{}",
+        render(&errors)
+    );
+    assert_eq!(
+        find(&errors, "notify.on-success.routes").reason,
+        "expected a list of names"
+    );
+    assert!(
+        find(&errors, "notify.on-success.message")
+            .reason
+            .contains("no filter named `nope`"),
         "{}",
         render(&errors)
     );

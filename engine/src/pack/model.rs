@@ -50,8 +50,54 @@ pub struct Action {
     pub parameters: BTreeMap<String, ParamSpec>,
     /// squall extension: safe to run again after a crash left it running.
     pub idempotent: bool,
+    /// StackStorm's `notify:`: chat messages when a run finishes.
+    #[serde(default, skip_serializing_if = "Notify::is_empty")]
+    pub notify: Notify,
     /// File the action was loaded from.
     pub file: PathBuf,
+}
+
+/// An action's `notify:` block: what to post when a run succeeds, fails, or either.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Notify {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_complete: Option<NotifySpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_success: Option<NotifySpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<NotifySpec>,
+}
+
+impl Notify {
+    pub fn is_empty(&self) -> bool {
+        self.on_complete.is_none() && self.on_success.is_none() && self.on_failure.is_none()
+    }
+
+    /// The notifications for a run that `succeeded` or not: `on-complete` and the
+    /// matching one of `on-success`/`on-failure`.
+    pub fn for_outcome(&self, succeeded: bool) -> impl Iterator<Item = &NotifySpec> {
+        let specific = if succeeded {
+            &self.on_success
+        } else {
+            &self.on_failure
+        };
+        self.on_complete.iter().chain(specific.iter())
+    }
+}
+
+/// One notification: a message template (default: the action, its status and
+/// execution id), extra `data` for rules on `core.st2.generic.notifytrigger`,
+/// StackStorm's `routes` and squall's `channels` to post to.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct NotifySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub data: Value,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
 }
 
 impl Action {

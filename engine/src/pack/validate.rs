@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::doc::{Doc, Keys, Need, type_name, with};
 use super::loader::LoadOptions;
-use super::model::{Action, Alias, AliasFormat, PackMeta, Rule, RuleKind};
+use super::model::{Action, Alias, AliasFormat, Notify, NotifySpec, PackMeta, Rule, RuleKind};
 use super::params;
 use crate::criteria::Criteria;
 use crate::template::Templates;
@@ -39,15 +39,77 @@ const ACTION_KEYS: Keys = Keys {
         "entry_point",
         "idempotent",
         "name",
+        "notify",
         "pack",
         "parameters",
         "runner_type",
     ],
     // `output_schema` only annotates results; ids/refs are computed by st2 anyway.
     ignored: &["id", "metadata_file", "output_schema", "ref", "tags", "uid"],
-    // Completion notifications to chat routes: squall reports results its own way.
-    unsupported: &["notify"],
+    unsupported: &[],
 };
+
+const NOTIFY_KEYS: Keys = Keys {
+    accepted: &["on-complete", "on-success", "on-failure"],
+    ignored: &[],
+    unsupported: &[],
+};
+
+const NOTIFY_SPEC_KEYS: Keys = Keys {
+    accepted: &["message", "data", "routes", "channels"],
+    ignored: &[],
+    unsupported: &[],
+};
+
+/// An action's `notify:` block.
+fn notify(doc: &mut Doc, map: &Map<String, Value>, templates: &Templates) -> Notify {
+    let Some(block) = doc.object(map, &["notify"], Need::Optional) else {
+        return Notify::default();
+    };
+    doc.check_keys(block, &["notify"], &NOTIFY_KEYS);
+    let spec = |doc: &mut Doc, key: &'static str| -> Option<NotifySpec> {
+        let m = doc.object(block, &["notify", key], Need::Optional)?;
+        doc.check_keys(m, &["notify", key], &NOTIFY_SPEC_KEYS);
+        let message = doc
+            .string(m, &["notify", key, "message"], Need::Optional)
+            .map(str::to_owned);
+        if let Some(message) = &message
+            && let Err(e) = templates.check(message)
+        {
+            doc.err(
+                &["notify", key, "message"],
+                format!("invalid template: {e}"),
+            );
+        }
+        let mut names = |field: &'static str| -> Vec<String> {
+            match m.get(field) {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(items)) if items.iter().all(Value::is_string) => items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                Some(_) => {
+                    doc.err(&["notify", key, field], "expected a list of names");
+                    Vec::new()
+                }
+            }
+        };
+        let routes = names("routes");
+        let channels = names("channels");
+        let data = m.get("data").cloned().unwrap_or(Value::Null);
+        Some(NotifySpec {
+            message,
+            data,
+            routes,
+            channels,
+        })
+    };
+    Notify {
+        on_complete: spec(doc, "on-complete"),
+        on_success: spec(doc, "on-success"),
+        on_failure: spec(doc, "on-failure"),
+    }
+}
 
 const RULE_KEYS: Keys = Keys {
     accepted: &[
@@ -256,6 +318,7 @@ pub(crate) fn action(doc: &mut Doc, map: &Map<String, Value>, ctx: &PackCtx) -> 
     };
 
     let parameters = params::parameters(doc, map, runner);
+    let notify = notify(doc, map, ctx.templates);
     Some(Action {
         pack: ctx.name?.to_string(),
         name: name?.to_string(),
@@ -265,6 +328,7 @@ pub(crate) fn action(doc: &mut Doc, map: &Map<String, Value>, ctx: &PackCtx) -> 
         entry_point,
         parameters,
         idempotent,
+        notify,
         file: doc.file.clone(),
     })
 }

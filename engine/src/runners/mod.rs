@@ -2,6 +2,7 @@
 //! kind; the registry maps StackStorm `runner_type` names to them.
 
 mod chat_post;
+mod core;
 mod echo;
 mod http;
 mod noop;
@@ -63,6 +64,8 @@ pub struct RunHost {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The datastore, for python actions' `action_service`.
     pub datastore: Arc<crate::datastore::Datastore>,
+    /// Where runners fire triggers (`core.inject_trigger`, `core.announcement`).
+    pub intake: crate::intake::Intake,
 }
 
 impl RunContext {
@@ -177,6 +180,10 @@ impl RunnerRegistry {
             Arc::new(crate::workflow::inquirer::Inquirer),
             Arc::new(chat_post::ChatPost),
             Arc::new(python::PythonScript),
+            Arc::new(core::UuidRunner),
+            Arc::new(core::PauseRunner),
+            Arc::new(core::InjectTrigger),
+            Arc::new(core::Announcement),
         ]
     }
 
@@ -239,15 +246,19 @@ mod tests {
         assert_eq!(
             registry.names(),
             vec![
+                "announcement",
                 "chat-post",
                 "echo",
                 "http-request",
+                "inject-trigger",
                 "inquirer",
                 "local-shell-cmd",
                 "local-shell-script",
                 "noop",
                 "orquesta",
+                "pause",
                 "python-script",
+                "uuid",
                 "workflow"
             ]
         );
