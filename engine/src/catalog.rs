@@ -351,7 +351,7 @@ impl Catalog {
                 .union(&kv.secrets_in(value))
                 .union(&config_secrets.present_in(value));
         }
-        if entry.action.runner_type == "python-script" {
+        if entry.runner.traits().reads_pack_config {
             secrets = secrets.union(&config_secrets);
         }
         Ok(PlannedExecution {
@@ -390,7 +390,7 @@ impl Catalog {
         // only a command reading the datastore is rendered here, as before it runs.
         let runner_renders = |name: &str, default: &Value| {
             name == "cmd"
-                && entry.action.runner_type == "local-shell-cmd"
+                && entry.runner.traits().shell_command
                 && !crate::template::names_st2kv(default)
         };
         let pending: Map<String, Value> = specs
@@ -485,7 +485,7 @@ impl Catalog {
         let shell = self
             .actions
             .get(action_ref)
-            .is_some_and(|a| a.runner.name() == "local-shell-cmd");
+            .is_some_and(|a| a.runner.traits().shell_command);
         // Everything but the shell command renders in one pass (one copy of
         // the context), the command on its own with quoting.
         let cmd = input.get("cmd").and_then(Value::as_str).filter(|_| shell);

@@ -29,6 +29,7 @@ mod ops;
 mod outbox;
 mod packs;
 mod python;
+mod runners;
 mod secrets;
 mod server;
 mod slack;

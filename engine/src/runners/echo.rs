@@ -16,6 +16,13 @@ impl Runner for Echo {
         "echo"
     }
 
+    fn traits(&self) -> super::RunnerTraits {
+        super::RunnerTraits {
+            inline: true,
+            ..Default::default()
+        }
+    }
+
     fn parameters(&self) -> BTreeMap<String, ParamSpec> {
         let mut message = runner_param(json!({"type": "string"}), None, "Text to return.");
         message.required = true;

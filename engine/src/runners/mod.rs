@@ -124,11 +124,32 @@ impl RunOutcome {
     }
 }
 
+/// What a runner declares about itself, so the engine never matches on runner names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunnerTraits {
+    /// Finishes at once, in-process, without side effects: workflow tasks run it inline
+    /// instead of through the queue.
+    pub inline: bool,
+    /// Renders its own `cmd` parameter into a shell command when it runs, quoting every
+    /// value; callers leave `cmd` templates to it.
+    pub shell_command: bool,
+    /// Starts a child process: `timeout` and cancel kill its process group, its output
+    /// is captured and capped, and secret parameters never reach its command line.
+    pub process: bool,
+    /// Reads its pack's whole configuration (all of the pack's config secrets join the
+    /// run's secret set).
+    pub reads_pack_config: bool,
+}
+
 /// A kind of runner (`local-shell-cmd`, `http-request`, ...).
 #[async_trait::async_trait]
 pub trait Runner: Send + Sync {
     /// The StackStorm `runner_type` name.
     fn name(&self) -> &'static str;
+    /// What the engine may rely on about this runner.
+    fn traits(&self) -> RunnerTraits {
+        RunnerTraits::default()
+    }
     /// Parameters the runner itself understands; an action's parameters of the
     /// same name override their attributes (default, immutable, ...).
     fn parameters(&self) -> BTreeMap<String, ParamSpec>;
@@ -189,12 +210,6 @@ impl RunnerRegistry {
 
     pub fn get(&self, name: &str) -> Option<Arc<dyn Runner>> {
         self.runners.get(name).cloned()
-    }
-
-    /// Runners that finish at once in-process without side effects: workflow
-    /// tasks run them inline instead of through the queue.
-    pub fn is_inline(name: &str) -> bool {
-        matches!(name, "noop" | "echo")
     }
 
     pub fn names(&self) -> Vec<&'static str> {

@@ -16,6 +16,13 @@ impl Runner for Noop {
         "noop"
     }
 
+    fn traits(&self) -> super::RunnerTraits {
+        super::RunnerTraits {
+            inline: true,
+            ..Default::default()
+        }
+    }
+
     fn parameters(&self) -> BTreeMap<String, ParamSpec> {
         BTreeMap::new()
     }

@@ -127,6 +127,14 @@ impl Runner for LocalShellCmd {
         "local-shell-cmd"
     }
 
+    fn traits(&self) -> super::RunnerTraits {
+        super::RunnerTraits {
+            shell_command: true,
+            process: true,
+            ..Default::default()
+        }
+    }
+
     fn parameters(&self) -> BTreeMap<String, ParamSpec> {
         let mut params = common_parameters();
         let mut cmd = runner_param(
@@ -146,8 +154,7 @@ impl Runner for LocalShellCmd {
         let Some(template) = ctx.param_str("cmd") else {
             return RunOutcome::failed("parameter 'cmd' is required");
         };
-        let params = Value::Object(ctx.parameters.clone());
-        let command = match ctx.templates.render_shell(template, &params) {
+        let command = match render_command(&ctx, template) {
             Ok(c) => c,
             Err(err) => return RunOutcome::failed(format!("parameter 'cmd': {err}")),
         };
@@ -171,12 +178,102 @@ impl Runner for LocalShellCmd {
     }
 }
 
+/// Render `cmd` with every value quoted as one `sh` word, except that a secret
+/// parameter becomes a reference to its `ST2_ACTION_<NAME>` variable: the shell expands
+/// it when it runs, so the value never sits on a command line `ps` shows.
+fn render_command(ctx: &RunContext, template: &str) -> Result<String, String> {
+    let nonce: u64 = rand::random();
+    let mut params = ctx.parameters.clone();
+    let mut secrets = Vec::new();
+    for (name, spec) in &ctx.action.parameters {
+        if !spec.secret || params.get(name).is_none_or(Value::is_null) {
+            continue;
+        }
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!(
+                "secret parameter {name:?} cannot be passed through the environment; \
+                 name it with letters, digits and `_` only"
+            ));
+        }
+        let placeholder = format!("__squall_secret_{nonce:016x}_{}__", secrets.len());
+        params.insert(name.clone(), Value::String(placeholder.clone()));
+        secrets.push((placeholder, format!("ST2_ACTION_{}", name.to_uppercase())));
+    }
+    let rendered = ctx
+        .templates
+        .render_shell(template, &Value::Object(params))
+        .map_err(|e| e.to_string())?;
+    let mut command = rendered.clone();
+    for (placeholder, var) in &secrets {
+        let mut out = String::with_capacity(command.len());
+        let mut rest = command.as_str();
+        while let Some(at) = rest.find(placeholder.as_str()) {
+            let before = &command[..command.len() - rest.len() + at];
+            out.push_str(&rest[..at]);
+            match quote_state(before) {
+                Quote::None => out.push_str(&format!("\"${{{var}}}\"")),
+                Quote::Double => out.push_str(&format!("${{{var}}}")),
+                Quote::Single => {
+                    return Err(
+                        "a secret parameter is used inside single quotes (or combined into a \
+                         larger value); write it on its own, as `{{ name }}`, so the shell \
+                         can read it from the environment"
+                            .into(),
+                    );
+                }
+            }
+            rest = &rest[at + placeholder.len()..];
+        }
+        out.push_str(rest);
+        command = out;
+    }
+    Ok(command)
+}
+
+enum Quote {
+    None,
+    Single,
+    Double,
+}
+
+/// Whether the end of `prefix` lies inside single quotes, double quotes or neither.
+fn quote_state(prefix: &str) -> Quote {
+    let mut state = Quote::None;
+    let mut escaped = false;
+    for c in prefix.chars() {
+        state = match (state, c) {
+            (Quote::Single, '\'') => Quote::None,
+            (Quote::Single, _) => Quote::Single,
+            (s, _) if escaped => {
+                escaped = false;
+                s
+            }
+            (s, '\\') => {
+                escaped = true;
+                s
+            }
+            (Quote::None, '\'') => Quote::Single,
+            (Quote::None, '"') => Quote::Double,
+            (Quote::Double, '"') => Quote::None,
+            (s, _) => s,
+        };
+    }
+    state
+}
+
 pub struct LocalShellScript;
 
 #[async_trait::async_trait]
 impl Runner for LocalShellScript {
     fn name(&self) -> &'static str {
         "local-shell-script"
+    }
+
+    fn traits(&self) -> super::RunnerTraits {
+        super::RunnerTraits {
+            process: true,
+            ..Default::default()
+        }
     }
 
     fn parameters(&self) -> BTreeMap<String, ParamSpec> {
@@ -235,7 +332,8 @@ impl Runner for LocalShellScript {
 
 /// StackStorm's script argument order: positional parameters by `position`,
 /// then named ones as `--name=value` (booleans as a bare `--name` flag when
-/// true, omitted when false).
+/// true, omitted when false). Secret parameters are left out: a command line is
+/// world-readable (`ps`), so the script reads them from `ST2_ACTION_<NAME>`.
 fn script_arguments(ctx: &RunContext) -> Vec<String> {
     let kwarg_op = ctx.param_str("kwarg_op").unwrap_or("--");
     let mut positional: Vec<(u32, String)> = Vec::new();
@@ -244,7 +342,11 @@ fn script_arguments(ctx: &RunContext) -> Vec<String> {
         if RUNNER_PARAMS.contains(&name.as_str()) || name == "sudo" {
             continue;
         }
-        let position = ctx.action.parameters.get(name).and_then(|p| p.position);
+        let spec = ctx.action.parameters.get(name);
+        if spec.is_some_and(|p| p.secret) {
+            continue;
+        }
+        let position = spec.and_then(|p| p.position);
         match (position, value) {
             (Some(pos), v) => positional.push((pos, value_to_arg(v))),
             (None, Value::Null) | (None, Value::Bool(false)) => {}

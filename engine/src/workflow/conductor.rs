@@ -23,7 +23,7 @@ use super::spec::{Join, WorkflowSpec};
 use crate::catalog::Catalog;
 use crate::execution::{ExecutionContext, ExecutionStatus, WorkflowRef, new_id, now_ms};
 use crate::params::Casting;
-use crate::runners::{OutputLimits, RunContext, RunHost, RunOutcome, RunnerRegistry};
+use crate::runners::{OutputLimits, RunContext, RunHost, RunOutcome};
 use crate::store::{NewExecution, workflow_task};
 use crate::template::{TASK_STATUS_KEY, TASK_STATUSES_KEY, Templates};
 
@@ -624,8 +624,10 @@ impl Conductor {
             Some(self.wf_id.clone()),
             &self.secrets,
         );
-        if RunnerRegistry::is_inline(&planned.runner)
-            && let Some(entry) = self.catalog.action(&planned.action)
+        if let Some(entry) = self
+            .catalog
+            .action(&planned.action)
+            .filter(|e| e.runner.traits().inline)
         {
             let outcome = entry
                 .runner

@@ -76,6 +76,14 @@ impl Runner for PythonScript {
         "python-script"
     }
 
+    fn traits(&self) -> super::RunnerTraits {
+        super::RunnerTraits {
+            process: true,
+            reads_pack_config: true,
+            ..Default::default()
+        }
+    }
+
     fn parameters(&self) -> BTreeMap<String, ParamSpec> {
         BTreeMap::from([
             (

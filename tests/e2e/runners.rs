@@ -1,0 +1,269 @@
+//! The runner conformance suite: every runner that starts a process passes the
+//! same checks, through the real server on both backends.
+//!
+//! - parameters in, result and output out (a hostile word arrives unchanged);
+//! - a secret parameter is on no command line while the run is going and is
+//!   masked in every view afterwards;
+//! - `timeout` ends the run as `timeout`, cancel as `canceled`, each well before
+//!   the action's own sleep would have (by the durations squall records);
+//! - output over `worker.output_limit_bytes` is cut with a marker.
+//!
+//! Each action of tests/fixtures/runner-conformance/conform does the same
+//! thing with a different runner. A runner squall registers must be listed
+//! here: in `PROCESS_CASES`, or in `COVERED_ELSEWHERE` with the suite that
+//! checks it, so a new runner cannot ship unchecked.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+use squall_engine::runners::RunnerRegistry;
+use squall_tests::{Backend, repo_root};
+
+use crate::server::TestServer;
+
+/// Runner and the conformance action that exercises it.
+const PROCESS_CASES: &[(&str, &str)] = &[
+    ("local-shell-cmd", "conform.shell_cmd"),
+    ("local-shell-script", "conform.shell_script"),
+    ("python-script", "conform.python"),
+];
+
+/// In-process runners, and where their behaviour is checked.
+const COVERED_ELSEWHERE: &[(&str, &str)] = &[
+    ("noop", "tests/e2e/executions.rs, workflows.rs"),
+    ("echo", "tests/e2e/workflows.rs, st2core.rs"),
+    ("http-request", "tests/e2e/http_runner.rs"),
+    ("orquesta", "tests/e2e/workflows.rs"),
+    ("workflow", "tests/e2e/workflows.rs"),
+    ("inquirer", "tests/e2e/workflows.rs (approvals)"),
+    ("chat-post", "tests/e2e/conformance.rs, slack.rs"),
+    ("uuid", "tests/e2e/st2core.rs"),
+    ("pause", "tests/e2e/st2core.rs"),
+    ("inject-trigger", "tests/e2e/st2core.rs"),
+    ("announcement", "tests/e2e/st2core.rs"),
+];
+
+const OUTPUT_CAP: usize = 4096;
+const SECRET: &str = "cOnf-s3cret-91d2";
+const WAIT: Duration = Duration::from_secs(600);
+
+on_both_backends!(every_process_runner_keeps_the_runner_contract);
+
+#[test]
+fn every_registered_runner_is_covered() {
+    let registry = RunnerRegistry::builtin();
+    for name in registry.names() {
+        let runner = registry.get(name).expect("registered");
+        let case = PROCESS_CASES.iter().any(|(r, _)| *r == name);
+        let elsewhere = COVERED_ELSEWHERE.iter().any(|(r, _)| *r == name);
+        assert!(
+            case || elsewhere,
+            "runner {name} is in no conformance case: add an action to \
+             tests/fixtures/runner-conformance and a line to PROCESS_CASES"
+        );
+        // A runner that starts a process must run the process checks.
+        assert_eq!(
+            runner.traits().process,
+            case,
+            "runner {name}: declared process={} but listed {}",
+            runner.traits().process,
+            if case {
+                "as a process case"
+            } else {
+                "elsewhere"
+            }
+        );
+    }
+}
+
+async fn every_process_runner_keeps_the_runner_contract(backend: Backend) -> Result<()> {
+    let server = TestServer::start_with(backend, |c| {
+        c.packs = vec![
+            repo_root().join("tests/fixtures/runner-conformance"),
+            // The python runner's pack virtualenvs and config live beside these.
+        ];
+        c.worker.output_limit_bytes = OUTPUT_CAP;
+    })
+    .await?;
+    for (runner, action) in PROCESS_CASES {
+        conformance(&server, action)
+            .await
+            .with_context(|| format!("runner {runner} ({action})"))?;
+    }
+    server.stop().await
+}
+
+async fn create(server: &TestServer, action: &str, parameters: Value) -> Result<String> {
+    let (status, created) = server
+        .post(
+            "/api/v1/executions",
+            &json!({"action": action, "parameters": parameters}).to_string(),
+        )
+        .await?;
+    ensure!(status == 201, "create answered {status}: {created}");
+    ensure!(
+        !created.to_string().contains(SECRET),
+        "the create answer shows the secret"
+    );
+    Ok(created["id"].as_str().context("id")?.to_owned())
+}
+
+async fn view(server: &TestServer, id: &str) -> Result<Value> {
+    let (status, view) = server.get(&format!("/api/v1/executions/{id}")).await?;
+    ensure!(status == 200, "{view}");
+    Ok(view)
+}
+
+async fn finish(server: &TestServer, id: &str) -> Result<Value> {
+    server.engine.wait_for(id, WAIT).await?;
+    view(server, id).await
+}
+
+/// Poll until the run's process is up (its status says running and `ps` shows
+/// a process of this run), checking every command line for the secret meanwhile.
+async fn wait_running(server: &TestServer, id: &str) -> Result<()> {
+    for _ in 0..2400 {
+        let v = view(server, id).await?;
+        let owned = id.to_owned();
+        let (cmdlines, ours) = tokio::task::spawn_blocking(move || {
+            Ok::<_, anyhow::Error>((all_command_lines()?, processes_of(&owned)))
+        })
+        .await??;
+        ensure!(
+            !cmdlines.iter().any(|c| c.contains(SECRET)),
+            "the secret is on a command line: {:?}",
+            cmdlines
+                .iter()
+                .filter(|c| c.contains(SECRET))
+                .collect::<Vec<_>>()
+        );
+        if v["status"] == "running" && ours > 0 {
+            return Ok(());
+        }
+        let status = v["status"].as_str().unwrap_or_default();
+        ensure!(
+            ["requested", "scheduled", "running"].contains(&status),
+            "the run ended before it was seen running: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    anyhow::bail!("the run was never seen running")
+}
+
+async fn conformance(server: &TestServer, action: &str) -> Result<()> {
+    // Parameters in, output and result out; a hostile word arrives as it is.
+    let word = "it's \"here\"; $(touch /tmp/conform-pwned) `id`";
+    let id = create(server, action, json!({"word": word})).await?;
+    let v = finish(server, &id).await?;
+    ensure!(v["status"] == "succeeded", "{v}");
+    let stdout = v["stdout"].as_str().unwrap_or_default();
+    ensure!(stdout.contains(&format!("word={word}\n")), "stdout: {v}");
+    let result_word = v["result"]["result"]["word"]
+        .as_str()
+        .or_else(|| v["result"]["stdout"].as_str())
+        .unwrap_or_default();
+    ensure!(
+        result_word.contains(word),
+        "the result carries the output: {v}"
+    );
+    ensure!(
+        !std::path::Path::new("/tmp/conform-pwned").exists(),
+        "the word ran as shell"
+    );
+
+    // A secret: never on a command line, masked in every view.
+    let id = create(
+        server,
+        action,
+        json!({"word": "w", "token": SECRET, "seconds": 1}),
+    )
+    .await?;
+    wait_running(server, &id).await?;
+    let v = finish(server, &id).await?;
+    ensure!(v["status"] == "succeeded", "{v}");
+    ensure!(
+        v["stdout"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("secret=********"),
+        "the process got the secret and the view masks it: {v}"
+    );
+    ensure!(
+        !v.to_string().contains(SECRET),
+        "the view shows the secret: {v}"
+    );
+    let (_, listed) = server.get("/api/v1/executions?limit=20").await?;
+    ensure!(
+        !listed.to_string().contains(SECRET),
+        "the list shows the secret"
+    );
+
+    // A timeout ends the run, long before its sleep would.
+    let id = create(
+        server,
+        action,
+        json!({"word": "w", "seconds": 300, "timeout": 1}),
+    )
+    .await?;
+    let v = finish(server, &id).await?;
+    ensure!(v["status"] == "timeout", "{v}");
+    let took = v["duration_ms"].as_u64().unwrap_or(u64::MAX);
+    ensure!(took < 300_000, "the timeout did not end the sleep: {v}");
+
+    // Cancel ends it too.
+    let id = create(server, action, json!({"word": "w", "seconds": 300})).await?;
+    wait_running(server, &id).await?;
+    let (status, answer) = server
+        .post(&format!("/api/v1/executions/{id}/cancel"), "{}")
+        .await?;
+    ensure!(status == 200 || status == 202, "{status}: {answer}");
+    let v = finish(server, &id).await?;
+    ensure!(v["status"] == "canceled", "{v}");
+    let took = v["duration_ms"].as_u64().unwrap_or(u64::MAX);
+    ensure!(took < 300_000, "the cancel did not end the sleep: {v}");
+
+    // Output over the cap is cut, with a marker saying how much was dropped.
+    let id = create(server, action, json!({"word": "w", "spam": 100_000})).await?;
+    let v = finish(server, &id).await?;
+    ensure!(v["status"] == "succeeded", "{v}");
+    let stdout = v["stdout"].as_str().unwrap_or_default();
+    ensure!(
+        stdout.contains("[output truncated: ") && stdout.len() < OUTPUT_CAP + 100,
+        "stdout is {} bytes: {}",
+        stdout.len(),
+        &stdout[stdout.len().saturating_sub(200)..]
+    );
+    Ok(())
+}
+
+/// How many processes carry the execution id in their environment (the shell
+/// runners' `ST2_ACTION_EXECUTION_ID`, the python runner's run directory).
+fn processes_of(execution_id: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::read(e.path().join("environ"))
+                .is_ok_and(|env| String::from_utf8_lossy(&env).contains(execution_id))
+        })
+        .count()
+}
+
+/// Every process's command line, NULs as spaces (what `ps -ef` shows).
+fn all_command_lines() -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(entry) = entry else { continue };
+        let path = entry.path().join("cmdline");
+        if let Ok(bytes) = std::fs::read(&path) {
+            let text = String::from_utf8_lossy(&bytes).replace('\0', " ");
+            if !text.is_empty() {
+                lines.push(text);
+            }
+        }
+    }
+    Ok(lines)
+}
