@@ -13,6 +13,8 @@ bash scripts/testenv/alertmanager.sh
 bash scripts/testenv/prometheus.sh
 # schemathesis (PyPI) for the OpenAPI test, in a cached virtualenv.
 eval "$(bash scripts/testenv/schemathesis.sh)"
+# aiosmtpd (PyPI), the SMTP sink core.sendmail is tested against.
+eval "$(bash scripts/testenv/aiosmtpd.sh)"
 
 # A real Matrix homeserver for the Matrix tests (installed once into a cached
 # virtualenv, stopped again when the tests end).

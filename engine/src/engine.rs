@@ -142,6 +142,7 @@ pub fn load_catalog(
     let opts = LoadOptions {
         known_runners: &names,
         known_triggers: &triggers,
+        configs_dir: LoadOptions::configs_dir_for(roots),
     };
     let mut all = crate::pack::builtin::builtin_pack_dirs(roots).map_err(|e| vec![e])?;
     all.extend(roots.iter().cloned());
@@ -160,6 +161,7 @@ pub fn load_catalog_lenient(roots: &[PathBuf], runners: &RunnerRegistry) -> Cata
     let opts = LoadOptions {
         known_runners: &names,
         known_triggers: &triggers,
+        configs_dir: LoadOptions::configs_dir_for(roots),
     };
     let mut refused = Vec::new();
     let mut all = match crate::pack::builtin::builtin_pack_dirs(roots) {

@@ -42,6 +42,7 @@ const COVERED_ELSEWHERE: &[(&str, &str)] = &[
     ("pause", "tests/e2e/st2core.rs"),
     ("inject-trigger", "tests/e2e/st2core.rs"),
     ("announcement", "tests/e2e/st2core.rs"),
+    ("sendmail", "tests/e2e/st2core.rs (against aiosmtpd)"),
 ];
 
 const OUTPUT_CAP: usize = 4096;

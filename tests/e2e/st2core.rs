@@ -187,3 +187,121 @@ async fn core_actions_do_what_stackstorm_packs_expect(backend: Backend) -> Resul
     assert_eq!(view["result"]["trigger"], "core.st2.generic.announcement");
     server.stop().await
 }
+
+/// The aiosmtpd python: `$AIOSMTPD_PYTHON`, else the virtualenv
+/// `scripts/testenv/aiosmtpd.sh` installs.
+fn aiosmtpd_python() -> Result<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("AIOSMTPD_PYTHON") {
+        return Ok(path.into());
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let cache = std::env::var_os("SQUALL_TESTENV_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(home).join(".cache/squall-testenv"));
+    let path = cache.join("aiosmtpd-venv/bin/python");
+    ensure!(
+        path.is_file(),
+        "aiosmtpd is not installed at {}: run `bash scripts/testenv/aiosmtpd.sh` \
+         (scripts/test.sh does it) or set AIOSMTPD_PYTHON",
+        path.display()
+    );
+    Ok(path)
+}
+
+#[tokio::test]
+async fn sendmail_delivers_through_a_real_smtp_server() -> Result<()> {
+    let python = aiosmtpd_python()?;
+    let tmp = tempfile::tempdir()?;
+    let maildir = tmp.path().join("mail");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let _sink = tokio::process::Command::new(&python)
+        .args(["-m", "aiosmtpd", "-n", "-l"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(&maildir)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting aiosmtpd")?;
+    let mut up = false;
+    for _ in 0..600 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ensure!(up, "aiosmtpd did not listen on port {port}");
+
+    // The SMTP server comes from the core pack's config, beside the packs.
+    let packs = tmp.path().join("packs");
+    std::fs::create_dir_all(&packs)?;
+    std::fs::create_dir_all(tmp.path().join("configs"))?;
+    std::fs::write(
+        tmp.path().join("configs/core.yaml"),
+        format!("smtp_host: 127.0.0.1\nsmtp_port: {port}\nsmtp_password: smtp-s3cret-77\n"),
+    )?;
+    let server = TestServer::start_with(Backend::Sqlite, |c| c.packs = vec![packs.clone()]).await?;
+
+    let view = run(
+        &server,
+        "core.sendmail",
+        json!({
+            "to": "ops@example.com, lead@example.com",
+            "from": "squall@example.com",
+            "subject": "disk full",
+            "body": "<b>web-1</b> is at 97%",
+        }),
+    )
+    .await?;
+    assert_eq!(view["status"], "succeeded", "{view}");
+    assert_eq!(view["result"]["smtp_code"], "250", "{view}");
+    assert_eq!(view["parameters"]["smtp_port"], json!(port), "{view}");
+    assert!(
+        !view.to_string().contains("smtp-s3cret-77"),
+        "the config's secret shows: {view}"
+    );
+
+    let maildir_new = maildir.join("new");
+    let mails = tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
+        let mut texts = Vec::new();
+        for entry in std::fs::read_dir(&maildir_new)? {
+            texts.push(std::fs::read_to_string(entry?.path())?);
+        }
+        Ok(texts)
+    })
+    .await??;
+    ensure!(mails.len() == 1, "{} mails in the sink", mails.len());
+    let mail = &mails[0];
+    for expected in [
+        "Subject: disk full",
+        "From: squall@example.com",
+        "ops@example.com",
+        "lead@example.com",
+        "Content-Type: text/html",
+        "<b>web-1</b> is at 97%",
+    ] {
+        ensure!(mail.contains(expected), "no {expected:?} in:\n{mail}");
+    }
+
+    // Bad input is a clear failure, and nothing is sent.
+    let view = run(
+        &server,
+        "core.sendmail",
+        json!({"to": "not an address", "body": "x"}),
+    )
+    .await?;
+    assert_eq!(view["status"], "failed", "{view}");
+    assert!(
+        view["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("to \"not an address\" is not an email address"),
+        "{view}"
+    );
+    server.stop().await
+}

@@ -52,18 +52,26 @@ pub struct Loaded {
     pub warnings: Vec<ConfigProblem>,
 }
 
-/// Where StackStorm keeps a pack's config: `configs/<pack>.yaml` beside the directory
-/// holding the packs.
-pub fn config_file(pack_dir: &Path, pack: &str) -> Option<PathBuf> {
-    let root = pack_dir.parent()?.parent()?;
-    Some(root.join("configs").join(format!("{pack}.yaml")))
+/// Where StackStorm keeps a pack's config: `configs/<pack>.yaml` in `configs_dir`, or
+/// beside the directory holding the pack.
+pub fn config_file(pack_dir: &Path, pack: &str, configs_dir: Option<&Path>) -> Option<PathBuf> {
+    let dir = match configs_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => pack_dir.parent()?.parent()?.join("configs"),
+    };
+    Some(dir.join(format!("{pack}.yaml")))
 }
 
 /// Load and check `pack`'s configuration (`schema` is its parsed `config.schema.yaml`).
-pub fn load(pack_dir: &Path, pack: &str, schema: Option<&Value>) -> Loaded {
+pub fn load(
+    pack_dir: &Path,
+    pack: &str,
+    schema: Option<&Value>,
+    configs_dir: Option<&Path>,
+) -> Loaded {
     let schema_file = pack_dir.join("config.schema.yaml");
     let mut loaded = Loaded::default();
-    let file = config_file(pack_dir, pack).filter(|f| f.is_file());
+    let file = config_file(pack_dir, pack, configs_dir).filter(|f| f.is_file());
     let mut values = Map::new();
     if let Some(file) = &file {
         let problem = |reason: String| ConfigProblem {
@@ -128,7 +136,7 @@ pub fn load(pack_dir: &Path, pack: &str, schema: Option<&Value>) -> Loaded {
                         reason: format!(
                             "{}; write it in {}",
                             problem.reason,
-                            config_file(pack_dir, pack).map_or_else(
+                            config_file(pack_dir, pack, configs_dir).map_or_else(
                                 || "configs/<pack>.yaml".into(),
                                 |f| f.display().to_string()
                             )
@@ -310,7 +318,7 @@ proxy:
             SCHEMA,
             Some("token: s3cr3t-token\nproxy: {password: hunter22}\n"),
         );
-        let loaded = load(&pack_dir, "ops", Some(&schema_of(&pack_dir)));
+        let loaded = load(&pack_dir, "ops", Some(&schema_of(&pack_dir)), None);
         assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
         assert_eq!(
             loaded.config.values,
@@ -337,7 +345,7 @@ proxy:
             SCHEMA,
             Some("token: 12345678\nretries: many\n"),
         );
-        let loaded = load(&pack_dir, "ops", Some(&schema_of(&pack_dir)));
+        let loaded = load(&pack_dir, "ops", Some(&schema_of(&pack_dir)), None);
         let fields: Vec<&str> = loaded.errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["retries", "token"], "{:?}", loaded.errors);
         assert!(loaded.errors.iter().all(|e| !e.reason.contains("12345678")));
@@ -352,7 +360,7 @@ proxy:
     fn a_missing_required_setting_is_an_error_with_a_file_and_a_warning_without() {
         let dir = tempfile::tempdir().unwrap();
         let pack_dir = write(dir.path(), "ops", SCHEMA, None);
-        let loaded = load(&pack_dir, "ops", Some(&schema_of(&pack_dir)));
+        let loaded = load(&pack_dir, "ops", Some(&schema_of(&pack_dir)), None);
         assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
         assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
         assert!(
@@ -365,7 +373,7 @@ proxy:
         assert!(loaded.warnings[0].reason.contains("configs/ops.yaml"));
 
         let pack_dir = write(dir.path(), "ops2", SCHEMA, Some("retries: 1\n"));
-        let loaded = load(&pack_dir, "ops2", Some(&schema_of(&pack_dir)));
+        let loaded = load(&pack_dir, "ops2", Some(&schema_of(&pack_dir)), None);
         assert_eq!(loaded.errors.len(), 1, "{:?}", loaded.errors);
         assert_eq!(loaded.errors[0].field, "token");
         assert!(loaded.errors[0].file.ends_with("configs/ops2.yaml"));
@@ -375,7 +383,7 @@ proxy:
     fn a_config_file_that_is_not_a_mapping_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let pack_dir = write(dir.path(), "ops", SCHEMA, Some("- a\n- b\n"));
-        let loaded = load(&pack_dir, "ops", Some(&schema_of(&pack_dir)));
+        let loaded = load(&pack_dir, "ops", Some(&schema_of(&pack_dir)), None);
         assert!(
             loaded.errors[0].reason.contains("not a list"),
             "{:?}",

@@ -19,10 +19,28 @@ use super::validate::{self, PackCtx};
 use crate::template::Templates;
 
 /// What the rest of squall supports, so packs are checked against it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions<'a> {
     pub known_runners: &'a [&'a str],
     pub known_triggers: &'a [&'a str],
+    /// Where `<pack>.yaml` configs live (`configs/` beside the packs directory);
+    /// `None`: beside each pack's own parent directory.
+    pub configs_dir: Option<PathBuf>,
+}
+
+impl LoadOptions<'_> {
+    /// StackStorm's place for pack configs: `configs/` beside the first packs
+    /// directory (or beside the directory holding a pack given on its own). The
+    /// built-in packs read theirs from there too.
+    pub fn configs_dir_for(roots: &[PathBuf]) -> Option<PathBuf> {
+        let root = roots.first()?;
+        let base = if root.join("pack.yaml").is_file() {
+            root.parent()?.parent()?
+        } else {
+            root.parent()?
+        };
+        Some(base.join("configs"))
+    }
 }
 
 /// One problem in one file.
@@ -360,7 +378,12 @@ fn load_pack(
     }
     let mut config = super::config::PackConfig::default();
     if let Some((meta, _)) = &meta {
-        let loaded = super::config::load(dir, &meta.name, schema.as_ref());
+        let loaded = super::config::load(
+            dir,
+            &meta.name,
+            schema.as_ref(),
+            opts.configs_dir.as_deref(),
+        );
         let as_error = |p: super::config::ConfigProblem| PackError {
             file: p.file,
             field: p.field,

@@ -24,6 +24,7 @@ fn opts() -> LoadOptions<'static> {
     LoadOptions {
         known_runners: RUNNERS,
         known_triggers: TRIGGERS,
+        configs_dir: None,
     }
 }
 

@@ -193,3 +193,140 @@ async fn fire(ctx: &RunContext, trigger: String, payload: Value, source: String)
         Err(e) => RunOutcome::failed(format!("firing {trigger}: {e}")),
     }
 }
+
+/// `core.sendmail`: send an email over SMTP. The server comes from the `core`
+/// pack's config (`configs/core.yaml`: smtp_host, smtp_port, smtp_security,
+/// smtp_username, smtp_password) through the action's parameter defaults.
+pub struct Sendmail;
+
+#[async_trait::async_trait]
+impl Runner for Sendmail {
+    fn name(&self) -> &'static str {
+        "sendmail"
+    }
+
+    fn parameters(&self) -> BTreeMap<String, ParamSpec> {
+        let string = |default: Option<Value>, what: &str| {
+            runner_param(json!({"type": "string"}), default, what)
+        };
+        let mut password = string(None, "SMTP password.");
+        password.secret = true;
+        BTreeMap::from([
+            (
+                "smtp_host".to_owned(),
+                string(Some(json!("127.0.0.1")), "SMTP server."),
+            ),
+            (
+                "smtp_port".to_owned(),
+                runner_param(
+                    json!({"type": "integer", "minimum": 1, "maximum": 65535}),
+                    Some(json!(25)),
+                    "SMTP port.",
+                ),
+            ),
+            (
+                "smtp_security".to_owned(),
+                runner_param(
+                    json!({"type": "string", "enum": ["none", "starttls", "tls"]}),
+                    Some(json!("none")),
+                    "none (plain SMTP, for a relay on this host), starttls or tls.",
+                ),
+            ),
+            ("smtp_username".to_owned(), string(None, "SMTP user name.")),
+            ("smtp_password".to_owned(), password),
+            (
+                "timeout".to_owned(),
+                runner_param(
+                    json!({"type": "number", "minimum": 1}),
+                    Some(json!(60)),
+                    "Seconds to wait for the SMTP server.",
+                ),
+            ),
+        ])
+    }
+
+    async fn run(&self, ctx: RunContext) -> RunOutcome {
+        match send_mail(&ctx).await {
+            Ok(result) => RunOutcome::succeeded(result),
+            Err(e) => RunOutcome::failed(ctx.secrets.scrub_text(&e)),
+        }
+    }
+}
+
+async fn send_mail(ctx: &RunContext) -> Result<Value, String> {
+    use lettre::message::{Mailbox, header::ContentType};
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+    let text = |name: &str| ctx.param_str(name).unwrap_or_default().trim().to_owned();
+    let mailbox = |what: &str, address: &str| {
+        address
+            .parse::<Mailbox>()
+            .map_err(|e| format!("{what} {address:?} is not an email address: {e}"))
+    };
+    let from = mailbox("from", &text("from"))?;
+    let mut message = Message::builder().from(from).subject(text("subject"));
+    let recipients: Vec<&str> = ctx
+        .param_str("to")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if recipients.is_empty() {
+        return Err("to: give at least one address (comma-separated)".into());
+    }
+    for to in &recipients {
+        message = message.to(mailbox("to", to)?);
+    }
+    let content_type = match ctx.param_str("content_type").unwrap_or("text/html") {
+        "text/plain" => ContentType::TEXT_PLAIN,
+        "text/html" => ContentType::TEXT_HTML,
+        other => {
+            return Err(format!(
+                "content_type {other:?}: use text/html or text/plain"
+            ));
+        }
+    };
+    let email = message
+        .header(content_type)
+        .body(ctx.param_str("body").unwrap_or_default().to_owned())
+        .map_err(|e| format!("building the message: {e}"))?;
+
+    let host = text("smtp_host");
+    let port = ctx
+        .parameters
+        .get("smtp_port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(25);
+    let mut transport = match ctx.param_str("smtp_security").unwrap_or("none") {
+        "starttls" => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host)
+            .map_err(|e| format!("SMTP server {host}: {e}"))?,
+        "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&host)
+            .map_err(|e| format!("SMTP server {host}: {e}"))?,
+        _ => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone()),
+    }
+    .port(port)
+    .timeout(Some(ctx.timeout()));
+    let user = text("smtp_username");
+    if !user.is_empty() {
+        transport = transport.credentials(Credentials::new(
+            user,
+            ctx.param_str("smtp_password")
+                .unwrap_or_default()
+                .to_owned(),
+        ));
+    }
+    let transport = transport.build();
+    let sent = tokio::select! {
+        sent = transport.send(email) => sent,
+        () = ctx.cancel.cancelled() => return Err("canceled".into()),
+    };
+    let response = sent.map_err(|e| format!("sending through {host}:{port}: {e}"))?;
+    Ok(json!({
+        "to": recipients,
+        "smtp_code": response.code().to_string(),
+        "smtp_message": response.message().collect::<Vec<_>>(),
+    }))
+}

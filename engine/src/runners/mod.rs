@@ -205,6 +205,7 @@ impl RunnerRegistry {
             Arc::new(core::PauseRunner),
             Arc::new(core::InjectTrigger),
             Arc::new(core::Announcement),
+            Arc::new(core::Sendmail),
         ]
     }
 
@@ -273,6 +274,7 @@ mod tests {
                 "orquesta",
                 "pause",
                 "python-script",
+                "sendmail",
                 "uuid",
                 "workflow"
             ]
