@@ -101,7 +101,8 @@ pub fn load(
         return loaded;
     };
     apply_defaults(props, &mut values);
-    let json_schema = to_json_schema(props);
+    let mut json_schema = to_json_schema(props);
+    super::params::normalize_nested_required(&mut json_schema);
     let instance = Value::Object(values);
     match jsonschema::draft4::new(&json_schema) {
         Ok(validator) => {
@@ -191,7 +192,8 @@ fn apply_defaults(props: &Map<String, Value>, values: &mut Map<String, Value>) {
             }
             Some(_) => {}
             None => {
-                if let Some(default) = spec.get("default") {
+                // StackStorm leaves a `default: null` setting unset.
+                if let Some(default) = spec.get("default").filter(|d| !d.is_null()) {
                     values.insert(name.clone(), default.clone());
                 } else if let Some(Value::Object(nested)) = spec.get("properties") {
                     let mut inner = Map::new();
@@ -299,6 +301,14 @@ mod tests {
     }
 
     const SCHEMA: &str = "
+before: {type: string, default: null}
+accounts:
+  type: array
+  items:
+    type: object
+    required: true
+    properties:
+      name: {type: string, required: true}
 api_url: {type: string, default: 'https://api.example.com', required: true}
 token: {type: string, secret: true, required: true}
 retries: {type: integer, default: 3}

@@ -1048,3 +1048,40 @@ fn notify_blocks_are_checked_key_by_key() {
         render(&errors)
     );
 }
+
+#[test]
+fn a_boolean_required_on_an_items_schema_is_accepted_as_stackstorm_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    pack_yaml(root, "x", "x");
+    write(
+        root,
+        "x/actions/a.yaml",
+        "name: a\nrunner_type: noop\nparameters:\n  policies:\n    type: array\n    items:\n      type: string\n      required: true\n",
+    );
+    let load = load_packs(&[root.to_path_buf()], &opts());
+    assert!(load.refused.is_empty(), "{:?}", load.refused);
+    assert_eq!(load.packs.len(), 1);
+}
+
+#[test]
+fn alias_formats_are_checked_when_the_pack_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    pack_yaml(root, "x", "x");
+    write(root, "x/actions/a.yaml", "name: a\nrunner_type: noop\n");
+    write(
+        root,
+        "x/aliases/a.yaml",
+        "name: a\naction_ref: x.a\nformats: [\"do a\"]\nack:\n  format: \"{% if x %}open\"\nresult:\n  format: \"{{ execution.result | to_json_string }}\"\n",
+    );
+    let errors = load_err(root);
+    assert_eq!(errors.len(), 1, "{}", render(&errors));
+    assert!(
+        find(&errors, "ack.format")
+            .reason
+            .starts_with("invalid template"),
+        "{}",
+        render(&errors)
+    );
+}

@@ -311,9 +311,13 @@ fn compile_and_check_default(
 
 /// st2 validates with a draft-04 validator that also accepts draft-03 style
 /// `required: true` on nested properties. Draft-04 wants `required: [names]` on the
-/// parent, so rewrite nested booleans into that form (stock packs use both).
-fn normalize_nested_required(schema: &mut Value) {
+/// parent, so rewrite nested booleans into that form (stock packs use both). A boolean
+/// `required` with no parent property to move to (on an `items` schema) is dropped.
+pub(crate) fn normalize_nested_required(schema: &mut Value) {
     let Value::Object(obj) = schema else { return };
+    if matches!(obj.get("required"), Some(Value::Bool(_))) {
+        obj.remove("required");
+    }
     let mut newly_required = Vec::new();
     if let Some(Value::Object(props)) = obj.get_mut("properties") {
         for (prop, sub) in props.iter_mut() {

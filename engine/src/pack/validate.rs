@@ -544,8 +544,8 @@ pub(crate) fn alias(doc: &mut Doc, map: &Map<String, Value>, ctx: &PackCtx) -> O
         check_action_ref(doc, &["action_ref"], r);
     }
     let formats = alias_formats(doc, map);
-    let ack = alias_message(doc, map, "ack", &ALIAS_ACK_KEYS);
-    let result = alias_message(doc, map, "result", &ALIAS_RESULT_KEYS);
+    let ack = alias_message(doc, map, "ack", &ALIAS_ACK_KEYS, ctx.templates);
+    let result = alias_message(doc, map, "result", &ALIAS_RESULT_KEYS, ctx.templates);
     let immutable_parameters = doc
         .object(map, &["immutable_parameters"], Need::Optional)
         .cloned()
@@ -656,11 +656,17 @@ fn alias_message(
     map: &Map<String, Value>,
     key: &'static str,
     keys: &Keys,
+    templates: &Templates,
 ) -> Option<Value> {
     let m = doc.object(map, &[key], Need::Optional)?;
     doc.check_keys(m, &[key], keys);
     doc.boolean(m, &[key, "enabled"]);
-    doc.string(m, &[key, "format"], Need::Optional);
+    // A broken format would fail at the first command; say so when the pack loads.
+    if let Some(format) = doc.string(m, &[key, "format"], Need::Optional)
+        && let Err(e) = templates.check(format)
+    {
+        doc.err(&[key, "format"], format!("invalid template: {e}"));
+    }
     doc.object(m, &[key, "extra"], Need::Optional);
     doc.boolean(m, &[key, "append_url"]);
     Some(Value::Object(m.clone()))

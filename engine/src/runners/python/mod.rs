@@ -48,6 +48,34 @@ const COMPAT: &[(&str, &str)] = &[
         include_str!("st2compat/st2common/runners/base_action.py"),
     ),
     (
+        "st2common/exceptions/__init__.py",
+        include_str!("st2compat/st2common/exceptions/__init__.py"),
+    ),
+    (
+        "st2common/exceptions/action.py",
+        include_str!("st2compat/st2common/exceptions/action.py"),
+    ),
+    (
+        "st2common/exceptions/actionrunner.py",
+        include_str!("st2compat/st2common/exceptions/actionrunner.py"),
+    ),
+    (
+        "st2common/exceptions/param.py",
+        include_str!("st2compat/st2common/exceptions/param.py"),
+    ),
+    (
+        "st2common/exceptions/keyvalue.py",
+        include_str!("st2compat/st2common/exceptions/keyvalue.py"),
+    ),
+    (
+        "st2common/exceptions/db.py",
+        include_str!("st2compat/st2common/exceptions/db.py"),
+    ),
+    (
+        "st2common/exceptions/content.py",
+        include_str!("st2compat/st2common/exceptions/content.py"),
+    ),
+    (
         "st2actions/__init__.py",
         include_str!("st2compat/st2actions/__init__.py"),
     ),
