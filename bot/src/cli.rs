@@ -257,6 +257,9 @@ pub enum RuleCommand {
 pub enum PackCommand {
     /// Validate pack directories (default: the configured ones); exits non-zero on any error.
     Validate { dirs: Vec<PathBuf> },
+    /// Prepare packs to run: build the virtualenv of every loaded pack with python
+    /// actions and a requirements.txt (otherwise built at its first run).
+    Install { dirs: Vec<PathBuf> },
     /// List packs with where they come from and whether they load.
     List {
         #[arg(long)]

@@ -94,6 +94,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Pack(PackCommand::Validate { dirs }) = &cli.command {
         return validate_packs(&cli, dirs);
     }
+    if let Command::Pack(PackCommand::Install { dirs }) = &cli.command {
+        return install_packs(&cli, dirs).await;
+    }
     let config = Config::load(cli.config.as_deref()).map_err(|e| anyhow!("configuration: {e}"))?;
     let remote = cli
         .server
@@ -170,7 +173,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }) => ops::alias_execute(&config, remote, &text, timeout, json).await,
         Command::Key(cmd) => keys::key(&config, remote, cmd).await,
         Command::Pack(PackCommand::List { json }) => ops::pack_list(&config, remote, json).await,
-        Command::Pack(PackCommand::Validate { .. }) => unreachable_validate(),
+        Command::Pack(PackCommand::Validate { .. } | PackCommand::Install { .. }) => {
+            unreachable_validate()
+        }
         Command::Rbac(cmd) => rbac(&config, cmd),
         Command::Alias(AliasCommand::Match { text }) if remote.is_some() => {
             let command = text.trim_start_matches(config.chat.prefix.as_str());
@@ -273,6 +278,52 @@ fn print_json_or(as_json: bool, value: &Value, human: impl FnOnce() -> String) {
     } else {
         print!("{}", human());
     }
+}
+
+/// `squall pack install`: build the virtualenvs of the loaded python packs now, so
+/// no first run waits for pip; a pack whose install fails is named with pip's reason.
+async fn install_packs(cli: &Cli, dirs: &[std::path::PathBuf]) -> Result<ExitCode> {
+    let dirs = if dirs.is_empty() {
+        Config::load(cli.config.as_deref())
+            .map_err(|e| anyhow!("configuration: {e}"))?
+            .packs
+    } else {
+        dirs.to_vec()
+    };
+    let catalog = squall_engine::load_catalog_lenient(&dirs, &RunnerRegistry::builtin());
+    for refused in &catalog.refused {
+        eprintln!(
+            "refused: {} ({}): run `squall pack validate` for its errors",
+            refused.name.as_deref().unwrap_or("?"),
+            refused.dir.display()
+        );
+    }
+    let mut failed = !catalog.refused.is_empty();
+    for pack in &catalog.packs {
+        let python = pack
+            .actions
+            .iter()
+            .any(|a| a.runner_type == "python-script");
+        if !python || !pack.meta.path.join("requirements.txt").is_file() {
+            continue;
+        }
+        match squall_engine::runners::prepare_python_pack(&pack.meta.path, &pack.meta.name).await {
+            Ok(python) => println!(
+                "{}: virtualenv ready ({})",
+                pack.meta.name,
+                python.display()
+            ),
+            Err(e) => {
+                eprintln!("{}: {e}", pack.meta.name);
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn validate_packs(cli: &Cli, dirs: &[std::path::PathBuf]) -> Result<ExitCode> {

@@ -16,6 +16,8 @@ pub const EXECUTION: &str = "squall.execution";
 pub const ACTION_TRIGGER: &str = "core.st2.generic.actiontrigger";
 /// StackStorm's: fired for each `notify:` of a finished execution.
 pub const NOTIFY_TRIGGER: &str = "core.st2.generic.notifytrigger";
+/// StackStorm's: fired when an approval (inquiry) is requested.
+pub const INQUIRY: &str = "core.st2.generic.inquiry";
 /// StackStorm's: what `core.announcement` fires; payload is its parameters and `route`.
 pub const ANNOUNCEMENT: &str = "core.st2.generic.announcement";
 /// `squall.alert`: one alert from a monitoring tool, normalized.
@@ -42,6 +44,10 @@ pub const BUILTIN: &[TriggerType] = &[
     TriggerType {
         name: NOTIFY_TRIGGER,
         description: "An action's `notify:` fired; payload {execution_id, status, start_timestamp, end_timestamp, action_ref, runner_ref, channel, route, message, data, context}.",
+    },
+    TriggerType {
+        name: INQUIRY,
+        description: "An approval was requested; payload {id, route, execution_id}.",
     },
     TriggerType {
         name: ANNOUNCEMENT,

@@ -104,6 +104,13 @@ async fn python_actions_run_as_stackstorm_runs_them(backend: Backend) -> Result<
         .get("system", "pyops.Kv:last_region", false)
         .await?;
     assert_eq!(written.value, json!("us-east-2"));
+    let user = view["context"]["user"].as_str().context("user")?;
+    let mine = server
+        .engine
+        .datastore
+        .get(&format!("user:{user}"), "last_endpoint", false)
+        .await?;
+    assert_eq!(mine.value, json!(endpoint), "the user-scope value");
 
     // StackStorm's `(False, result)` tuple fails the execution.
     let view = run(&server, "pyops.kv", json!({"fail": true})).await?;

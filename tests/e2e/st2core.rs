@@ -176,6 +176,19 @@ async fn core_actions_do_what_stackstorm_packs_expect(backend: Backend) -> Resul
         "{view}"
     );
 
+    // core.ask requests an approval: StackStorm's inquiry trigger fires.
+    let asked = create(&server, "core.ask", json!({})).await?;
+    let relayed = finished_runs(&server, "st2style.relayed", 1).await?;
+    let message = relayed[0]["parameters"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.starts_with("approval ") && message.ends_with(" asked on route inquiry"),
+        "{relayed:?}"
+    );
+    let (_, view) = server.get(&format!("/api/v1/executions/{asked}")).await?;
+    assert_eq!(view["status"], "pending", "{view}");
+
     // core.announcement fires StackStorm's announcement trigger.
     let view = run(
         &server,
@@ -206,6 +219,34 @@ fn aiosmtpd_python() -> Result<std::path::PathBuf> {
         path.display()
     );
     Ok(path)
+}
+
+/// `squall pack install` builds a python pack's virtualenv ahead of its first
+/// run, and names a pack whose requirements cannot be installed.
+#[tokio::test]
+async fn pack_install_prepares_python_packs() -> Result<()> {
+    let output = tokio::process::Command::new(squall_tests::squall_binary()?)
+        .args(["pack", "install"])
+        .arg(repo_root().join("tests/fixtures/python-packs"))
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        stdout.contains("pyops: virtualenv ready (") && stdout.contains("/bin/python)"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    ensure!(
+        stderr.contains(
+            "pybroken: pack pybroken: building its virtualenv from requirements.txt failed"
+        ),
+        "stderr: {stderr}"
+    );
+    ensure!(
+        !output.status.success(),
+        "a failed install must fail the command"
+    );
+    Ok(())
 }
 
 #[tokio::test]

@@ -9,6 +9,8 @@ mod noop;
 mod output;
 mod process;
 mod python;
+
+pub use python::prepare_pack as prepare_python_pack;
 mod shell;
 
 use std::collections::BTreeMap;

@@ -192,9 +192,30 @@ impl Runner for Inquirer {
                 "approvers_required": params.get("approvers_required"),
             }),
         };
+        let inquiry_id = new.id.clone();
         match host.store.create_inquiry(new, &host.node_id, audit).await {
             Ok(true) => {
                 host.inquiries.notify_waiters();
+                if host
+                    .catalog
+                    .current()
+                    .has_rules_for(crate::triggers::INQUIRY)
+                {
+                    // StackStorm's inquiry trigger, for rules that tell people elsewhere.
+                    let firing = crate::intake::TriggerFiring {
+                        trigger: crate::triggers::INQUIRY.into(),
+                        url: None,
+                        payload: json!({
+                            "id": inquiry_id,
+                            "route": params.get("route").cloned().unwrap_or(json!("inquiry")),
+                            "execution_id": ctx.execution_id,
+                        }),
+                        source: format!("inquiry/{inquiry_id}"),
+                    };
+                    if let Err(e) = host.intake.fire(firing).await {
+                        tracing::warn!(inquiry = %inquiry_id, error = %e, "firing core.st2.generic.inquiry failed");
+                    }
+                }
                 parked(ExecutionStatus::Pending)
             }
             Ok(false) => RunOutcome::failed(

@@ -188,7 +188,18 @@ async fn prepare_and_run(ctx: &RunContext) -> Result<RunOutcome, String> {
     let socket = run_dir.path.join("service.sock");
     let listener = tokio::net::UnixListener::bind(&socket)
         .map_err(|e| format!("could not open the action service socket: {e}"))?;
-    let service = tokio::spawn(serve_action_service(listener, ctx.host.datastore.clone()));
+    // `scope="user"` values belong to whom the execution runs for.
+    let user = match ctx.host.store.get_execution(&ctx.execution_id).await {
+        Ok(Some(model)) => serde_json::from_str::<Value>(&model.context)
+            .ok()
+            .and_then(|c| c["user"].as_str().map(str::to_owned)),
+        _ => None,
+    };
+    let service = tokio::spawn(serve_action_service(
+        listener,
+        ctx.host.datastore.clone(),
+        user,
+    ));
 
     let parameters: Map<String, Value> = ctx
         .parameters
@@ -376,6 +387,12 @@ fn write_compat_dir() -> Result<PathBuf, String> {
     }
 }
 
+/// Build (or find) the virtualenv of the pack in `pack_dir` ahead of its first run
+/// (`squall pack install`): the python its actions will run with.
+pub async fn prepare_pack(pack_dir: &Path, pack: &str) -> Result<PathBuf, String> {
+    interpreter(pack_dir, pack).await
+}
+
 /// The pack's python: its own virtualenv when it has a `requirements.txt`
 /// (built on first use, cached by the file's hash), else `python3`.
 async fn interpreter(pack_dir: &Path, pack: &str) -> Result<PathBuf, String> {
@@ -456,18 +473,25 @@ async fn run_setup(pack: &str, program: &str, args: &[&str]) -> Result<(), Strin
 
 /// Answer `action_service` calls from the running action: one JSON request
 /// per line, one JSON answer per line.
-async fn serve_action_service(listener: tokio::net::UnixListener, datastore: Arc<Datastore>) {
+async fn serve_action_service(
+    listener: tokio::net::UnixListener,
+    datastore: Arc<Datastore>,
+    user: Option<String>,
+) {
     while let Ok((stream, _)) = listener.accept().await {
         let datastore = datastore.clone();
+        let user = user.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut lines = BufReader::new(read).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let answer = match serde_json::from_str::<Value>(&line) {
-                    Ok(request) => match service_call(&datastore, &request).await {
-                        Ok(value) => json!({"ok": true, "value": value}),
-                        Err(error) => json!({"ok": false, "error": error}),
-                    },
+                    Ok(request) => {
+                        match service_call(&datastore, user.as_deref(), &request).await {
+                            Ok(value) => json!({"ok": true, "value": value}),
+                            Err(error) => json!({"ok": false, "error": error}),
+                        }
+                    }
                     Err(e) => json!({"ok": false, "error": format!("not JSON: {e}")}),
                 };
                 let mut text = answer.to_string();
@@ -480,14 +504,22 @@ async fn serve_action_service(listener: tokio::net::UnixListener, datastore: Arc
     }
 }
 
-async fn service_call(datastore: &Datastore, request: &Value) -> Result<Value, String> {
+async fn service_call(
+    datastore: &Datastore,
+    user: Option<&str>,
+    request: &Value,
+) -> Result<Value, String> {
+    let user_scope;
     let scope = match request["scope"].as_str().unwrap_or(SYSTEM) {
         SYSTEM => SYSTEM,
-        other => {
-            return Err(format!(
-                "scope {other:?} is not supported for actions yet; use the system scope"
-            ));
-        }
+        "user" => match user {
+            Some(user) => {
+                user_scope = format!("user:{user}");
+                user_scope.as_str()
+            }
+            None => return Err("scope \"user\": this execution runs for no user".into()),
+        },
+        other => return Err(format!("scope {other:?}: use \"system\" or \"user\"")),
     };
     let name = request["name"].as_str().unwrap_or_default();
     match request["op"].as_str().unwrap_or_default() {

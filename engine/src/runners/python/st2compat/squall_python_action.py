@@ -16,6 +16,7 @@ import sys
 import traceback
 
 SYSTEM_SCOPE = "system"
+USER_SCOPE = "user"
 
 
 class ActionService(object):
@@ -62,9 +63,9 @@ class ActionService(object):
     def delete_value(self, name, local=True, scope=SYSTEM_SCOPE):
         return self._call({"op": "delete", "name": self._name(name, local), "scope": scope})
 
-    def list_values(self, local=True, prefix=None):
+    def list_values(self, local=True, prefix=None, scope=SYSTEM_SCOPE):
         full = self._prefix + (prefix or "") if local else (prefix or "")
-        return self._call({"op": "list", "prefix": full})
+        return self._call({"op": "list", "prefix": full, "scope": scope})
 
 
 def write_result(succeeded, result):
