@@ -280,16 +280,22 @@ fn print_json_or(as_json: bool, value: &Value, human: impl FnOnce() -> String) {
     }
 }
 
-/// `squall pack install`: build the virtualenvs of the loaded python packs now, so
-/// no first run waits for pip; a pack whose install fails is named with pip's reason.
-async fn install_packs(cli: &Cli, dirs: &[std::path::PathBuf]) -> Result<ExitCode> {
-    let dirs = if dirs.is_empty() {
+/// The pack directories a `squall pack` command works on: those given, else the
+/// configured ones.
+fn pack_dirs(cli: &Cli, dirs: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>> {
+    Ok(if dirs.is_empty() {
         Config::load(cli.config.as_deref())
             .map_err(|e| anyhow!("configuration: {e}"))?
             .packs
     } else {
         dirs.to_vec()
-    };
+    })
+}
+
+/// `squall pack install`: build the virtualenvs of the loaded python packs now, so
+/// no first run waits for pip; a pack whose install fails is named with pip's reason.
+async fn install_packs(cli: &Cli, dirs: &[std::path::PathBuf]) -> Result<ExitCode> {
+    let dirs = pack_dirs(cli, dirs)?;
     let catalog = squall_engine::load_catalog_lenient(&dirs, &RunnerRegistry::builtin());
     for refused in &catalog.refused {
         eprintln!(
@@ -327,13 +333,7 @@ async fn install_packs(cli: &Cli, dirs: &[std::path::PathBuf]) -> Result<ExitCod
 }
 
 fn validate_packs(cli: &Cli, dirs: &[std::path::PathBuf]) -> Result<ExitCode> {
-    let dirs = if dirs.is_empty() {
-        Config::load(cli.config.as_deref())
-            .map_err(|e| anyhow!("configuration: {e}"))?
-            .packs
-    } else {
-        dirs.to_vec()
-    };
+    let dirs = pack_dirs(cli, dirs)?;
     // Loaded as `serve` loads them (each pack on its own); any refused pack
     // fails the validation, with every problem of every pack.
     let catalog = squall_engine::load_catalog_lenient(&dirs, &RunnerRegistry::builtin());

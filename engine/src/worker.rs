@@ -320,18 +320,17 @@ impl Worker {
             // Whatever the rules start from this event may carry them.
             secrets: secrets.clone(),
         };
+        // The execution as rules (`squall.execution`) and notify messages see it.
+        let record = json!({
+            "id": model.id,
+            "action": model.action,
+            "status": outcome.status,
+            "parameters": params,
+            "result": outcome.result,
+            "context": context,
+        });
         if catalog.has_rules_for(EXECUTION) {
-            events.push(event(
-                EXECUTION,
-                json!({
-                    "id": model.id,
-                    "action": model.action,
-                    "status": outcome.status,
-                    "parameters": params,
-                    "result": outcome.result,
-                    "context": context,
-                }),
-            ));
+            events.push(event(EXECUTION, record.clone()));
         }
         if catalog.has_rules_for(ACTION_TRIGGER) {
             events.push(event(
@@ -358,14 +357,7 @@ impl Worker {
             .and_then(|c| serde_json::from_value(c).ok());
         for spec in action.notify.for_outcome(succeeded) {
             let ctx = json!({
-                "execution": {
-                    "id": model.id,
-                    "action": model.action,
-                    "status": outcome.status,
-                    "parameters": params,
-                    "result": outcome.result,
-                    "context": context,
-                },
+                "execution": record,
                 "action_context": {"user": context.get("user"), "pack": pack},
                 "data": spec.data,
             });

@@ -24,18 +24,7 @@ async fn start(backend: Backend) -> Result<TestServer> {
 }
 
 async fn run(server: &TestServer, action: &str, parameters: Value) -> Result<Value> {
-    let (status, created) = server
-        .post(
-            "/api/v1/executions",
-            &json!({"action": action, "parameters": parameters}).to_string(),
-        )
-        .await?;
-    ensure!(status == 201, "create answered {status}: {created}");
-    let id = created["id"].as_str().context("id")?.to_owned();
-    server.engine.wait_for(&id, WAIT).await?;
-    let (status, view) = server.get(&format!("/api/v1/executions/{id}")).await?;
-    ensure!(status == 200, "{view}");
-    Ok(view)
+    server.run_action(action, parameters, WAIT).await
 }
 
 async fn python_actions_run_as_stackstorm_runs_them(backend: Backend) -> Result<()> {

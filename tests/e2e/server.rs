@@ -93,6 +93,35 @@ impl TestServer {
         Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
 
+    /// Create an execution through the API; its id.
+    pub async fn create_execution(&self, action: &str, parameters: Value) -> Result<String> {
+        let (status, created) = self
+            .post(
+                "/api/v1/executions",
+                &serde_json::json!({"action": action, "parameters": parameters}).to_string(),
+            )
+            .await?;
+        anyhow::ensure!(status == 201, "create answered {status}: {created}");
+        Ok(created["id"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("no id in {created}"))?
+            .to_owned())
+    }
+
+    /// Run an action through the API and wait (up to `wait`) for it to finish; its view.
+    pub async fn run_action(
+        &self,
+        action: &str,
+        parameters: Value,
+        wait: std::time::Duration,
+    ) -> Result<Value> {
+        let id = self.create_execution(action, parameters).await?;
+        self.engine.wait_for(&id, wait).await?;
+        let (status, view) = self.get(&format!("/api/v1/executions/{id}")).await?;
+        anyhow::ensure!(status == 200, "{view}");
+        Ok(view)
+    }
+
     /// The executions a trigger instance caused, once they are all finished.
     pub async fn finished_executions_of(&self, trigger_instance: &str) -> Result<Vec<Value>> {
         let engine = self.engine.clone();

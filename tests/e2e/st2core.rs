@@ -26,22 +26,11 @@ async fn start(backend: Backend) -> Result<TestServer> {
 }
 
 async fn run(server: &TestServer, action: &str, parameters: Value) -> Result<Value> {
-    let id = create(server, action, parameters).await?;
-    server.engine.wait_for(&id, WAIT).await?;
-    let (status, view) = server.get(&format!("/api/v1/executions/{id}")).await?;
-    ensure!(status == 200, "{view}");
-    Ok(view)
+    server.run_action(action, parameters, WAIT).await
 }
 
 async fn create(server: &TestServer, action: &str, parameters: Value) -> Result<String> {
-    let (status, created) = server
-        .post(
-            "/api/v1/executions",
-            &json!({"action": action, "parameters": parameters}).to_string(),
-        )
-        .await?;
-    ensure!(status == 201, "create answered {status}: {created}");
-    Ok(created["id"].as_str().context("id")?.to_owned())
+    server.create_execution(action, parameters).await
 }
 
 /// The finished executions of `action`, waiting until there are `count`.

@@ -87,7 +87,7 @@ pub fn load(
             Ok(Value::Null) => {}
             Ok(other) => loaded.errors.push(problem(format!(
                 "a pack config must be a mapping of setting to value, not {}",
-                kind(&other)
+                super::doc::type_name(&other)
             ))),
             Err(e) => loaded.errors.push(problem(e)),
         }
@@ -168,17 +168,6 @@ pub fn load(
         secret_values,
     };
     loaded
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
-    }
 }
 
 /// Defaults for settings the file leaves out, nested objects included.
