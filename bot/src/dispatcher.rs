@@ -748,7 +748,11 @@ impl Dispatcher {
             .and_then(|r| r.get("format"))
             .and_then(Value::as_str);
         if let Some(template) = template {
-            let ctx = json!({"execution": view, "alias": alias.map(|a| json!({"ref": a.reference(), "action_ref": a.action_ref}))});
+            let ctx = json!({
+                "execution": view,
+                "context": serde_json::from_str::<Value>(&model.context).unwrap_or(Value::Null),
+                "alias": alias.map(|a| json!({"ref": a.reference(), "action_ref": a.action_ref})),
+            });
             match self.engine.templates.render_str(template, &ctx) {
                 Ok(text) => {
                     return OutgoingMessage {

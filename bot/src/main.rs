@@ -21,7 +21,6 @@ use squall::{output, server};
 use squall_engine::describe::{execution_detail, execution_view};
 use squall_engine::execution::{ExecutionContext, ExecutionStatus};
 use squall_engine::params::Casting;
-use squall_engine::runners::RunnerRegistry;
 use squall_engine::store::ExecutionFilter;
 
 /// Libraries that log the values they handle at debug level: handlebars
@@ -188,7 +187,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Alias(AliasCommand::Match { text }) => {
-            let runners = RunnerRegistry::builtin();
+            let runners = squall_engine::builtin_runners();
             let catalog = squall_engine::load_catalog_lenient(&config.packs, &runners);
             match catalog
                 .aliases
@@ -296,7 +295,7 @@ fn pack_dirs(cli: &Cli, dirs: &[std::path::PathBuf]) -> Result<Vec<std::path::Pa
 /// no first run waits for pip; a pack whose install fails is named with pip's reason.
 async fn install_packs(cli: &Cli, dirs: &[std::path::PathBuf]) -> Result<ExitCode> {
     let dirs = pack_dirs(cli, dirs)?;
-    let catalog = squall_engine::load_catalog_lenient(&dirs, &RunnerRegistry::builtin());
+    let catalog = squall_engine::load_catalog_lenient(&dirs, &squall_engine::builtin_runners());
     for refused in &catalog.refused {
         eprintln!(
             "refused: {} ({}): run `squall pack validate` for its errors",
@@ -336,7 +335,7 @@ fn validate_packs(cli: &Cli, dirs: &[std::path::PathBuf]) -> Result<ExitCode> {
     let dirs = pack_dirs(cli, dirs)?;
     // Loaded as `serve` loads them (each pack on its own); any refused pack
     // fails the validation, with every problem of every pack.
-    let catalog = squall_engine::load_catalog_lenient(&dirs, &RunnerRegistry::builtin());
+    let catalog = squall_engine::load_catalog_lenient(&dirs, &squall_engine::builtin_runners());
     for warning in &catalog.warnings {
         eprintln!("warning: {warning}");
     }

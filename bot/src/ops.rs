@@ -15,7 +15,6 @@ use squall::server;
 use squall_engine::execution::{ExecutionContext, now_ms};
 use squall_engine::intake::TriggerFiring;
 use squall_engine::params::Casting;
-use squall_engine::runners::RunnerRegistry;
 use squall_engine::store::AuditFilter;
 
 use super::control::cli_identity;
@@ -66,7 +65,8 @@ pub async fn pack_list(config: &Config, remote: Option<Remote>, json: bool) -> R
 /// The configured packs loaded as `serve` loads them: each on its own, a
 /// refused one with its errors.
 fn local_packs(config: &Config) -> Result<Value> {
-    let catalog = squall_engine::load_catalog_lenient(&config.packs, &RunnerRegistry::builtin());
+    let catalog =
+        squall_engine::load_catalog_lenient(&config.packs, &squall_engine::builtin_runners());
     Ok(serde_json::to_value(squall::api::pack_views(&catalog))?)
 }
 
@@ -332,8 +332,10 @@ pub async fn alias_help(
                 .await?
         }
         None => {
-            let catalog =
-                squall_engine::load_catalog_lenient(&config.packs, &RunnerRegistry::builtin());
+            let catalog = squall_engine::load_catalog_lenient(
+                &config.packs,
+                &squall_engine::builtin_runners(),
+            );
             Value::Array(
                 catalog
                     .aliases

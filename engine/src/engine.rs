@@ -62,7 +62,7 @@ async fn apply_rule_states(store: &Store, catalog: &CatalogHandle) -> Result<(),
         return Ok(());
     }
     let rebuilt = current
-        .with_rule_states(&states, &RunnerRegistry::builtin())
+        .with_rule_states(&states, &builtin_runners())
         .map_err(EngineError::Packs)?;
     catalog.replace(rebuilt);
     tracing::info!("rules enabled or disabled at run time applied");
@@ -128,6 +128,36 @@ pub struct Engine {
     worker: Option<Arc<Worker>>,
     inline_worker: Arc<Worker>,
     shutdown: CancellationToken,
+}
+
+/// The runners this squall ships, by kind: the one place that names them all, so
+/// the runner shape (`runner`), the runners (`runners/`) and the workflow engine
+/// need not know each other.
+pub fn builtin_runner_list() -> Vec<Arc<dyn crate::runner::Runner>> {
+    use crate::runners::{chat_post, core, echo, http, noop, python, shell};
+    vec![
+        Arc::new(shell::LocalShellCmd),
+        Arc::new(shell::LocalShellScript),
+        Arc::new(http::HttpRequest::new()),
+        Arc::new(noop::Noop),
+        Arc::new(echo::Echo),
+        Arc::new(crate::workflow::WorkflowRunner::ORQUESTA),
+        Arc::new(crate::workflow::WorkflowRunner::WORKFLOW),
+        Arc::new(crate::workflow::inquirer::Inquirer),
+        Arc::new(chat_post::ChatPost),
+        Arc::new(python::PythonScript),
+        Arc::new(core::UuidRunner),
+        Arc::new(core::PauseRunner),
+        Arc::new(core::InjectTrigger),
+        Arc::new(core::Announcement),
+        Arc::new(core::Sendmail),
+    ]
+}
+
+/// [`builtin_runner_list`] as a registry.
+pub fn builtin_runners() -> RunnerRegistry {
+    RunnerRegistry::new(builtin_runner_list())
+        .unwrap_or_else(|dup| panic!("the built-in runner list is broken: {dup}"))
 }
 
 /// Load the built-in packs and those under `roots` into a catalog, reporting
@@ -286,7 +316,7 @@ fn refuse(
 
 impl Engine {
     pub async fn start(options: EngineOptions) -> Result<Engine, EngineError> {
-        let runners = RunnerRegistry::builtin();
+        let runners = builtin_runners();
         let catalog = load_catalog_lenient(&options.pack_roots, &runners);
         for refused in &catalog.refused {
             tracing::error!(

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pack;
 pub mod params;
 pub mod rbac;
+pub mod runner;
 pub mod runners;
 pub mod secrets;
 pub mod sensitive;
@@ -25,7 +26,9 @@ pub mod triggers;
 pub mod worker;
 pub mod workflow;
 
-pub use engine::{Engine, EngineError, EngineOptions, load_catalog, load_catalog_lenient};
+pub use engine::{
+    Engine, EngineError, EngineOptions, builtin_runners, load_catalog, load_catalog_lenient,
+};
 pub use squall_aliases;
 
 /// Install the process-wide TLS crypto provider once. Several crates enable

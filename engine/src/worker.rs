@@ -358,6 +358,7 @@ impl Worker {
         for spec in action.notify.for_outcome(succeeded) {
             let ctx = json!({
                 "execution": record,
+                "context": context,
                 "action_context": {"user": context.get("user"), "pack": pack},
                 "data": spec.data,
             });

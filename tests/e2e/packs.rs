@@ -52,7 +52,7 @@ fn shipped_packs_validate() -> Result<()> {
         "expected {expected:?}: {stdout}"
     );
     // The very packs of those directories loaded, each under its own name.
-    let runners = squall_engine::runners::RunnerRegistry::builtin();
+    let runners = squall_engine::builtin_runners();
     let catalog =
         squall_engine::load_catalog(&roots, &runners).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let mut loaded: Vec<String> = catalog.packs.iter().map(|p| p.meta.name.clone()).collect();
@@ -338,7 +338,7 @@ async fn a_broken_pack_is_refused_alone_and_the_rest_serve() -> Result<()> {
 
     // The catalog: good loads (its defaults cast, with warnings), broken and
     // leaning (which needs broken) are refused with their reasons.
-    let catalog = squall_engine::load_catalog_lenient(&roots, &RunnerRegistry::builtin());
+    let catalog = squall_engine::load_catalog_lenient(&roots, &squall_engine::builtin_runners());
     let loaded: Vec<&str> = catalog.packs.iter().map(|p| p.meta.name.as_str()).collect();
     assert!(
         loaded.contains(&"good") && loaded.contains(&"core"),

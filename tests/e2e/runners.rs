@@ -53,7 +53,7 @@ on_both_backends!(every_process_runner_keeps_the_runner_contract);
 
 #[test]
 fn every_registered_runner_is_covered() {
-    let registry = RunnerRegistry::builtin();
+    let registry = squall_engine::builtin_runners();
     for name in registry.names() {
         let runner = registry.get(name).expect("registered");
         let case = PROCESS_CASES.iter().any(|(r, _)| *r == name);

@@ -1,266 +1,42 @@
-//! Runners: the code that actually performs an action. One file per runner
-//! kind; the registry maps StackStorm `runner_type` names to them.
+//! Runners: the code that actually performs an action, one file per runner
+//! kind. Their shape (trait, context, outcome, registry) is [`crate::runner`].
 
-mod chat_post;
-mod core;
-mod echo;
-mod http;
-mod noop;
+pub(crate) mod chat_post;
+pub(crate) mod core;
+pub(crate) mod echo;
+pub(crate) mod http;
+pub(crate) mod noop;
 mod output;
 mod process;
-mod python;
+pub(crate) mod python;
 
 pub use python::prepare_pack as prepare_python_pack;
-mod shell;
-
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
-
-use serde_json::{Map, Value, json};
-use tokio_util::sync::CancellationToken;
-
-use tokio::sync::Notify;
-
-use crate::catalog::CatalogHandle;
-use crate::execution::ExecutionStatus;
-use crate::pack::{Action, ParamSpec};
-use crate::store::Store;
-use crate::template::Templates;
+pub(crate) mod shell;
 
 pub use output::{OutputSink, OutputWriter};
 pub use process::OutputLimits;
 
-/// Everything a runner gets for one run.
-pub struct RunContext {
-    pub execution_id: String,
-    pub action: Arc<Action>,
-    /// Resolved parameters: runner parameters and action parameters, with
-    /// defaults applied and validated.
-    pub parameters: Map<String, Value>,
-    pub templates: Arc<Templates>,
-    pub limits: OutputLimits,
-    /// Cancelled when the execution is cancelled; runners kill what they started.
-    pub cancel: CancellationToken,
-    /// The engine services, for runners that orchestrate (workflows, inquiries).
-    pub host: Arc<RunHost>,
-    /// Secret values this execution holds (its own and inherited): what it
-    /// passes on to its tasks, and masks in what it posts or asks.
-    pub secrets: crate::secrets::Secrets,
-    /// Where output lines go while the run produces them.
-    pub output: OutputSink,
-}
-
-/// What orchestrating runners need beyond their parameters.
-pub struct RunHost {
-    /// The node (lease owner) running the execution.
-    pub node_id: String,
-    pub store: Store,
-    pub catalog: CatalogHandle,
-    /// Wakes idle workers after new executions were stored.
-    pub work_available: Arc<Notify>,
-    /// Notified after runs finished (their completions are stored).
-    pub finished: Arc<Notify>,
-    /// Notified when an approval request was created.
-    pub inquiries: Arc<Notify>,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// The datastore, for python actions' `action_service`.
-    pub datastore: Arc<crate::datastore::Datastore>,
-    /// Where runners fire triggers (`core.inject_trigger`, `core.announcement`).
-    pub intake: crate::intake::Intake,
-}
-
-impl RunContext {
-    pub fn param_str(&self, name: &str) -> Option<&str> {
-        self.parameters.get(name).and_then(Value::as_str)
-    }
-
-    /// The run's timeout: the `timeout` parameter (seconds) or the default.
-    pub fn timeout(&self) -> Duration {
-        let secs = self
-            .parameters
-            .get("timeout")
-            .and_then(Value::as_f64)
-            .filter(|s| *s > 0.0)
-            .unwrap_or(DEFAULT_TIMEOUT_SECS as f64);
-        Duration::from_secs_f64(secs)
-    }
-}
-
-/// Default timeout for runners with a `timeout` parameter, seconds.
-pub const DEFAULT_TIMEOUT_SECS: u64 = 600;
-
-/// How a run ended.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunOutcome {
-    pub status: ExecutionStatus,
-    pub result: Value,
-    pub stdout: String,
-    pub stderr: String,
-    pub exit_code: Option<i32>,
-    pub error: Option<String>,
-}
-
-impl RunOutcome {
-    pub fn succeeded(result: Value) -> Self {
-        Self {
-            status: ExecutionStatus::Succeeded,
-            result,
-            stdout: String::new(),
-            stderr: String::new(),
-            exit_code: None,
-            error: None,
-        }
-    }
-
-    pub fn failed(error: impl Into<String>) -> Self {
-        let error = error.into();
-        Self {
-            status: ExecutionStatus::Failed,
-            result: json!({ "error": error }),
-            stdout: String::new(),
-            stderr: String::new(),
-            exit_code: None,
-            error: Some(error),
-        }
-    }
-}
-
-/// What a runner declares about itself, so the engine never matches on runner names.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RunnerTraits {
-    /// Finishes at once, in-process, without side effects: workflow tasks run it inline
-    /// instead of through the queue.
-    pub inline: bool,
-    /// Renders its own `cmd` parameter into a shell command when it runs, quoting every
-    /// value; callers leave `cmd` templates to it.
-    pub shell_command: bool,
-    /// Starts a child process: `timeout` and cancel kill its process group, its output
-    /// is captured and capped, and secret parameters never reach its command line.
-    pub process: bool,
-    /// Reads its pack's whole configuration (all of the pack's config secrets join the
-    /// run's secret set).
-    pub reads_pack_config: bool,
-}
-
-/// A kind of runner (`local-shell-cmd`, `http-request`, ...).
-#[async_trait::async_trait]
-pub trait Runner: Send + Sync {
-    /// The StackStorm `runner_type` name.
-    fn name(&self) -> &'static str;
-    /// What the engine may rely on about this runner.
-    fn traits(&self) -> RunnerTraits {
-        RunnerTraits::default()
-    }
-    /// Parameters the runner itself understands; an action's parameters of the
-    /// same name override their attributes (default, immutable, ...).
-    fn parameters(&self) -> BTreeMap<String, ParamSpec>;
-    /// Perform the run. Never panics on bad input: problems become a failed
-    /// outcome that says what was wrong.
-    async fn run(&self, ctx: RunContext) -> RunOutcome;
-}
-
-/// Two runners registered under one name: the second would silently replace
-/// the first, so registration refuses it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("two runners are registered as {0:?}: runner names must be unique")]
-pub struct DuplicateRunner(pub &'static str);
-
-/// All runners squall ships, by name.
-#[derive(Clone)]
-pub struct RunnerRegistry {
-    runners: BTreeMap<&'static str, Arc<dyn Runner>>,
-}
-
-impl RunnerRegistry {
-    /// A registry of `runners`, refusing a name given twice.
-    pub fn new(runners: Vec<Arc<dyn Runner>>) -> Result<Self, DuplicateRunner> {
-        let mut by_name = BTreeMap::new();
-        for runner in runners {
-            let name = runner.name();
-            if by_name.insert(name, runner).is_some() {
-                return Err(DuplicateRunner(name));
-            }
-        }
-        Ok(Self { runners: by_name })
-    }
-
-    /// The runners squall ships.
-    pub fn builtin() -> Self {
-        Self::new(Self::builtin_list())
-            .unwrap_or_else(|dup| panic!("the built-in runner list is broken: {dup}"))
-    }
-
-    fn builtin_list() -> Vec<Arc<dyn Runner>> {
-        vec![
-            Arc::new(shell::LocalShellCmd),
-            Arc::new(shell::LocalShellScript),
-            Arc::new(http::HttpRequest::new()),
-            Arc::new(noop::Noop),
-            Arc::new(echo::Echo),
-            Arc::new(crate::workflow::WorkflowRunner::ORQUESTA),
-            Arc::new(crate::workflow::WorkflowRunner::WORKFLOW),
-            Arc::new(crate::workflow::inquirer::Inquirer),
-            Arc::new(chat_post::ChatPost),
-            Arc::new(python::PythonScript),
-            Arc::new(core::UuidRunner),
-            Arc::new(core::PauseRunner),
-            Arc::new(core::InjectTrigger),
-            Arc::new(core::Announcement),
-            Arc::new(core::Sendmail),
-        ]
-    }
-
-    pub fn get(&self, name: &str) -> Option<Arc<dyn Runner>> {
-        self.runners.get(name).cloned()
-    }
-
-    pub fn names(&self) -> Vec<&'static str> {
-        self.runners.keys().copied().collect()
-    }
-}
-
-/// Build a runner parameter spec from a compact JSON description.
-pub(crate) fn runner_param(schema: Value, default: Option<Value>, description: &str) -> ParamSpec {
-    ParamSpec {
-        schema,
-        required: false,
-        default,
-        secret: false,
-        immutable: false,
-        position: None,
-        description: Some(description.to_owned()),
-    }
-}
-
+pub(crate) use crate::runner::runner_param;
+pub use crate::runner::{
+    DEFAULT_TIMEOUT_SECS, DuplicateRunner, RunContext, RunHost, RunOutcome, Runner, RunnerRegistry,
+    RunnerTraits,
+};
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    #[test]
-    fn a_runner_name_registered_twice_is_refused() {
-        let err = RunnerRegistry::new(vec![
-            Arc::new(noop::Noop),
-            Arc::new(echo::Echo),
-            Arc::new(noop::Noop),
-        ])
-        .err()
-        .expect("a duplicate name must be refused");
-        assert_eq!(err, DuplicateRunner("noop"));
-        assert!(err.to_string().contains("\"noop\""), "{err}");
-    }
+    use crate::engine::builtin_runners;
 
     #[test]
     fn builtin_runners_register_without_duplicates() {
-        let list = RunnerRegistry::builtin_list();
-        let count = list.len();
-        let registry = RunnerRegistry::new(list).expect("no duplicate built-in names");
-        assert_eq!(registry.names().len(), count);
+        let registry = builtin_runners();
+        assert_eq!(
+            registry.names().len(),
+            crate::engine::builtin_runner_list().len()
+        );
     }
 
     #[test]
     fn runner_names_are_stackstorm_compatible() {
-        let registry = RunnerRegistry::builtin();
+        let registry = builtin_runners();
         assert_eq!(
             registry.names(),
             vec![
