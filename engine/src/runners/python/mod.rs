@@ -184,7 +184,7 @@ async fn prepare_and_run(ctx: &RunContext) -> Result<RunOutcome, String> {
         .pack_config(&ctx.action.pack)
         .map_or_else(|| json!({}), |c| c.values.clone());
 
-    let run_dir = RunDir::create(&ctx.execution_id)?;
+    let run_dir = RunDir::create()?;
     let socket = run_dir.path.join("service.sock");
     let listener = tokio::net::UnixListener::bind(&socket)
         .map_err(|e| format!("could not open the action service socket: {e}"))?;
@@ -311,13 +311,20 @@ struct RunDir {
     path: PathBuf,
 }
 
+/// Longest temporary directory a run directory goes under: a Unix socket path
+/// (`<dir>/squall-py-<id>/service.sock`) must fit in 108 bytes.
+const MAX_TMP_DIR_LEN: usize = 60;
+
 impl RunDir {
-    fn create(execution_id: &str) -> Result<RunDir, String> {
+    fn create() -> Result<RunDir, String> {
         use std::os::unix::fs::DirBuilderExt;
-        let path = std::env::temp_dir().join(format!(
-            "squall-py-{execution_id}-{}",
-            crate::execution::new_id()
-        ));
+        let tmp = std::env::temp_dir();
+        let base = if tmp.as_os_str().len() <= MAX_TMP_DIR_LEN {
+            tmp
+        } else {
+            PathBuf::from("/tmp")
+        };
+        let path = base.join(format!("squall-py-{}", crate::execution::new_id()));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&path)
@@ -571,5 +578,18 @@ async fn service_call(
             ))
         }
         other => Err(format!("unknown operation {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_service_socket_path_fits_a_unix_socket() {
+        let dir = RunDir::create().unwrap();
+        let socket = dir.path.join("service.sock");
+        assert!(socket.as_os_str().len() < 108, "{}", socket.display());
+        assert!(dir.path.is_dir());
     }
 }
