@@ -431,13 +431,17 @@ impl Catalog {
         let mut rendered = Map::new();
         let mut left: Vec<(String, Value)> = pending.into_iter().collect();
         while !left.is_empty() {
-            let reads_pending = |default: &Value| {
+            // Whether `name`'s default names another pending parameter (a whole
+            // identifier, not `host` inside `config_context.host`).
+            let reads_pending = |name: &str, default: &Value| {
                 let text = default.to_string();
-                left.iter().any(|(other, _)| text.contains(other.as_str()))
+                left.iter()
+                    .filter(|(other, _)| other != name)
+                    .any(|(other, _)| names_identifier(&text, other))
             };
             let next = left
                 .iter()
-                .position(|(_, d)| !reads_pending(d))
+                .position(|(name, d)| !reads_pending(name, d))
                 .unwrap_or(0);
             let (name, default) = left.remove(next);
             let one = Map::from_iter([(name.clone(), default)]);
@@ -683,4 +687,14 @@ impl CatalogHandle {
         };
         *guard = Arc::new(catalog);
     }
+}
+/// Whether `name` occurs in `text` as a whole identifier that is not an attribute
+/// (`{{ host }}` names `host`; `{{ config_context.host }}` and `{{ hostname }}` do not).
+fn names_identifier(text: &str, name: &str) -> bool {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(name).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + name.len()..].chars().next();
+        !before.is_some_and(|c| is_ident(c) || c == '.') && !after.is_some_and(is_ident)
+    })
 }

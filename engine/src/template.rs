@@ -330,7 +330,14 @@ impl Templates {
     /// Jinja can; handlebars otherwise.
     fn compile(&self, source: &str) -> Result<Compiled, TemplateError> {
         if is_jinja(source) {
-            return self.compile_jinja(source);
+            // Text that only looks like Jinja (`printf '{%s}'`, a `{#` in a shell
+            // command) stays what it was when handlebars reads it fine.
+            return self.compile_jinja(source).or_else(|error| {
+                if has_jinja_tag(source) {
+                    return Err(error);
+                }
+                self.compile_handlebars(source).map_err(|_| error)
+            });
         }
         self.compile_handlebars(source)
             .or_else(|error| self.compile_jinja(source).map_err(|_| error))
@@ -375,6 +382,28 @@ impl Default for Templates {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// `text` as one POSIX `sh` word. A value that holds template syntax (`{{`, `{%`, `{#`)
+/// keeps it only in a form no template engine reads (`'{''{'`: the shell joins the
+/// quoted pieces back), so a command rendered once can never be rendered again into
+/// something else by a value that came from a trigger.
+pub fn shell_word(text: &str) -> Result<String, String> {
+    if !text.contains("{{") && !text.contains("{%") && !text.contains("{#") {
+        return shlex::try_quote(text)
+            .map(Cow::into_owned)
+            .map_err(|e| format!("{e}: value cannot be passed to sh"));
+    }
+    if text.contains('\0') {
+        return Err("the value holds a NUL byte: value cannot be passed to sh".into());
+    }
+    // One single-quoted word (a `'` inside becomes `'\''`), so every `{` sits inside
+    // single quotes, where `''` closes and reopens them without changing the word.
+    let quoted = format!("'{}'", text.replace('\'', "'\\''"));
+    Ok(quoted
+        .replace("{{", "{''{")
+        .replace("{%", "{''%")
+        .replace("{#", "{''#"))
 }
 
 /// Whether `text` is a template at all (StackStorm's test: it contains `{{` or `{%`).
@@ -555,8 +584,8 @@ fn unknown_helper(elements: &[TemplateElement], helpers: &HashSet<String>) -> Op
 /// or subscripts inside `{{ }}`.
 pub(crate) fn is_jinja(template: &str) -> bool {
     let comment = template
-        .find("{#")
-        .is_some_and(|at| template[at..].contains("#}"));
+        .match_indices("{#")
+        .any(|(at, _)| !template[..at].ends_with('{') && template[at..].contains("#}"));
     if template.contains("{%") || comment {
         return true;
     }
@@ -573,6 +602,16 @@ pub(crate) fn is_jinja(template: &str) -> bool {
         rest = &body[close + 2..];
     }
     false
+}
+
+/// Whether `template` holds a well-formed Jinja statement or comment tag
+/// (`{% if x %}`, `{#- note #}`): then a Jinja error is the template's error, not a
+/// sign that the text was never meant as Jinja (`printf '{%s}'`).
+fn has_jinja_tag(template: &str) -> bool {
+    static TAG: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+        Regex::new(r"\{%[-+]?\s*[A-Za-z_]\w*[^%]*[-+]?%\}|\{#[^#]*#\}").expect("valid")
+    });
+    TAG.is_match(template)
 }
 
 /// Offset of the `}}` closing a tag whose body starts at `body`, skipping quoted strings
@@ -672,12 +711,7 @@ impl HelperDef for RenderHelper {
     ) -> HelperResult {
         let text = value_to_text(arg(h, 0));
         if self.shell && !rc.is_disable_escape() {
-            let quoted = shlex::try_quote(&text).map_err(|e| {
-                helper_error(
-                    "shell quoting",
-                    format!("{e}: value cannot be passed to sh"),
-                )
-            })?;
+            let quoted = shell_word(&text).map_err(|e| helper_error("shell quoting", e))?;
             out.write(&quoted)?;
         } else {
             out.write(&text)?;
@@ -1321,6 +1355,11 @@ mod tests {
         assert_eq!(t.check("{{!-- a | b --}}x"), Ok(()));
         assert_eq!(t.check(r"\{{ a | b }}"), Ok(()));
         assert_eq!(t.check("echo ${#arr[@]}"), Ok(()));
+        assert_eq!(
+            t.render_str("printf '{%s}' {{ x }}", &json!({"x": "a"})),
+            Ok("printf '{%s}' a".to_owned())
+        );
+        assert_eq!(t.check("{{#if x}}a #} b{{/if}}"), Ok(()));
     }
 
     #[test]

@@ -312,7 +312,7 @@ impl Worker {
         let context = serde_json::from_str::<Value>(&model.context).unwrap_or(Value::Null);
         let started = started_at.or(model.started_at).map(ms_to_rfc3339);
         let action = catalog.action(&model.action).map(|e| e.action.clone());
-        let (pack, name) = model.action.split_once('.').unwrap_or(("", &model.action));
+        let pack = model.action.split_once('.').map_or("", |(pack, _)| pack);
         let mut events = Vec::new();
         let event = |trigger, payload| ExecutionEvent {
             trigger,
@@ -339,7 +339,8 @@ impl Worker {
                     "execution_id": model.id,
                     "status": outcome.status,
                     "start_timestamp": started,
-                    "action_name": name,
+                    // StackStorm sends the reference here too.
+                    "action_name": model.action,
                     "action_ref": model.action,
                     "runner_ref": model.runner,
                     "parameters": params,
@@ -356,12 +357,19 @@ impl Worker {
             .cloned()
             .and_then(|c| serde_json::from_value(c).ok());
         for spec in action.notify.for_outcome(succeeded) {
-            let ctx = json!({
+            let mut ctx = json!({
                 "execution": record,
                 "context": context,
                 "action_context": {"user": context.get("user"), "pack": pack},
-                "data": spec.data,
+                // StackStorm's names for the same.
+                "action_results": outcome.result,
+                "action_parameters": params,
             });
+            let data = self
+                .templates
+                .render_json(&spec.data, &ctx)
+                .unwrap_or_else(|_| spec.data.clone());
+            ctx["data"] = data.clone();
             let default = format!(
                 "{} {}: execution {}",
                 model.action, outcome.status, model.id
@@ -412,7 +420,7 @@ impl Worker {
                             "channel": route,
                             "route": route,
                             "message": message["text"],
-                            "data": spec.data,
+                            "data": secrets.scrub_value(data.clone()),
                             "context": context,
                         }),
                     ));

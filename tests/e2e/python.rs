@@ -66,6 +66,7 @@ async fn python_actions_run_as_stackstorm_runs_them(backend: Backend) -> Result<
             "endpoint": null,
             "patience": "patient",
             "attempts": 4,
+            "area": "in us-east-2",
         }),
         "{view}"
     );
@@ -100,6 +101,10 @@ async fn python_actions_run_as_stackstorm_runs_them(backend: Backend) -> Result<
         .get(&format!("user:{user}"), "last_endpoint", false)
         .await?;
     assert_eq!(mine.value, json!(endpoint), "the user-scope value");
+
+    // A shell action's own command reads the pack config too.
+    let view = run(&server, "pyops.region_echo", json!({})).await?;
+    assert_eq!(view["stdout"], "region=us-east-2 pack=pyops\n", "{view}");
 
     // StackStorm's `(False, result)` tuple fails the execution.
     let view = run(&server, "pyops.kv", json!({"fail": true})).await?;

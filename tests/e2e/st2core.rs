@@ -318,6 +318,19 @@ async fn sendmail_delivers_through_a_real_smtp_server() -> Result<()> {
         ensure!(mail.contains(expected), "no {expected:?} in:\n{mail}");
     }
 
+    // The server is the operator's: a caller cannot point it elsewhere (and be
+    // handed the password).
+    let (status, refused) = server
+        .post(
+            "/api/v1/executions",
+            &json!({"action": "core.sendmail", "parameters": {
+                "to": "a@example.com", "body": "x", "smtp_host": "attacker.example"}})
+            .to_string(),
+        )
+        .await?;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.to_string().contains("immutable"), "{refused}");
+
     // Bad input is a clear failure, and nothing is sent.
     let view = run(
         &server,

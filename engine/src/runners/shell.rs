@@ -199,6 +199,18 @@ fn render_command(ctx: &RunContext, template: &str) -> Result<String, String> {
         params.insert(name.clone(), Value::String(placeholder.clone()));
         secrets.push((placeholder, format!("ST2_ACTION_{}", name.to_uppercase())));
     }
+    // What an action's own `cmd` default may read besides its parameters, as
+    // StackStorm renders defaults.
+    let config = ctx
+        .host
+        .catalog
+        .current()
+        .pack_config(&ctx.action.pack)
+        .map_or_else(|| serde_json::json!({}), |c| c.values.clone());
+    params.entry("config_context").or_insert(config);
+    params.entry("action_context").or_insert_with(
+        || serde_json::json!({"pack": ctx.action.pack, "execution_id": ctx.execution_id}),
+    );
     let rendered = ctx
         .templates
         .render_shell(template, &Value::Object(params))

@@ -146,8 +146,17 @@ fn filters_and_tests(source: &str) -> Vec<(&'static str, String)> {
         };
         let body = &after[1..];
         let end = tag_body_end(body, close).unwrap_or(body.len());
-        scan_tag(&body[..end], &mut found);
+        let tag = body[..end].trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
         rest = &body[end..];
+        if close == "%}" && tag == "raw" {
+            // Nothing up to `{% endraw %}` is template code.
+            match rest.find("endraw") {
+                Some(at) => rest = &rest[at..],
+                None => break,
+            }
+            continue;
+        }
+        scan_tag(&body[..end], &mut found);
     }
     found
 }
@@ -276,13 +285,13 @@ fn environment(shell: bool) -> Environment<'static> {
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.set_formatter(move |out, _state, value| {
         let text = py_str(value);
-        if shell && !value.is_safe() {
-            let quoted = shlex::try_quote(&text).map_err(|e| {
-                Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!("{e}: value cannot be passed to sh"),
-                )
-            })?;
+        if shell {
+            // Every printed value is one quoted word, `| safe` or not: filters such
+            // as `tojson` mark their output safe for HTML, which says nothing
+            // about `sh`. (Handlebars' `{{{ raw }}}` is the one way to insert raw
+            // text into a command.)
+            let quoted =
+                super::shell_word(&text).map_err(|e| Error::new(ErrorKind::InvalidOperation, e))?;
             out.write_str(&quoted)
         } else {
             out.write_str(&text)
@@ -762,6 +771,11 @@ fn int(
         .unwrap_or(JValue::from(0));
     let base = kwargs.get::<Option<u32>>("base")?.or(base).unwrap_or(10);
     kwargs.assert_all_used()?;
+    if !(2..=36).contains(&base) {
+        return Err(invalid(format!(
+            "int: base must be between 2 and 36, not {base}"
+        )));
+    }
     if let Some(s) = value.as_str() {
         let trimmed = s.trim().replace('_', "");
         let digits = match base {
@@ -1101,8 +1115,8 @@ fn to_human_time_from_seconds(value: JValue) -> Result<String, Error> {
     let start = chrono::NaiveDate::from_ymd_opt(1, 1, 1)
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .ok_or_else(|| invalid("date arithmetic"))?;
-    let at = start
-        .checked_add_signed(chrono::TimeDelta::seconds(whole))
+    let at = chrono::TimeDelta::try_seconds(whole)
+        .and_then(|delta| start.checked_add_signed(delta))
         .ok_or_else(|| invalid("too many seconds"))?;
     use chrono::{Datelike, Timelike};
     let parts = [
@@ -1275,7 +1289,7 @@ mod tests {
     }
 
     #[test]
-    fn shell_output_is_quoted_unless_safe() {
+    fn shell_output_is_always_quoted() {
         let ctx = json!({"x": "a b; rm -rf /"});
         let jinja = Jinja::new();
         assert_eq!(
@@ -1284,7 +1298,20 @@ mod tests {
         );
         assert_eq!(
             jinja.render("echo {{ x | safe }}", &ctx, true).unwrap(),
-            "echo a b; rm -rf /"
+            "echo 'a b; rm -rf /'"
+        );
+        let payload = json!({"x": {"k": "$(touch /tmp/p)"}});
+        assert_eq!(
+            jinja
+                .render("echo {{ x | tojson }}", &payload, true)
+                .unwrap(),
+            r#"echo '{"k": "$(touch /tmp/p)"}'"#
+        );
+        // A value holding template syntax cannot be rendered a second time.
+        let payload = json!({"x": "{{ ';id;' | lower }}"});
+        assert_eq!(
+            jinja.render("echo {{ x }}", &payload, true).unwrap(),
+            "echo '{''{ '\\'';id;'\\'' | lower }}'"
         );
     }
 
@@ -1307,6 +1334,11 @@ mod tests {
                 .is_ok()
         );
         assert!(jinja.check("{{ 'a | nope' ~ x }}").is_ok());
+        assert!(
+            jinja
+                .check("{% raw %}{{ .Names | quote }}{% endraw %}")
+                .is_ok()
+        );
         let err = jinja.check("{{ x | nope }}").unwrap_err().to_string();
         assert!(err.contains("no filter named `nope`"), "{err}");
         let err = jinja
