@@ -227,25 +227,40 @@ fn to_json_schema(props: &Map<String, Value>) -> Value {
     Value::Object(schema)
 }
 
-fn secret_spec<'a>(props: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
-    let (first, rest) = path.split_first()?;
-    let spec = props.get(first)?;
-    if rest.is_empty() {
-        return Some(spec);
+/// The schema of the setting at `path` (a property name, an array index into `items`,
+/// or a key under `additionalProperties`), with whether it or a parent is secret.
+fn secret_at(props: &Map<String, Value>, path: &[String]) -> bool {
+    let mut spec: Option<&Value> = None;
+    let mut level = props;
+    for segment in path {
+        let next = match spec {
+            None => level.get(segment),
+            Some(s) => match (
+                s.get("properties"),
+                s.get("items"),
+                s.get("additionalProperties"),
+            ) {
+                (Some(Value::Object(p)), _, _) if p.contains_key(segment) => p.get(segment),
+                (_, Some(items), _) if segment.parse::<usize>().is_ok() => Some(items),
+                (_, _, Some(extra)) if extra.is_object() => Some(extra),
+                _ => None,
+            },
+        };
+        let Some(next) = next else { return false };
+        if next.get("secret").and_then(Value::as_bool) == Some(true) {
+            return true;
+        }
+        if let Some(Value::Object(p)) = next.get("properties") {
+            level = p;
+        }
+        spec = Some(next);
     }
-    match spec.get("properties") {
-        Some(Value::Object(nested)) => secret_spec(nested, rest),
-        _ => Some(spec),
-    }
+    false
 }
 
 /// A validation message quotes the offending value; for a secret setting it must not.
 fn mask_reason(reason: &str, props: &Map<String, Value>, path: &[String]) -> String {
-    let secret = secret_spec(props, path)
-        .and_then(|s| s.get("secret"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    if secret {
+    if secret_at(props, path) {
         format!(
             "the value of secret setting `{}` is not valid",
             path.join(".")
@@ -255,16 +270,43 @@ fn mask_reason(reason: &str, props: &Map<String, Value>, path: &[String]) -> Str
     }
 }
 
+/// The values of secret settings in `values`, nested ones included: under `properties`,
+/// in each item of an array (`items`) and each value of a map (`additionalProperties`).
 fn collect_secrets(props: &Map<String, Value>, values: &Value, out: &mut Vec<Value>) {
     for (name, spec) in props {
-        let Some(value) = values.get(name) else {
-            continue;
-        };
-        if spec.get("secret").and_then(Value::as_bool) == Some(true) {
-            out.push(value.clone());
-        } else if let Some(Value::Object(nested)) = spec.get("properties") {
-            collect_secrets(nested, value, out);
+        if let Some(value) = values.get(name) {
+            collect_in(spec, value, out);
         }
+    }
+}
+
+fn collect_in(spec: &Value, value: &Value, out: &mut Vec<Value>) {
+    if spec.get("secret").and_then(Value::as_bool) == Some(true) {
+        out.push(value.clone());
+        return;
+    }
+    match value {
+        Value::Object(map) => {
+            let props = spec.get("properties").and_then(Value::as_object);
+            if let Some(props) = props {
+                collect_secrets(props, value, out);
+            }
+            if let Some(extra) = spec.get("additionalProperties").filter(|e| e.is_object()) {
+                for (key, item) in map {
+                    if !props.is_some_and(|p| p.contains_key(key)) {
+                        collect_in(extra, item, out);
+                    }
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_spec) = spec.get("items").filter(|i| i.is_object()) {
+                for item in items {
+                    collect_in(item_spec, item, out);
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -376,6 +418,41 @@ proxy:
         assert_eq!(loaded.errors.len(), 1, "{:?}", loaded.errors);
         assert_eq!(loaded.errors[0].field, "token");
         assert!(loaded.errors[0].file.ends_with("configs/ops2.yaml"));
+    }
+
+    #[test]
+    fn secrets_inside_lists_and_maps_are_masked_and_never_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = "
+accounts:
+  type: array
+  items:
+    type: object
+    properties:
+      name: {type: string}
+      password: {type: string, secret: true}
+tokens:
+  type: object
+  additionalProperties: {type: string, secret: true}
+";
+        let pack_dir = write(
+            dir.path(),
+            "ops",
+            schema,
+            Some(
+                "accounts: [{name: a, password: p4ssw0rd-a}, {name: b, password: 424242}]\ntokens: {ci: t0ken-ci}\n",
+            ),
+        );
+        let loaded = load(&pack_dir, "ops", Some(&schema_of(&pack_dir)), None);
+        let masked = loaded.config.secrets().scrub_text("p4ssw0rd-a t0ken-ci");
+        assert_eq!(masked, "******** ********");
+        assert_eq!(loaded.errors.len(), 1, "{:?}", loaded.errors);
+        assert_eq!(loaded.errors[0].field, "accounts.1.password");
+        assert!(
+            !loaded.errors[0].reason.contains("424242"),
+            "{:?}",
+            loaded.errors
+        );
     }
 
     #[test]
