@@ -296,13 +296,7 @@ fn pack_dirs(cli: &Cli, dirs: &[std::path::PathBuf]) -> Result<Vec<std::path::Pa
 async fn install_packs(cli: &Cli, dirs: &[std::path::PathBuf]) -> Result<ExitCode> {
     let dirs = pack_dirs(cli, dirs)?;
     let catalog = squall_engine::load_catalog_lenient(&dirs, &squall_engine::builtin_runners());
-    for refused in &catalog.refused {
-        eprintln!(
-            "refused: {} ({}): run `squall pack validate` for its errors",
-            refused.name.as_deref().unwrap_or("?"),
-            refused.dir.display()
-        );
-    }
+    print_refused(&catalog.refused);
     let mut failed = !catalog.refused.is_empty();
     for pack in &catalog.packs {
         let python = pack
@@ -331,6 +325,23 @@ async fn install_packs(cli: &Cli, dirs: &[std::path::PathBuf]) -> Result<ExitCod
     })
 }
 
+/// Each refused pack with all of its errors, on stderr; the number of errors.
+fn print_refused(refused: &[squall_engine::pack::RefusedPack]) -> usize {
+    let mut count = 0;
+    for pack in refused {
+        eprintln!(
+            "refused: {} ({})",
+            pack.name.as_deref().unwrap_or("?"),
+            pack.dir.display()
+        );
+        for e in &pack.errors {
+            eprintln!("{e}");
+            count += 1;
+        }
+    }
+    count
+}
+
 fn validate_packs(cli: &Cli, dirs: &[std::path::PathBuf]) -> Result<ExitCode> {
     let dirs = pack_dirs(cli, dirs)?;
     // Loaded as `serve` loads them (each pack on its own); any refused pack
@@ -348,18 +359,7 @@ fn validate_packs(cli: &Cli, dirs: &[std::path::PathBuf]) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let mut count = 0;
-    for refused in &catalog.refused {
-        eprintln!(
-            "refused: {} ({})",
-            refused.name.as_deref().unwrap_or("?"),
-            refused.dir.display()
-        );
-        for e in &refused.errors {
-            eprintln!("{e}");
-            count += 1;
-        }
-    }
+    let count = print_refused(&catalog.refused);
     if !catalog.packs.is_empty() {
         eprintln!(
             "{} pack(s) load: {}",

@@ -415,17 +415,16 @@ impl Catalog {
         scope.extend(provided.iter().map(|(k, v)| (k.clone(), v.clone())));
         scope.insert(
             "action_context".into(),
-            json!({
-                "user": user,
-                "api_user": user,
-                "pack": entry.action.pack,
-                "action": action_ref,
-            }),
+            crate::execution::action_context(action_ref, user),
         );
         scope.insert(
             "config_context".into(),
             config.map_or_else(|| json!({}), |c| c.values.clone()),
         );
+        // The datastore snapshot is copied in once, not once per default.
+        if pending.values().any(crate::template::names_st2kv) {
+            scope.insert("st2kv".into(), templates.kv().st2kv(user));
+        }
         // A default may read another templated default: render those it reads first
         // (StackStorm orders them the same way); a cycle renders in name order.
         let mut rendered = Map::new();

@@ -162,6 +162,13 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// StackStorm's `action_context` as templates see it (action parameter defaults, a
+/// shell action's command, notify messages): who runs `action_ref`, and its pack.
+pub fn action_context(action_ref: &str, user: Option<&str>) -> serde_json::Value {
+    let pack = action_ref.split_once('.').map_or("", |(pack, _)| pack);
+    serde_json::json!({"user": user, "api_user": user, "pack": pack, "action": action_ref})
+}
+
 /// RFC 3339 text for a millisecond timestamp.
 pub fn ms_to_rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)

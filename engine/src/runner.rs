@@ -23,6 +23,8 @@ use crate::template::Templates;
 pub struct RunContext {
     pub execution_id: String,
     pub action: Arc<Action>,
+    /// On whose behalf it runs (the execution context's `user`).
+    pub user: Option<String>,
     /// Resolved parameters: runner parameters and action parameters, with
     /// defaults applied and validated.
     pub parameters: Map<String, Value>,

@@ -306,13 +306,22 @@ impl Worker {
         finished_at: i64,
     ) -> Vec<ExecutionEvent> {
         use crate::triggers::{ACTION_TRIGGER, EXECUTION, NOTIFY_TRIGGER};
+        let action = catalog
+            .action(&model.action)
+            .map(|e| e.action.clone())
+            .filter(|a| !a.notify.is_empty());
+        // Most runs fire nothing and notify no one: they pay for none of this.
+        if action.is_none()
+            && !catalog.has_rules_for(EXECUTION)
+            && !catalog.has_rules_for(ACTION_TRIGGER)
+        {
+            return Vec::new();
+        }
         let secrets = Secrets::from_stored(model.secrets.as_deref());
         let params: Value = serde_json::from_str(&model.parameters).unwrap_or(Value::Null);
         let params = catalog.mask_parameters(&model.action, &params);
         let context = serde_json::from_str::<Value>(&model.context).unwrap_or(Value::Null);
         let started = started_at.or(model.started_at).map(ms_to_rfc3339);
-        let action = catalog.action(&model.action).map(|e| e.action.clone());
-        let pack = model.action.split_once('.').map_or("", |(pack, _)| pack);
         let mut events = Vec::new();
         let event = |trigger, payload| ExecutionEvent {
             trigger,
@@ -348,7 +357,7 @@ impl Worker {
                 }),
             ));
         }
-        let Some(action) = action.filter(|a| !a.notify.is_empty()) else {
+        let Some(action) = action else {
             return events;
         };
         let succeeded = outcome.status == ExecutionStatus::Succeeded;
@@ -360,7 +369,10 @@ impl Worker {
             let mut ctx = json!({
                 "execution": record,
                 "context": context,
-                "action_context": {"user": context.get("user"), "pack": pack},
+                "action_context": crate::execution::action_context(
+                    &model.action,
+                    context.get("user").and_then(Value::as_str),
+                ),
                 // StackStorm's names for the same.
                 "action_results": outcome.result,
                 "action_parameters": params,
@@ -442,9 +454,13 @@ impl Worker {
         let secrets = Secrets::from_stored(model.secrets.as_deref());
         let (output, writer) =
             OutputSink::to_store(self.host.store.clone(), model.id.clone(), secrets.clone());
+        let user = serde_json::from_str::<crate::execution::ExecutionContext>(&model.context)
+            .ok()
+            .and_then(|c| c.user);
         let ctx = RunContext {
             execution_id: model.id.clone(),
             action: entry.action.clone(),
+            user,
             parameters,
             templates: self.templates.clone(),
             limits: self.config.limits,

@@ -200,17 +200,21 @@ fn render_command(ctx: &RunContext, template: &str) -> Result<String, String> {
         secrets.push((placeholder, format!("ST2_ACTION_{}", name.to_uppercase())));
     }
     // What an action's own `cmd` default may read besides its parameters, as
-    // StackStorm renders defaults.
-    let config = ctx
-        .host
-        .catalog
-        .current()
-        .pack_config(&ctx.action.pack)
-        .map_or_else(|| serde_json::json!({}), |c| c.values.clone());
-    params.entry("config_context").or_insert(config);
-    params.entry("action_context").or_insert_with(
-        || serde_json::json!({"pack": ctx.action.pack, "execution_id": ctx.execution_id}),
-    );
+    // StackStorm renders defaults (looked up only for a command that reads them).
+    if template.contains("config_context") {
+        let config = ctx
+            .host
+            .catalog
+            .current()
+            .pack_config(&ctx.action.pack)
+            .map_or_else(|| serde_json::json!({}), |c| c.values.clone());
+        params.entry("config_context").or_insert(config);
+    }
+    if template.contains("action_context") {
+        params.entry("action_context").or_insert_with(|| {
+            crate::execution::action_context(&ctx.action.reference(), ctx.user.as_deref())
+        });
+    }
     let rendered = ctx
         .templates
         .render_shell(template, &Value::Object(params))

@@ -634,6 +634,7 @@ impl Conductor {
                 .run(RunContext {
                     execution_id: id,
                     action: entry.action.clone(),
+                    user: context.user.clone(),
                     parameters: planned.parameters,
                     templates: self.templates.clone(),
                     limits: self.limits,

@@ -189,16 +189,10 @@ async fn prepare_and_run(ctx: &RunContext) -> Result<RunOutcome, String> {
     let listener = tokio::net::UnixListener::bind(&socket)
         .map_err(|e| format!("could not open the action service socket: {e}"))?;
     // `scope="user"` values belong to whom the execution runs for.
-    let user = match ctx.host.store.get_execution(&ctx.execution_id).await {
-        Ok(Some(model)) => serde_json::from_str::<Value>(&model.context)
-            .ok()
-            .and_then(|c| c["user"].as_str().map(str::to_owned)),
-        _ => None,
-    };
     let service = tokio::spawn(serve_action_service(
         listener,
         ctx.host.datastore.clone(),
-        user,
+        ctx.user.clone(),
     ));
 
     let parameters: Map<String, Value> = ctx
