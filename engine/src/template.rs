@@ -194,8 +194,10 @@ impl Templates {
                     Value::String(text)
                 })
             }
-            Compiled::Handlebars { .. } => self
-                .render_compiled(&self.text, &compiled, template, ctx)
+            Compiled::Handlebars {
+                template: compiled, ..
+            } => self
+                .render_compiled(&self.text, compiled, template, ctx)
                 .map(Value::String),
         }
     }
@@ -205,31 +207,28 @@ impl Templates {
         if !is_template(template) {
             return Ok(template.to_owned());
         }
-        let compiled = self.compiled(template)?;
-        if let Compiled::Jinja { .. } = *compiled {
-            return self.jinja.render(template, ctx, false);
+        match &*self.compiled(template)? {
+            Compiled::Jinja { .. } => self.jinja.render(template, ctx, false),
+            Compiled::Handlebars { template: hbs, .. } => {
+                self.render_compiled(&self.text, hbs, template, &Context::from(ctx.clone()))
+            }
         }
-        self.render_compiled(&self.text, &compiled, template, &Context::from(ctx.clone()))
     }
 
     /// Render a shell command: every `{{ expr }}` output is quoted as one POSIX `sh` word
-    /// (a value containing a NUL byte is an error, `sh` cannot carry it), while a
-    /// triple-stash `{{{ expr }}}` (Jinja: `{{ expr | safe }}`) is inserted raw for the rare
-    /// trusted fragment.
+    /// ([`shell_word`]; a value containing a NUL byte is an error, `sh` cannot carry it).
+    /// Only a handlebars triple-stash `{{{ expr }}}` is inserted raw, for the rare
+    /// trusted fragment; in Jinja every value is quoted, `| safe` or not.
     pub fn render_shell(&self, template: &str, ctx: &Value) -> Result<String, TemplateError> {
         if !is_template(template) {
             return Ok(template.to_owned());
         }
-        let compiled = self.compiled(template)?;
-        if let Compiled::Jinja { .. } = *compiled {
-            return self.jinja.render(template, ctx, true);
+        match &*self.compiled(template)? {
+            Compiled::Jinja { .. } => self.jinja.render(template, ctx, true),
+            Compiled::Handlebars { template: hbs, .. } => {
+                self.render_compiled(&self.shell, hbs, template, &Context::from(ctx.clone()))
+            }
         }
-        self.render_compiled(
-            &self.shell,
-            &compiled,
-            template,
-            &Context::from(ctx.clone()),
-        )
     }
 
     /// Render every template string inside `value` with [`Templates::render_value`];
@@ -290,13 +289,10 @@ impl Templates {
     fn render_compiled(
         &self,
         registry: &Handlebars<'static>,
-        compiled: &Compiled,
+        template: &Template,
         source: &str,
         ctx: &Context,
     ) -> Result<String, TemplateError> {
-        let Compiled::Handlebars { template, .. } = compiled else {
-            return self.jinja.render(source, ctx.data(), false);
-        };
         let mut rc = RenderContext::new(None);
         let mut out = StringOutput::new();
         template
@@ -347,10 +343,9 @@ impl Templates {
         self.jinja.check(source)?;
         let single = jinja::single_expression(source).map(str::to_owned);
         if let Some(expr) = &single {
-            // The typed-value wrapper compiles too, or `{{ a }} {{ b }}`-like text that
-            // slipped through single_expression would fail at the first render.
-            self.jinja
-                .check(&format!("{{% set __check = ({expr}) %}}"))?;
+            // `{{ a }} {{ b }}`-like text that slipped through single_expression fails
+            // here rather than at the first render.
+            self.jinja.check_expression(source, expr)?;
         }
         Ok(Compiled::Jinja { single })
     }

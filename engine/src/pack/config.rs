@@ -101,7 +101,10 @@ pub fn load(
         return loaded;
     };
     apply_defaults(props, &mut values);
-    let mut json_schema = to_json_schema(props);
+    // StackStorm's dialect as standard JSON schema: the settings are the properties of
+    // one object, and `required: true` flags move into `required` lists, as for
+    // action parameters (`secret` is not a JSON schema keyword; validators skip it).
+    let mut json_schema = serde_json::json!({"type": "object", "properties": props});
     super::params::normalize_nested_required(&mut json_schema);
     let instance = Value::Object(values);
     match jsonschema::draft4::new(&json_schema) {
@@ -194,37 +197,6 @@ fn apply_defaults(props: &Map<String, Value>, values: &mut Map<String, Value>) {
             }
         }
     }
-}
-
-/// StackStorm's schema dialect as standard JSON schema: a property's `required: true`
-/// moves into its parent's `required` list; `secret` is dropped.
-fn to_json_schema(props: &Map<String, Value>) -> Value {
-    let mut properties = Map::new();
-    let mut required = Vec::new();
-    for (name, spec) in props {
-        let Value::Object(spec) = spec else {
-            properties.insert(name.clone(), spec.clone());
-            continue;
-        };
-        let mut spec = spec.clone();
-        if spec.remove("required") == Some(Value::Bool(true)) {
-            required.push(Value::String(name.clone()));
-        }
-        spec.remove("secret");
-        if let Some(Value::Object(nested)) = spec.remove("properties")
-            && let Value::Object(converted) = to_json_schema(&nested)
-        {
-            spec.extend(converted.into_iter().filter(|(k, _)| k != "type"));
-        }
-        properties.insert(name.clone(), Value::Object(spec));
-    }
-    let mut schema = Map::new();
-    schema.insert("type".into(), Value::String("object".into()));
-    schema.insert("properties".into(), Value::Object(properties));
-    if !required.is_empty() {
-        schema.insert("required".into(), Value::Array(required));
-    }
-    Value::Object(schema)
 }
 
 /// The schema of the setting at `path` (a property name, an array index into `items`,

@@ -83,10 +83,17 @@ impl Jinja {
             .map_err(|e| render_error(source, &e))
     }
 
+    /// Compile the typed-value form of `source`'s lone expression `expr` (kept for
+    /// [`Jinja::eval`]), so text that only looks like one expression fails at load.
+    pub fn check_expression(&self, source: &str, expr: &str) -> Result<(), TemplateError> {
+        self.ensure(&self.text, &value_wrapper(expr))
+            .map_err(|e| syntax_error(source, &e))
+    }
+
     /// The typed value of the expression `expr` (the inside of a template that is a lone
     /// `{{ expr }}`): undefined and `use_none`'s marker become `null`.
     pub fn eval(&self, source: &str, expr: &str, ctx: &Value) -> Result<Value, TemplateError> {
-        let wrapper = format!("{{% set {RESULT_VAR} = ({expr}) %}}");
+        let wrapper = value_wrapper(expr);
         self.ensure(&self.text, &wrapper)
             .map_err(|e| syntax_error(source, &e))?;
         let env = self.text.read().unwrap_or_else(PoisonError::into_inner);
@@ -236,6 +243,11 @@ fn is_name(token: &str) -> bool {
         .chars()
         .next()
         .is_some_and(|c| c.is_alphabetic() || c == '_')
+}
+
+/// The template that evaluates `expr` into [`RESULT_VAR`].
+fn value_wrapper(expr: &str) -> String {
+    format!("{{% set {RESULT_VAR} = ({expr}) %}}")
 }
 
 /// The inside of a template that is exactly one `{{ expr }}` (whitespace around allowed).
