@@ -177,6 +177,9 @@ pub struct WorkerSection {
     pub lease_seconds: u64,
     /// Bytes of stdout and of stderr kept per execution.
     pub output_limit_bytes: usize,
+    /// Python interpreters kept started ahead of python actions, per pack
+    /// interpreter that has run (0: each run starts its own).
+    pub warm_python: usize,
 }
 
 /// The HTTP API.
@@ -226,6 +229,7 @@ impl Default for WorkerSection {
             concurrency: 64,
             lease_seconds: 30,
             output_limit_bytes: 1024 * 1024,
+            warm_python: 2,
         }
     }
 }
@@ -395,6 +399,7 @@ impl Config {
             limits: OutputLimits {
                 max_bytes: self.worker.output_limit_bytes,
             },
+            warm_python: self.worker.warm_python,
             ..WorkerConfig::default()
         }
     }

@@ -134,6 +134,11 @@ pub struct Engine {
 /// the runner shape (`runner`), the runners (`runners/`) and the workflow engine
 /// need not know each other.
 pub fn builtin_runner_list() -> Vec<Arc<dyn crate::runner::Runner>> {
+    builtin_runner_list_for(&WorkerConfig::default())
+}
+
+/// [`builtin_runner_list`] set up for a worker configured by `worker`.
+pub fn builtin_runner_list_for(worker: &WorkerConfig) -> Vec<Arc<dyn crate::runner::Runner>> {
     use crate::runners::{chat_post, core, echo, http, noop, python, shell};
     vec![
         Arc::new(shell::LocalShellCmd),
@@ -145,7 +150,7 @@ pub fn builtin_runner_list() -> Vec<Arc<dyn crate::runner::Runner>> {
         Arc::new(crate::workflow::WorkflowRunner::WORKFLOW),
         Arc::new(crate::workflow::inquirer::Inquirer),
         Arc::new(chat_post::ChatPost),
-        Arc::new(python::PythonScript),
+        Arc::new(python::PythonScript::new(worker.warm_python)),
         Arc::new(core::UuidRunner),
         Arc::new(core::PauseRunner),
         Arc::new(core::InjectTrigger),
@@ -156,7 +161,12 @@ pub fn builtin_runner_list() -> Vec<Arc<dyn crate::runner::Runner>> {
 
 /// [`builtin_runner_list`] as a registry.
 pub fn builtin_runners() -> RunnerRegistry {
-    RunnerRegistry::new(builtin_runner_list())
+    builtin_runners_for(&WorkerConfig::default())
+}
+
+/// [`builtin_runner_list_for`] as a registry.
+pub fn builtin_runners_for(worker: &WorkerConfig) -> RunnerRegistry {
+    RunnerRegistry::new(builtin_runner_list_for(worker))
         .unwrap_or_else(|dup| panic!("the built-in runner list is broken: {dup}"))
 }
 
@@ -316,7 +326,7 @@ fn refuse(
 
 impl Engine {
     pub async fn start(options: EngineOptions) -> Result<Engine, EngineError> {
-        let runners = builtin_runners();
+        let runners = builtin_runners_for(&options.worker.clone().unwrap_or_default());
         let catalog = load_catalog_lenient(&options.pack_roots, &runners);
         for refused in &catalog.refused {
             tracing::error!(

@@ -27,6 +27,9 @@ pub struct WorkerConfig {
     /// How often to look for work when nothing woke us.
     pub poll_interval: Duration,
     pub limits: OutputLimits,
+    /// Python interpreters kept started ahead of runs, per pack interpreter
+    /// that has run (0: each python action starts its own).
+    pub warm_python: usize,
 }
 
 impl Default for WorkerConfig {
@@ -36,6 +39,7 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(500),
             limits: OutputLimits::default(),
+            warm_python: 2,
         }
     }
 }

@@ -2,10 +2,11 @@
 //! StackStorm python action that does nothing (`pyops.nothing`), one run at a
 //! time (per-run overhead: the run's duration as squall records it, p50/p90)
 //! and many at once (runs per second from the first request to the last
-//! stored end, as the database recorded them). Every run starts a fresh
-//! interpreter; squall keeps no warm one.
+//! stored end, as the database recorded them). Measured twice: with every
+//! run starting its interpreter (`worker.warm_python = 0`) and with
+//! interpreters started ahead of the runs (`warm_python`, default 2).
 //!
-//! Run with `cargo run --release -p squall-tests --bin python-bench [runs] [concurrent]`.
+//! Run with `cargo run --release -p squall-tests --bin python-bench [runs] [concurrent] [warm]`.
 
 use std::time::Duration;
 
@@ -48,12 +49,24 @@ async fn main() -> Result<()> {
     squall_engine::install_crypto_provider();
     let runs = arg(1, 50);
     let concurrent = arg(2, 200);
+    let warm = arg(3, WorkerConfig::default().warm_python);
+    for warm_python in [0, warm] {
+        println!("warm_python = {warm_python}:");
+        measure(warm_python, runs, concurrent).await?;
+    }
+    Ok(())
+}
+
+async fn measure(warm_python: usize, runs: usize, concurrent: usize) -> Result<()> {
     let scratch = tempfile::tempdir()?;
     let db = TestDb::new(Backend::Sqlite).await?;
     let engine = Engine::start(EngineOptions {
         database_url: db.url.clone(),
         pack_roots: vec![repo_root().join("tests/fixtures/python-packs")],
-        worker: Some(WorkerConfig::default()),
+        worker: Some(WorkerConfig {
+            warm_python,
+            ..WorkerConfig::default()
+        }),
         recover_at_start: true,
         datastore_key: squall_engine::datastore::KeySource::File(
             scratch.path().join("datastore.key"),

@@ -106,6 +106,48 @@ async fn python_actions_run_as_stackstorm_runs_them(backend: Backend) -> Result<
     let view = run(&server, "pyops.region_echo", json!({})).await?;
     assert_eq!(view["stdout"], "region=us-east-2 pack=pyops\n", "{view}");
 
+    // The environment StackStorm gives an action, whether the interpreter was
+    // started for the run or ahead of it (the first run of a pack's
+    // interpreter starts spares; the next takes one). The `env` parameter
+    // can change how an interpreter starts, so such a run starts its own.
+    let names = json!([
+        "ST2_ACTION_PACK_NAME",
+        "ST2_ACTION_EXECUTION_ID",
+        "GREETING"
+    ]);
+    for (parameters, warm) in [
+        (json!({"names": names}), None),
+        (json!({"names": names}), Some(true)),
+        (
+            json!({"names": names, "env": {"GREETING": "hi"}}),
+            Some(false),
+        ),
+    ] {
+        let view = run(&server, "pyops.environ", parameters.clone()).await?;
+        assert_eq!(view["status"], "succeeded", "{view}");
+        let result = &view["result"]["result"];
+        assert_eq!(result["values"]["ST2_ACTION_PACK_NAME"], "pyops", "{view}");
+        assert_eq!(
+            result["values"]["ST2_ACTION_EXECUTION_ID"], view["id"],
+            "{view}"
+        );
+        let greeting = if parameters.get("env").is_some() {
+            json!("hi")
+        } else {
+            Value::Null
+        };
+        assert_eq!(result["values"]["GREETING"], greeting, "{view}");
+        let actions = repo_root().join("tests/fixtures/python-packs/pyops/actions");
+        assert_eq!(
+            result["cwd"],
+            json!(std::fs::canonicalize(actions)?),
+            "{view}"
+        );
+        if let Some(warm) = warm {
+            assert_eq!(result["warm"], warm, "{view}");
+        }
+    }
+
     // StackStorm's `(False, result)` tuple fails the execution.
     let view = run(&server, "pyops.kv", json!({"fail": true})).await?;
     assert_eq!(view["status"], "failed", "{view}");
@@ -143,21 +185,18 @@ async fn python_actions_run_as_stackstorm_runs_them(backend: Backend) -> Result<
         .await?;
     ensure!(status == 201, "{created}");
     let id = created["id"].as_str().context("id")?.to_owned();
-    // "running" is stored before the interpreter starts (venv lookup, run
-    // directory), so look until it shows up; every look checks for the secret.
+    // "running" is stored before the interpreter has the parameters (venv
+    // lookup, run directory), so look until the action has printed; every
+    // look checks for the secret.
     let mut seen_running = false;
     for _ in 0..1200 {
         let (_, view) = server.get(&format!("/api/v1/executions/{id}")).await?;
-        let cmdlines = tokio::task::spawn_blocking(all_command_lines).await??;
+        let cmdlines = tokio::task::spawn_blocking(crate::runners::all_command_lines).await??;
         ensure!(
             !cmdlines.iter().any(|c| c.contains(SECRET)),
             "the secret is on a command line"
         );
-        if view["status"] == "running"
-            && cmdlines
-                .iter()
-                .any(|c| c.contains("squall_python_action.py"))
-        {
+        if view["status"] == "running" && crate::runners::has_printed(&server, &id).await? {
             seen_running = true;
             break;
         }
@@ -186,16 +225,4 @@ async fn python_actions_run_as_stackstorm_runs_them(backend: Backend) -> Result<
         "{view}"
     );
     server.stop().await
-}
-
-/// Every process's command line (`ps -ef` reads the same).
-fn all_command_lines() -> Result<Vec<String>> {
-    let mut lines = Vec::new();
-    for entry in std::fs::read_dir("/proc")? {
-        let path = entry?.path();
-        if let Ok(bytes) = std::fs::read(path.join("cmdline")) {
-            lines.push(String::from_utf8_lossy(&bytes).replace('\0', " "));
-        }
-    }
-    Ok(lines)
 }

@@ -116,16 +116,12 @@ async fn finish(server: &TestServer, id: &str) -> Result<Value> {
     view(server, id).await
 }
 
-/// Poll until the run's process is up (its status says running and `ps` shows
-/// a process of this run), checking every command line for the secret meanwhile.
+/// Poll until the run's process is up (its status says running and it has
+/// printed its first line), checking every command line for the secret meanwhile.
 async fn wait_running(server: &TestServer, id: &str) -> Result<()> {
     for _ in 0..2400 {
         let v = view(server, id).await?;
-        let owned = id.to_owned();
-        let (cmdlines, ours) = tokio::task::spawn_blocking(move || {
-            Ok::<_, anyhow::Error>((all_command_lines()?, processes_of(&owned)))
-        })
-        .await??;
+        let cmdlines = tokio::task::spawn_blocking(all_command_lines).await??;
         ensure!(
             !cmdlines.iter().any(|c| c.contains(SECRET)),
             "the secret is on a command line: {:?}",
@@ -134,7 +130,7 @@ async fn wait_running(server: &TestServer, id: &str) -> Result<()> {
                 .filter(|c| c.contains(SECRET))
                 .collect::<Vec<_>>()
         );
-        if v["status"] == "running" && ours > 0 {
+        if v["status"] == "running" && has_printed(server, id).await? {
             return Ok(());
         }
         let status = v["status"].as_str().unwrap_or_default();
@@ -145,6 +141,14 @@ async fn wait_running(server: &TestServer, id: &str) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     anyhow::bail!("the run was never seen running")
+}
+
+/// Whether the run's process has written a line yet (stored as it ran).
+pub(crate) async fn has_printed(server: &TestServer, id: &str) -> Result<bool> {
+    let events = server.engine.store.events_after(0, 1000, Some(id)).await?;
+    Ok(events
+        .iter()
+        .any(|e| e.kind == squall_engine::store::OUTPUT))
 }
 
 async fn conformance(server: &TestServer, action: &str) -> Result<()> {
@@ -233,23 +237,8 @@ async fn conformance(server: &TestServer, action: &str) -> Result<()> {
     Ok(())
 }
 
-/// How many processes carry the execution id in their environment (the shell
-/// runners' `ST2_ACTION_EXECUTION_ID`, the python runner's run directory).
-fn processes_of(execution_id: &str) -> usize {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| {
-            std::fs::read(e.path().join("environ"))
-                .is_ok_and(|env| String::from_utf8_lossy(&env).contains(execution_id))
-        })
-        .count()
-}
-
 /// Every process's command line, NULs as spaces (what `ps -ef` shows).
-fn all_command_lines() -> Result<Vec<String>> {
+pub(crate) fn all_command_lines() -> Result<Vec<String>> {
     let mut lines = Vec::new();
     for entry in std::fs::read_dir("/proc")? {
         let Ok(entry) = entry else { continue };

@@ -10,7 +10,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use super::output::{LineSplitter, OutputSink};
@@ -31,6 +31,7 @@ impl Default for OutputLimits {
 }
 
 /// What to start: a program and its arguments, never a spliced string.
+#[derive(Clone)]
 pub struct ProcessSpec {
     pub program: String,
     pub args: Vec<String>,
@@ -60,54 +61,78 @@ const INHERITED_ENV: [&str; 9] = [
 /// background children that still hold the pipes open.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
+impl ProcessSpec {
+    /// Start the process: its own process group, a minimal environment plus
+    /// `env`, output piped. Its stdin is a pipe when `piped_stdin` (what
+    /// [`supervise`] is given is written to it), else empty.
+    pub fn start(&self, piped_stdin: bool) -> Result<Child, String> {
+        let mut command = Command::new(&self.program);
+        // Children get a minimal environment, never squall's own (which can hold
+        // database URLs and tokens).
+        command.env_clear();
+        for name in INHERITED_ENV {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+        command
+            .args(&self.args)
+            .envs(&self.env)
+            .stdin(if piped_stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(cwd) = &self.cwd {
+            command.current_dir(cwd);
+        }
+        command
+            .spawn()
+            .map_err(|err| format!("could not start {}: {err}", self.program))
+    }
+}
+
+/// Start `spec` and see it through: [`ProcessSpec::start`], then [`supervise`].
 pub async fn run_process(
     spec: ProcessSpec,
     limits: OutputLimits,
     cancel: &CancellationToken,
     output: &OutputSink,
 ) -> ProcessOutcome {
-    let mut command = Command::new(&spec.program);
-    // Children get a minimal environment, never squall's own (which can hold
-    // database URLs and tokens).
-    command.env_clear();
-    for name in INHERITED_ENV {
-        if let Some(value) = std::env::var_os(name) {
-            command.env(name, value);
-        }
+    match spec.start(spec.stdin.is_some()) {
+        Ok(child) => supervise(child, spec.stdin, spec.timeout, limits, cancel, output).await,
+        Err(error) => ProcessOutcome {
+            status: ExecutionStatus::Failed,
+            exit_code: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            error: Some(error),
+        },
     }
-    command
-        .args(&spec.args)
-        .envs(&spec.env)
-        .stdin(if spec.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    if let Some(cwd) = &spec.cwd {
-        command.current_dir(cwd);
-    }
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(err) => {
-            return ProcessOutcome {
-                status: ExecutionStatus::Failed,
-                exit_code: None,
-                stdout: String::new(),
-                stderr: String::new(),
-                error: Some(format!("could not start {}: {err}", spec.program)),
-            };
-        }
-    };
+}
+
+/// See a started process through: write `stdin` to it (then close it),
+/// capture and cap its output, and kill its whole process group at `timeout`
+/// or on cancel. `timeout` counts from this call, not from the start.
+pub async fn supervise(
+    mut child: Child,
+    stdin: Option<Vec<u8>>,
+    timeout: Duration,
+    limits: OutputLimits,
+    cancel: &CancellationToken,
+    output: &OutputSink,
+) -> ProcessOutcome {
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
-    if let (Some(bytes), Some(mut stdin)) = (spec.stdin, child.stdin.take()) {
+    let pipe = child.stdin.take();
+    if let (Some(bytes), Some(mut pipe)) = (stdin, pipe) {
         tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
             // A child that exits without reading makes this fail: harmless.
-            let _ = stdin.write_all(&bytes).await;
+            let _ = pipe.write_all(&bytes).await;
         });
     }
     let stdout = tokio::spawn(read_capped(
@@ -139,10 +164,10 @@ pub async fn run_process(
             }
             Err(err) => (ExecutionStatus::Failed, None, Some(format!("could not wait for the process: {err}"))),
         },
-        () = tokio::time::sleep(spec.timeout) => {
+        () = tokio::time::sleep(timeout) => {
             kill_group(pgid);
             let _ = child.wait().await;
-            (ExecutionStatus::Timeout, None, Some(format!("timed out after {:?}; the process group was killed", spec.timeout)))
+            (ExecutionStatus::Timeout, None, Some(format!("timed out after {timeout:?}; the process group was killed")))
         }
         () = cancel.cancelled() => {
             kill_group(pgid);
@@ -176,7 +201,8 @@ async fn finish_reader(reader: tokio::task::JoinHandle<String>, pgid: Option<i32
     }
 }
 
-fn kill_group(pgid: Option<i32>) {
+/// Kill the process group `pgid` leads (nothing when it is gone).
+pub fn kill_group(pgid: Option<i32>) {
     if let Some(pgid) = pgid {
         // ESRCH just means the group is already gone.
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);

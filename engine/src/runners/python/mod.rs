@@ -5,7 +5,7 @@
 //! action), written once under the user's cache directory. Each run starts
 //! the pack's interpreter (its own virtualenv when the pack has a
 //! `requirements.txt`, built once and cached; else `python3`) in its own
-//! process group:
+//! process group, or takes one started ahead of it (`warm`):
 //! - what to run, the parameters and the pack config go in on stdin (never
 //!   on a command line where `ps` shows them);
 //! - the outcome comes back in a result file: the returned value, or
@@ -23,7 +23,9 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::process::{ProcessSpec, run_process};
+mod warm;
+
+use super::process::{ProcessSpec, supervise};
 use super::{RunContext, RunOutcome, Runner, runner_param};
 use crate::datastore::{Datastore, KvSet, SYSTEM};
 use crate::execution::ExecutionStatus;
@@ -96,7 +98,19 @@ const RUNNER_PARAMS: [&str; 5] = ["env", "timeout", "log_level", "debug", "conte
 /// How long building a pack's virtualenv may take.
 const VENV_TIMEOUT: Duration = Duration::from_secs(900);
 
-pub struct PythonScript;
+pub struct PythonScript {
+    warm: warm::WarmPool,
+}
+
+impl PythonScript {
+    /// The runner, keeping `warm` interpreters ready per pack interpreter
+    /// that has run (0: every run starts its own).
+    pub fn new(warm: usize) -> Self {
+        Self {
+            warm: warm::WarmPool::new(warm),
+        }
+    }
+}
 
 #[async_trait::async_trait]
 impl Runner for PythonScript {
@@ -158,14 +172,14 @@ impl Runner for PythonScript {
     }
 
     async fn run(&self, ctx: RunContext) -> RunOutcome {
-        match prepare_and_run(&ctx).await {
+        match prepare_and_run(&ctx, &self.warm).await {
             Ok(outcome) => outcome,
             Err(err) => RunOutcome::failed(err),
         }
     }
 }
 
-async fn prepare_and_run(ctx: &RunContext) -> Result<RunOutcome, String> {
+async fn prepare_and_run(ctx: &RunContext, pool: &warm::WarmPool) -> Result<RunOutcome, String> {
     let script = ctx
         .action
         .entry_point
@@ -201,49 +215,73 @@ async fn prepare_and_run(ctx: &RunContext) -> Result<RunOutcome, String> {
         .filter(|(name, _)| !RUNNER_PARAMS.contains(&name.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let result_file = run_dir.path.join("result.json");
     let input = json!({
         "entry_point": script,
         "parameters": parameters,
         "config": config,
         "pack": ctx.action.pack,
         "service_socket": socket,
+        "result_file": result_file,
+        "cwd": script.parent(),
+        "env": {
+            "ST2_ACTION_PACK_NAME": ctx.action.pack,
+            "ST2_ACTION_EXECUTION_ID": ctx.execution_id,
+        },
         "log_level": ctx.param_str("log_level").unwrap_or("DEBUG"),
     });
-    let result_file = run_dir.path.join("result.json");
-    let mut env = BTreeMap::from([
-        ("PYTHONPATH".to_owned(), compat.display().to_string()),
-        ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),
-        // No __pycache__ written into pack directories (read-only, shared
-        // or under version control).
-        ("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned()),
-        (
-            "SQUALL_RESULT_FILE".to_owned(),
-            result_file.display().to_string(),
-        ),
-        ("ST2_ACTION_PACK_NAME".to_owned(), ctx.action.pack.clone()),
-        (
-            "ST2_ACTION_EXECUTION_ID".to_owned(),
-            ctx.execution_id.clone(),
-        ),
-    ]);
-    if let Some(Value::Object(extra)) = ctx.parameters.get("env") {
-        for (k, v) in extra {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            env.insert(k.clone(), text);
-        }
-    }
-    let spec = ProcessSpec {
+    let mut spec = ProcessSpec {
         program: python.display().to_string(),
         args: vec![compat.join("squall_python_action.py").display().to_string()],
-        env,
-        cwd: script.parent().map(Path::to_path_buf),
+        env: BTreeMap::from([
+            ("PYTHONPATH".to_owned(), compat.display().to_string()),
+            ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),
+            // No __pycache__ written into pack directories (read-only, shared
+            // or under version control).
+            ("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned()),
+        ]),
+        cwd: None,
         timeout: ctx.timeout(),
-        stdin: Some(input.to_string().into_bytes()),
+        stdin: None,
     };
-    let process = run_process(spec, ctx.limits, &ctx.cancel, &ctx.output).await;
+    let extra_env = match ctx.parameters.get("env") {
+        Some(Value::Object(extra)) if !extra.is_empty() => Some(extra),
+        _ => None,
+    };
+    // The `env` parameter can change how the interpreter starts
+    // (PYTHONPATH, LD_PRELOAD, ...): such a run starts its own.
+    let spare = if extra_env.is_none() {
+        let mut spare_spec = spec.clone();
+        spare_spec.env.insert(
+            "SQUALL_IDLE_EXIT".to_owned(),
+            warm::IDLE_EXIT.as_secs().to_string(),
+        );
+        pool.take(&spare_spec)
+    } else {
+        None
+    };
+    let child = match spare {
+        Some(child) => child,
+        None => {
+            for (k, v) in extra_env.into_iter().flatten() {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                spec.env.insert(k.clone(), text);
+            }
+            spec.start(true)?
+        }
+    };
+    let process = supervise(
+        child,
+        Some(input.to_string().into_bytes()),
+        spec.timeout,
+        ctx.limits,
+        &ctx.cancel,
+        &ctx.output,
+    )
+    .await;
     service.abort();
 
     let reported: Option<Value> = std::fs::read_to_string(&result_file)
