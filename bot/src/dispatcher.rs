@@ -782,7 +782,10 @@ impl Dispatcher {
             ..OutgoingMessage::default()
         };
         if let Some(error) = &view.error {
-            message.text = error.clone();
+            message.text = match view.retry {
+                Some(retry) => format!("{error}\n({})", retry.advice()),
+                None => error.clone(),
+            };
         }
         // Output first; a structured result only for runners that print
         // nothing (echo, http) and only when it succeeded: a failure already

@@ -80,6 +80,12 @@ pub fn execution_detail(e: &Value) -> String {
     if !e["error"].is_null() {
         line(&mut out, "error:", text(&e["error"]));
     }
+    if let Some(retry) = e["retry"]
+        .as_str()
+        .and_then(squall_engine::runners::Retry::parse)
+    {
+        line(&mut out, "retry:", retry.advice().to_owned());
+    }
     out.push_str(&format!(
         "parameters:\n{}\n",
         indent(&pretty(&e["parameters"]))

@@ -32,6 +32,11 @@ pub struct ExecutionView {
     pub stderr: Option<String>,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
+    /// For a run that did not succeed, whether running it again unchanged can
+    /// help: `may_help` (something outside it failed or was slow) or
+    /// `wont_help` (the action, its pack or its parameters must change
+    /// first). Null when only the action knows, or it did not fail.
+    pub retry: Option<crate::runner::Retry>,
     pub context: Value,
     pub parent_id: Option<String>,
     pub attempt: i32,
@@ -67,6 +72,7 @@ pub fn execution_summary(model: &execution::Model, catalog: &Catalog) -> Executi
         stderr: model.stderr.as_deref().map(scrub),
         exit_code: model.exit_code,
         error: model.error.as_deref().map(scrub),
+        retry: model.retry.as_deref().and_then(crate::runner::Retry::parse),
         context: secrets
             .scrub_value(serde_json::from_str::<Value>(&model.context).unwrap_or(Value::Null)),
         parent_id: model.parent_id.clone(),

@@ -80,6 +80,50 @@ impl RunContext {
 /// Default timeout for runners with a `timeout` parameter, seconds.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 600;
 
+/// Whether running the same thing again, unchanged, can end differently: what
+/// a failed run says about itself, so people (and retry policies) need not
+/// guess from the error text.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Retry {
+    /// Something outside the run failed or was slow (a refused connection, an
+    /// HTTP 5xx or 429, a transient SMTP answer, the node running it stopped):
+    /// the same run may succeed later.
+    MayHelp,
+    /// The run cannot succeed as given (a missing script, bad parameters, a
+    /// pack that cannot install, an HTTP 4xx): something must change first.
+    WontHelp,
+}
+
+impl Retry {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Retry::MayHelp => "may_help",
+            Retry::WontHelp => "wont_help",
+        }
+    }
+
+    /// What it means for the person looking at the failure.
+    pub fn advice(self) -> &'static str {
+        match self {
+            Retry::MayHelp => "a retry may help: what failed was outside the action",
+            Retry::WontHelp => {
+                "a retry will not help until the action, its pack or its parameters change"
+            }
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Retry> {
+        match text {
+            "may_help" => Some(Retry::MayHelp),
+            "wont_help" => Some(Retry::WontHelp),
+            _ => None,
+        }
+    }
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunOutcome {
@@ -89,6 +133,10 @@ pub struct RunOutcome {
     pub stderr: String,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
+    /// For a run that did not succeed: whether a retry can help. `None` when
+    /// only the action knows (a script's non-zero exit, a python action's
+    /// exception or `(False, ...)`).
+    pub retry: Option<Retry>,
 }
 
 impl RunOutcome {
@@ -100,9 +148,11 @@ impl RunOutcome {
             stderr: String::new(),
             exit_code: None,
             error: None,
+            retry: None,
         }
     }
 
+    /// A failure that does not say whether a retry can help.
     pub fn failed(error: impl Into<String>) -> Self {
         let error = error.into();
         Self {
@@ -112,7 +162,24 @@ impl RunOutcome {
             stderr: String::new(),
             exit_code: None,
             error: Some(error),
+            retry: None,
         }
+    }
+
+    /// A failure the same run cannot get past ([`Retry::WontHelp`]).
+    pub fn refused(error: impl Into<String>) -> Self {
+        Self::failed(error).retry(Retry::WontHelp)
+    }
+
+    /// A failure of something outside the run ([`Retry::MayHelp`]).
+    pub fn unavailable(error: impl Into<String>) -> Self {
+        Self::failed(error).retry(Retry::MayHelp)
+    }
+
+    /// The same outcome, saying whether a retry can help.
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = Some(retry);
+        self
     }
 }
 

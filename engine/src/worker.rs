@@ -291,6 +291,9 @@ impl Worker {
             stderr: outcome.stderr,
             exit_code: outcome.exit_code,
             error: outcome.error,
+            retry: outcome
+                .retry
+                .filter(|_| outcome.status != ExecutionStatus::Succeeded),
             started_at,
             finished_at,
         };
@@ -449,11 +452,11 @@ impl Worker {
     async fn run(&self, model: &execution::Model, cancel: CancellationToken) -> RunOutcome {
         let catalog = self.host.catalog.current();
         let Some(entry) = catalog.action(&model.action) else {
-            return RunOutcome::failed(format!("action {} is no longer installed", model.action));
+            return RunOutcome::refused(format!("action {} is no longer installed", model.action));
         };
         let parameters: Map<String, Value> = match serde_json::from_str(&model.parameters) {
             Ok(Value::Object(map)) => map,
-            _ => return RunOutcome::failed("stored parameters are not a JSON object"),
+            _ => return RunOutcome::refused("stored parameters are not a JSON object"),
         };
         let secrets = Secrets::from_stored(model.secrets.as_deref());
         let (output, writer) =

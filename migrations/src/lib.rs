@@ -10,6 +10,7 @@ mod m20261201_000004_secret_lineage;
 mod m20261203_000005_outbox_delivery;
 mod m20261206_000006_datastore;
 mod m20261207_000007_events;
+mod m20261207_000008_retry;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000005_outbox_delivery::Migration),
             Box::new(m20261206_000006_datastore::Migration),
             Box::new(m20261207_000007_events::Migration),
+            Box::new(m20261207_000008_retry::Migration),
         ]
     }
 }

@@ -230,6 +230,7 @@ async fn a_slow_server_times_out() -> Result<()> {
     )
     .await?;
     assert_eq!(model.status, "timeout", "{result}");
+    assert_eq!(model.retry.as_deref(), Some("may_help"));
     let error = model.error.unwrap_or_default();
     assert!(error.contains("timed out after 1s"), "{error}");
     assert!(error.contains("/slow"), "{error}");
@@ -248,11 +249,30 @@ async fn an_error_answer_fails_the_run_and_keeps_the_body() -> Result<()> {
         model.error.as_deref(),
         Some(format!("{base}/fail answered HTTP 500").as_str())
     );
+    // The server's trouble may pass; the request's will not.
+    assert_eq!(model.retry.as_deref(), Some("may_help"));
     let (model, result) = call(&server, json!({"url": format!("{base}/nowhere")})).await?;
     assert_eq!(
         (model.status.as_str(), result["status_code"].clone()),
         ("failed", json!(404))
     );
+    assert_eq!(model.retry.as_deref(), Some("wont_help"));
+    // Nobody listening: the connection is refused, which may pass.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.local_addr()?
+    };
+    let (model, _) = call(&server, json!({"url": format!("http://{closed}/")})).await?;
+    assert_eq!(model.status, "failed");
+    assert_eq!(
+        model.retry.as_deref(),
+        Some("may_help"),
+        "{:?}",
+        model.error
+    );
+    // So do succeeded runs say nothing about retries.
+    let (model, _) = call(&server, json!({"url": format!("{base}/echo")})).await?;
+    assert_eq!((model.status.as_str(), model.retry), ("succeeded", None));
     server.stop().await
 }
 
@@ -309,6 +329,7 @@ async fn tls_failures_say_what_was_wrong() -> Result<()> {
     let error = model.error.unwrap_or_default();
     assert!(error.contains("certificate"), "{error}");
     assert!(error.contains("verify_ssl_cert: false"), "{error}");
+    assert_eq!(model.retry.as_deref(), Some("wont_help"));
     // The same server with verification off answers.
     let (model, result) = call(
         &server,
@@ -326,5 +347,6 @@ async fn tls_failures_say_what_was_wrong() -> Result<()> {
         error.to_lowercase().contains("tls") || error.contains("corrupt message"),
         "{error}"
     );
+    assert_eq!(model.retry.as_deref(), Some("wont_help"), "{error}");
     server.stop().await
 }

@@ -104,6 +104,7 @@ async fn a_chat_command_brings_its_ack_and_a_held_result_released_once_when_it_e
                 stderr: String::new(),
                 exit_code: Some(0),
                 error: None,
+                retry: None,
                 started_at: None,
                 finished_at: now_ms(),
             }],

@@ -153,6 +153,8 @@ async fn python_actions_run_as_stackstorm_runs_them(backend: Backend) -> Result<
     assert_eq!(view["status"], "failed", "{view}");
     assert_eq!(view["result"]["result"], json!({"why": "asked to fail"}));
     assert_eq!(view["exit_code"], 1);
+    // Only the action knows whether that may pass.
+    assert_eq!(view["retry"], Value::Null, "{view}");
 
     // A pack whose requirements cannot be installed: a clear pack error,
     // not a hung execution.
@@ -163,6 +165,8 @@ async fn python_actions_run_as_stackstorm_runs_them(backend: Backend) -> Result<
         error.contains("pack pybroken: building its virtualenv from requirements.txt failed"),
         "{view}"
     );
+    // pip found no such package: trying again cannot help.
+    assert_eq!(view["retry"], "wont_help", "{view}");
 
     // A timeout kills the interpreter's process group.
     let view = run(

@@ -18,7 +18,107 @@ on_both_backends!(
     api_keys_verify_by_hash,
     webhook_to_rule_to_action_is_recorded,
     completions_store_the_run_times_the_worker_measured,
+    a_database_from_the_previous_version_upgrades_in_place,
 );
+
+/// A database made by the previous version (before executions had a `retry`
+/// column) holding queued work: opening it migrates in place, and the work is
+/// claimed and completed through a full pool of connections, several at once.
+async fn a_database_from_the_previous_version_upgrades_in_place(backend: Backend) -> Result<()> {
+    use sea_orm::ConnectionTrait;
+    use squall_migrations::MigratorTrait;
+
+    let db = TestDb::new(backend).await?;
+    let store = Store::connect(&db.url).await?;
+    let conn = store.connection();
+    squall_migrations::Migrator::down(conn, Some(1)).await?;
+    let ids: Vec<String> = (0..40).map(|_| new_id()).collect();
+    for id in &ids {
+        conn.execute_raw(sea_orm::Statement::from_sql_and_values(
+            conn.get_database_backend(),
+            numbered_placeholders(
+                conn.get_database_backend(),
+                "INSERT INTO executions (id, action, runner, status, parameters, context, attempt, \
+                 idempotent, created_at, updated_at) VALUES (?, 'core.noop', 'noop', 'requested', '{}', \
+                 '{\"source\": \"test\"}', 1, ?, ?, ?)",
+            ),
+            vec![id.clone().into(), false.into(), now_ms().into(), now_ms().into()],
+        ))
+        .await?;
+    }
+    drop(store);
+
+    let store = Store::connect(&db.url).await?;
+    let mut tasks = Vec::new();
+    for owner in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store
+                    .claim_executions(&format!("n{owner}"), 3, now_ms() + 60_000)
+                    .await?;
+                if batch.is_empty() {
+                    return anyhow::Ok(mine);
+                }
+                mine.extend(batch.into_iter().map(|m| (m.id, format!("n{owner}"))));
+            }
+        }));
+    }
+    let mut claimed = Vec::new();
+    for task in tasks {
+        claimed.extend(task.await??);
+    }
+    assert_eq!(claimed.len(), ids.len());
+    let completions = claimed
+        .iter()
+        .map(|(id, owner)| Completion {
+            id: id.clone(),
+            lease_owner: owner.clone(),
+            status: ExecutionStatus::Failed,
+            result: json!({}),
+            stdout: String::new(),
+            stderr: String::new(),
+            exit_code: Some(1),
+            error: Some("boom".into()),
+            retry: Some(squall_engine::runners::Retry::MayHelp),
+            started_at: None,
+            finished_at: now_ms(),
+        })
+        .collect();
+    store
+        .write_batch(&WriteBatch {
+            completions,
+            ..WriteBatch::default()
+        })
+        .await?;
+    for id in &ids {
+        let row = store.get_execution(id).await?.expect("the row");
+        assert_eq!(
+            (row.status.as_str(), row.retry.as_deref()),
+            ("failed", Some("may_help"))
+        );
+    }
+    db.cleanup().await
+}
+
+/// `?` placeholders as the backend wants them.
+fn numbered_placeholders(backend: sea_orm::DbBackend, sql: &str) -> String {
+    if backend != sea_orm::DbBackend::Postgres {
+        return sql.to_owned();
+    }
+    let mut n = 0;
+    sql.chars()
+        .map(|c| {
+            if c == '?' {
+                n += 1;
+                format!("${n}")
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
 
 /// A completion is committed in a batch, later than the run ended, and the
 /// claim's time is when the claim was asked for: the stored start and end are
@@ -38,6 +138,7 @@ async fn completions_store_the_run_times_the_worker_measured(backend: Backend) -
         stderr: String::new(),
         exit_code: Some(0),
         error: None,
+        retry: None,
         started_at,
         finished_at: ran_to,
     };
@@ -144,6 +245,7 @@ async fn completion_from_a_node_that_lost_its_lease_is_ignored(backend: Backend)
         stderr: String::new(),
         exit_code: Some(0),
         error: None,
+        retry: None,
         started_at: None,
         finished_at: now_ms(),
     };

@@ -68,7 +68,7 @@ impl Runner for ChatPost {
             .await
         {
             Ok(id) => id,
-            Err(e) => return RunOutcome::failed(format!("queueing the message: {e}")),
+            Err(e) => return RunOutcome::unavailable(format!("queueing the message: {e}")),
         };
         ctx.host.inquiries.notify_waiters();
         let deadline = Instant::now() + ctx.timeout().min(Duration::from_secs(3600));
@@ -95,7 +95,7 @@ impl Runner for ChatPost {
                 let _ = store
                     .move_chat_message(&id, "new", "failed", None, Some("not delivered in time"))
                     .await;
-                return RunOutcome::failed(format!(
+                return RunOutcome::unavailable(format!(
                     "no chat node delivered the message to {channel:?} in time: is a chat adapter configured and running?"
                 ));
             }

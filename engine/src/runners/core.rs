@@ -10,6 +10,7 @@ use super::{RunContext, RunOutcome, Runner, runner_param};
 use crate::execution::ExecutionStatus;
 use crate::intake::TriggerFiring;
 use crate::pack::ParamSpec;
+use crate::runner::Retry;
 
 /// `core.uuid`: a new UUID, version 4 (random) or 1 (time-based).
 pub struct UuidRunner;
@@ -118,7 +119,7 @@ impl Runner for InjectTrigger {
     async fn run(&self, ctx: RunContext) -> RunOutcome {
         let trigger = ctx.param_str("trigger").unwrap_or_default().to_owned();
         if !crate::triggers::is_known(&trigger) {
-            return RunOutcome::failed(format!(
+            return RunOutcome::refused(format!(
                 "unknown trigger type {trigger:?}: a built-in one or a `pack.name` outside core. and squall."
             ));
         }
@@ -190,7 +191,8 @@ async fn fire(ctx: &RunContext, trigger: String, payload: Value, source: String)
     };
     match ctx.host.intake.fire(firing).await {
         Ok(id) => RunOutcome::succeeded(json!({"trigger": trigger, "trigger_instance": id})),
-        Err(e) => RunOutcome::failed(format!("firing {trigger}: {e}")),
+        // The intake refuses only when it is overloaded or its store failed.
+        Err(e) => RunOutcome::unavailable(format!("firing {trigger}: {e}")),
     }
 }
 
@@ -248,12 +250,16 @@ impl Runner for Sendmail {
     async fn run(&self, ctx: RunContext) -> RunOutcome {
         match send_mail(&ctx).await {
             Ok(result) => RunOutcome::succeeded(result),
-            Err(e) => RunOutcome::failed(ctx.secrets.scrub_text(&e)),
+            Err((retry, e)) => RunOutcome::failed(ctx.secrets.scrub_text(&e)).retry(retry),
         }
     }
 }
 
-async fn send_mail(ctx: &RunContext) -> Result<Value, String> {
+/// The message sent, or why not: a bad address or parameter (a retry will
+/// not help), or what the SMTP server said (a permanent 5xx answer will not
+/// pass; a refused connection, a timeout or a 4xx answer may).
+async fn send_mail(ctx: &RunContext) -> Result<Value, (Retry, String)> {
+    let bad = |text: String| (Retry::WontHelp, text);
     use lettre::message::{Mailbox, header::ContentType};
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -262,7 +268,7 @@ async fn send_mail(ctx: &RunContext) -> Result<Value, String> {
     let mailbox = |what: &str, address: &str| {
         address
             .parse::<Mailbox>()
-            .map_err(|e| format!("{what} {address:?} is not an email address: {e}"))
+            .map_err(|e| bad(format!("{what} {address:?} is not an email address: {e}")))
     };
     let from = mailbox("from", &text("from"))?;
     let mut message = Message::builder().from(from).subject(text("subject"));
@@ -274,7 +280,7 @@ async fn send_mail(ctx: &RunContext) -> Result<Value, String> {
         .filter(|s| !s.is_empty())
         .collect();
     if recipients.is_empty() {
-        return Err("to: give at least one address (comma-separated)".into());
+        return Err(bad("to: give at least one address (comma-separated)".into()));
     }
     for to in &recipients {
         message = message.to(mailbox("to", to)?);
@@ -283,15 +289,15 @@ async fn send_mail(ctx: &RunContext) -> Result<Value, String> {
         "text/plain" => ContentType::TEXT_PLAIN,
         "text/html" => ContentType::TEXT_HTML,
         other => {
-            return Err(format!(
+            return Err(bad(format!(
                 "content_type {other:?}: use text/html or text/plain"
-            ));
+            )));
         }
     };
     let email = message
         .header(content_type)
         .body(ctx.param_str("body").unwrap_or_default().to_owned())
-        .map_err(|e| format!("building the message: {e}"))?;
+        .map_err(|e| bad(format!("building the message: {e}")))?;
 
     let host = text("smtp_host");
     let port = ctx
@@ -302,9 +308,9 @@ async fn send_mail(ctx: &RunContext) -> Result<Value, String> {
         .unwrap_or(25);
     let mut transport = match ctx.param_str("smtp_security").unwrap_or("none") {
         "starttls" => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host)
-            .map_err(|e| format!("SMTP server {host}: {e}"))?,
+            .map_err(|e| bad(format!("SMTP server {host}: {e}")))?,
         "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&host)
-            .map_err(|e| format!("SMTP server {host}: {e}"))?,
+            .map_err(|e| bad(format!("SMTP server {host}: {e}")))?,
         _ => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone()),
     }
     .port(port)
@@ -321,9 +327,16 @@ async fn send_mail(ctx: &RunContext) -> Result<Value, String> {
     let transport = transport.build();
     let sent = tokio::select! {
         sent = transport.send(email) => sent,
-        () = ctx.cancel.cancelled() => return Err("canceled".into()),
+        () = ctx.cancel.cancelled() => return Err((Retry::MayHelp, "canceled".into())),
     };
-    let response = sent.map_err(|e| format!("sending through {host}:{port}: {e}"))?;
+    let response = sent.map_err(|e| {
+        let retry = if e.is_permanent() {
+            Retry::WontHelp
+        } else {
+            Retry::MayHelp
+        };
+        (retry, format!("sending through {host}:{port}: {e}"))
+    })?;
     Ok(json!({
         "to": recipients,
         "smtp_code": response.code().to_string(),

@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 use super::{RunContext, RunOutcome, Runner, runner_param};
 use crate::execution::ExecutionStatus;
 use crate::pack::ParamSpec;
+use crate::runner::Retry;
 
 /// Redirects followed at most when `allow_redirects` is on.
 const MAX_REDIRECTS: usize = 10;
@@ -65,6 +66,40 @@ fn explain(err: &reqwest::Error, verify: bool) -> String {
         );
     }
     text
+}
+
+/// A request that got no answer: a bad URL, a refused certificate, TLS
+/// spoken to a plain port or a redirect loop stay so; a refused connection, a reset or a name that did
+/// not resolve may pass.
+fn send_failure_retry(err: &reqwest::Error, text: &str) -> Retry {
+    let lower = text.to_lowercase();
+    if err.is_builder()
+        || err.is_redirect()
+        || [
+            "certificate",
+            "unknownissuer",
+            "tls",
+            "ssl",
+            "corrupt message",
+        ]
+        .iter()
+        .any(|word| lower.contains(word))
+    {
+        Retry::WontHelp
+    } else {
+        Retry::MayHelp
+    }
+}
+
+/// An HTTP error answer: the server's trouble (5xx) or a rate limit or
+/// timeout (429, 408, 425) may pass; the request's (other 4xx) will not.
+fn status_retry(status: u16) -> Retry {
+    match status {
+        408 | 425 | 429 => Retry::MayHelp,
+        501 | 505 => Retry::WontHelp,
+        500..=599 => Retry::MayHelp,
+        _ => Retry::WontHelp,
+    }
 }
 
 #[async_trait::async_trait]
@@ -131,11 +166,11 @@ impl Runner for HttpRequest {
 
     async fn run(&self, ctx: RunContext) -> RunOutcome {
         let Some(url) = ctx.param_str("url") else {
-            return RunOutcome::failed("parameter 'url' is required");
+            return RunOutcome::refused("parameter 'url' is required");
         };
         let method_name = ctx.param_str("method").unwrap_or("GET");
         let Ok(method) = reqwest::Method::from_bytes(method_name.as_bytes()) else {
-            return RunOutcome::failed(format!(
+            return RunOutcome::refused(format!(
                 "parameter 'method': unknown method {method_name:?}"
             ));
         };
@@ -178,17 +213,16 @@ impl Runner for HttpRequest {
             Err(err) if err.is_timeout() => {
                 return RunOutcome {
                     status: ExecutionStatus::Timeout,
-                    ..RunOutcome::failed(format!(
+                    ..RunOutcome::unavailable(format!(
                         "request to {url} timed out after {:?}",
                         ctx.timeout()
                     ))
                 };
             }
             Err(err) => {
-                return RunOutcome::failed(format!(
-                    "request to {url} failed: {}",
-                    explain(&err, verify)
-                ));
+                let text = explain(&err, verify);
+                return RunOutcome::failed(format!("request to {url} failed: {text}"))
+                    .retry(send_failure_retry(&err, &text));
             }
         };
         let status_code = response.status().as_u16();
@@ -209,7 +243,7 @@ impl Runner for HttpRequest {
         let (kept, total) = match body {
             Ok(Ok(read)) => read,
             Ok(Err(err)) => {
-                return RunOutcome::failed(format!(
+                return RunOutcome::unavailable(format!(
                     "reading the response from {url} failed: {}",
                     explain(&err, verify)
                 ));
@@ -217,7 +251,7 @@ impl Runner for HttpRequest {
             Err(_) => {
                 return RunOutcome {
                     status: ExecutionStatus::Timeout,
-                    ..RunOutcome::failed(format!(
+                    ..RunOutcome::unavailable(format!(
                         "reading the response from {url} timed out after {:?}",
                         ctx.timeout()
                     ))
@@ -253,9 +287,11 @@ impl Runner for HttpRequest {
             stderr: String::new(),
             exit_code: None,
             error: None,
+            retry: None,
         };
         if !ok {
             outcome.error = Some(format!("{url} answered HTTP {status_code}"));
+            outcome.retry = Some(status_retry(status_code));
         }
         outcome
     }
@@ -275,4 +311,19 @@ async fn read_capped(
         kept.extend_from_slice(&chunk[..room.min(chunk.len())]);
     }
     Ok((kept, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_answers_say_whether_a_retry_can_help() {
+        for status in [408, 425, 429, 500, 502, 503, 504] {
+            assert_eq!(status_retry(status), Retry::MayHelp, "{status}");
+        }
+        for status in [400, 401, 403, 404, 409, 422, 501, 505] {
+            assert_eq!(status_retry(status), Retry::WontHelp, "{status}");
+        }
+    }
 }

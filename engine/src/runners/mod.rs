@@ -18,8 +18,8 @@ pub use process::OutputLimits;
 
 pub(crate) use crate::runner::runner_param;
 pub use crate::runner::{
-    DEFAULT_TIMEOUT_SECS, DuplicateRunner, RunContext, RunHost, RunOutcome, Runner, RunnerRegistry,
-    RunnerTraits,
+    DEFAULT_TIMEOUT_SECS, DuplicateRunner, Retry, RunContext, RunHost, RunOutcome, Runner,
+    RunnerRegistry, RunnerTraits,
 };
 #[cfg(test)]
 mod tests {

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::output::{LineSplitter, OutputSink};
 use crate::execution::ExecutionStatus;
+use crate::runner::Retry;
 
 /// Caps on captured output, per stream.
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +51,8 @@ pub struct ProcessOutcome {
     pub stdout: String,
     pub stderr: String,
     pub error: Option<String>,
+    /// Set when the process could not start: whether that may pass.
+    pub retry: Option<Retry>,
 }
 
 /// Variables passed through from squall's environment to every child.
@@ -65,7 +68,7 @@ impl ProcessSpec {
     /// Start the process: its own process group, a minimal environment plus
     /// `env`, output piped. Its stdin is a pipe when `piped_stdin` (what
     /// [`supervise`] is given is written to it), else empty.
-    pub fn start(&self, piped_stdin: bool) -> Result<Child, String> {
+    pub fn start(&self, piped_stdin: bool) -> Result<Child, StartError> {
         let mut command = Command::new(&self.program);
         // Children get a minimal environment, never squall's own (which can hold
         // database URLs and tokens).
@@ -90,10 +93,25 @@ impl ProcessSpec {
         if let Some(cwd) = &self.cwd {
             command.current_dir(cwd);
         }
-        command
-            .spawn()
-            .map_err(|err| format!("could not start {}: {err}", self.program))
+        command.spawn().map_err(|err| StartError {
+            // A program that is not there, or not runnable, stays so; a full
+            // process table or memory may not.
+            retry: match err.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                    Retry::WontHelp
+                }
+                _ => Retry::MayHelp,
+            },
+            message: format!("could not start {}: {err}", self.program),
+        })
     }
+}
+
+/// A process that could not start.
+#[derive(Debug)]
+pub struct StartError {
+    pub message: String,
+    pub retry: Retry,
 }
 
 /// Start `spec` and see it through: [`ProcessSpec::start`], then [`supervise`].
@@ -110,7 +128,8 @@ pub async fn run_process(
             exit_code: None,
             stdout: String::new(),
             stderr: String::new(),
-            error: Some(error),
+            error: Some(error.message),
+            retry: Some(error.retry),
         },
     }
 }
@@ -184,6 +203,7 @@ pub async fn supervise(
         stdout,
         stderr,
         error,
+        retry: None,
     }
 }
 

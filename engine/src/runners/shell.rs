@@ -100,12 +100,13 @@ fn outcome(process: ProcessOutcome) -> RunOutcome {
         stderr: process.stderr,
         exit_code: process.exit_code,
         error: process.error,
+        retry: process.retry,
     }
 }
 
 fn refuse_sudo(params: &Map<String, Value>) -> Option<RunOutcome> {
     (params.get("sudo") == Some(&Value::Bool(true))).then(|| {
-        RunOutcome::failed(
+        RunOutcome::refused(
             "parameter 'sudo': squall does not run actions through sudo; run squall as the user the action needs",
         )
     })
@@ -152,15 +153,15 @@ impl Runner for LocalShellCmd {
             return refused;
         }
         let Some(template) = ctx.param_str("cmd") else {
-            return RunOutcome::failed("parameter 'cmd' is required");
+            return RunOutcome::refused("parameter 'cmd' is required");
         };
         let command = match render_command(&ctx, template) {
             Ok(c) => c,
-            Err(err) => return RunOutcome::failed(format!("parameter 'cmd': {err}")),
+            Err(err) => return RunOutcome::refused(format!("parameter 'cmd': {err}")),
         };
         let env = match action_env(&ctx) {
             Ok(env) => env,
-            Err(err) => return RunOutcome::failed(err),
+            Err(err) => return RunOutcome::refused(err),
         };
         let spec = ProcessSpec {
             program: shell().to_owned(),
@@ -310,24 +311,24 @@ impl Runner for LocalShellScript {
             return refused;
         }
         let Some(script) = ctx.action.entry_point.clone() else {
-            return RunOutcome::failed("action has no entry_point script");
+            return RunOutcome::refused("action has no entry_point script");
         };
         // Packs may be loaded from a relative directory, and the script runs
         // with its own directory as working directory.
         let script = match std::fs::canonicalize(&script) {
             Ok(path) => path,
             Err(err) => {
-                return RunOutcome::failed(format!("entry_point {}: {err}", script.display()));
+                return RunOutcome::refused(format!("entry_point {}: {err}", script.display()));
             }
         };
         let env = match action_env(&ctx) {
             Ok(env) => env,
-            Err(err) => return RunOutcome::failed(err),
+            Err(err) => return RunOutcome::refused(err),
         };
         let args = script_arguments(&ctx);
         let (program, mut argv) = match interpreter_for(&script) {
             Ok(found) => found,
-            Err(err) => return RunOutcome::failed(err),
+            Err(err) => return RunOutcome::refused(err),
         };
         argv.extend(args);
         let cwd = ctx

@@ -31,6 +31,9 @@ pub mod execution {
         /// Inherited secret values (`crate::secrets`); never shown.
         #[serde(skip)]
         pub secrets: Option<String>,
+        /// For a run that did not succeed: whether a retry can help
+        /// (`crate::runner::Retry`), when it says.
+        pub retry: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -41,6 +41,8 @@ pub struct Completion {
     pub stderr: String,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
+    /// Whether a retry can help, when a failed run says.
+    pub retry: Option<crate::runner::Retry>,
     /// When the run began and ended (ms), as the worker measured it. The
     /// claim's own time is when the claim was asked for (under load, before
     /// the row even existed), and completions are written in batches (the
@@ -98,6 +100,7 @@ pub(super) async fn insert_executions(
             started_at: Set(e.outcome.as_ref().map(|_| now)),
             finished_at: Set(e.outcome.as_ref().map(|_| now)),
             updated_at: Set(now),
+            retry: Set(None),
             secrets: Set(e.secrets.to_stored()),
         });
         execution::Entity::insert_many(rows)
@@ -118,7 +121,7 @@ pub(super) async fn insert_executions(
     Ok(())
 }
 
-/// Completions per UPDATE statement (10 bound values each).
+/// Completions per UPDATE statement (11 bound values each).
 const COMPLETION_CHUNK: usize = 256;
 
 pub(super) async fn apply_completions(
@@ -130,18 +133,18 @@ pub(super) async fn apply_completions(
     // One statement per chunk: each statement is a round trip to the database
     // driver, and completions arrive by the thousand.
     for chunk in shaped_chunks(completions, backend, COMPLETION_CHUNK) {
-        let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
         let sql = placeholders(
             backend,
             &format!(
                 "UPDATE executions SET status = v.column3, result = v.column4, stdout = v.column5, \
                  stderr = v.column6, exit_code = v.column7, error = v.column8, finished_at = v.column9, \
-                 started_at = COALESCE(v.column10, executions.started_at), updated_at = ?, lease_owner = NULL, lease_expires_at = NULL \
+                 started_at = COALESCE(v.column10, executions.started_at), retry = v.column11, updated_at = ?, lease_owner = NULL, lease_expires_at = NULL \
                  FROM (VALUES {rows}) AS v WHERE executions.id = v.column1 \
                  AND executions.lease_owner = v.column2 AND executions.status IN ('running', 'canceling', 'pausing')"
             ),
         );
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 10 + 1);
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 11 + 1);
         // The SET placeholder comes first in the text, before the VALUES list.
         values.push(now.into());
         for c in chunk {
@@ -155,6 +158,7 @@ pub(super) async fn apply_completions(
             values.push(c.error.clone().into());
             values.push(c.finished_at.into());
             values.push(c.started_at.into());
+            values.push(c.retry.map(crate::runner::Retry::as_str).into());
         }
         txn.execute_raw(Statement::from_sql_and_values(backend, &sql, values))
             .await?;
@@ -311,7 +315,7 @@ impl Store {
             backend,
             &format!(
                 "UPDATE executions SET status = 'abandoned', finished_at = ?, updated_at = ?, \
-                 error = 'the node running this execution stopped before it finished', \
+                 error = 'the node running this execution stopped before it finished', retry = 'may_help', \
                  lease_owner = NULL, lease_expires_at = NULL WHERE {orphan}"
             ),
         );

@@ -173,12 +173,24 @@ impl Store {
         // WAL lets readers run beside the writer; FULL syncs every commit so
         // an accepted webhook survives power loss, and the intake batches
         // commits so that costs one fsync per batch, not per request.
-        let db = Database::connect(options(url, 16, SqliteSynchronous::Full)?).await?;
-        Migrator::up(&db, None).await?;
-        let sqlite = db.get_database_backend() == DbBackend::Sqlite;
-        let sqlite_writer = sqlite.then(|| Arc::new(tokio::sync::Mutex::new(())));
         // An in-memory database is private to its connection: no second one.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if !in_memory {
+            // Migrate on a connection of its own, closed before the pool
+            // opens: a pooled connection that saw the old schema would have
+            // statements prepared against it (SQLite hands back a row shorter
+            // than its `RETURNING *` after a column was added; PostgreSQL
+            // refuses a cached plan whose result type changed).
+            let migrator = Database::connect(options(url, 1, SqliteSynchronous::Full)?).await?;
+            Migrator::up(&migrator, None).await?;
+            migrator.close().await?;
+        }
+        let db = Database::connect(options(url, 16, SqliteSynchronous::Full)?).await?;
+        if in_memory {
+            Migrator::up(&db, None).await?;
+        }
+        let sqlite = db.get_database_backend() == DbBackend::Sqlite;
+        let sqlite_writer = sqlite.then(|| Arc::new(tokio::sync::Mutex::new(())));
         let lazy = if sqlite && !in_memory {
             // WAL with NORMAL: a commit is not synced on its own; the next
             // synced commit (any FULL one) makes it durable too.

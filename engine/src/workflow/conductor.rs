@@ -109,12 +109,12 @@ pub(super) async fn run(ctx: RunContext) -> RunOutcome {
     let catalog = host.catalog.current();
     let reference = ctx.action.reference();
     let Some(spec) = catalog.workflow(&reference).cloned() else {
-        return RunOutcome::failed(format!("no workflow definition is loaded for {reference}"));
+        return RunOutcome::refused(format!("no workflow definition is loaded for {reference}"));
     };
     let model = match host.store.get_execution(&ctx.execution_id).await {
         Ok(Some(model)) => model,
         Ok(None) => return RunOutcome::failed("the workflow execution disappeared"),
-        Err(e) => return RunOutcome::failed(format!("loading the workflow execution: {e}")),
+        Err(e) => return RunOutcome::unavailable(format!("loading the workflow execution: {e}")),
     };
     let context: ExecutionContext = serde_json::from_str(&model.context).unwrap_or_default();
     let root = context
@@ -1145,6 +1145,7 @@ impl Conductor {
             stderr: String::new(),
             exit_code: None,
             error: Some(summary),
+            retry: None,
         }
     }
 
@@ -1195,6 +1196,7 @@ impl Conductor {
             stderr: String::new(),
             exit_code: None,
             error: Some(error.into()),
+            retry: None,
         }
     }
 }
@@ -1209,6 +1211,7 @@ pub(crate) fn parked(status: ExecutionStatus) -> RunOutcome {
         stderr: String::new(),
         exit_code: None,
         error: None,
+        retry: None,
     }
 }
 

@@ -125,7 +125,7 @@ impl Runner for Inquirer {
         let model = match host.store.get_execution(&ctx.execution_id).await {
             Ok(Some(m)) => m,
             Ok(None) => return RunOutcome::failed("the execution disappeared"),
-            Err(e) => return RunOutcome::failed(format!("loading the execution: {e}")),
+            Err(e) => return RunOutcome::unavailable(format!("loading the execution: {e}")),
         };
         let context: ExecutionContext = serde_json::from_str(&model.context).unwrap_or_default();
         let ttl_minutes = ctx
@@ -221,7 +221,7 @@ impl Runner for Inquirer {
             Ok(false) => RunOutcome::failed(
                 "the execution was no longer running when the inquiry was stored",
             ),
-            Err(e) => RunOutcome::failed(format!("storing the inquiry: {e}")),
+            Err(e) => RunOutcome::unavailable(format!("storing the inquiry: {e}")),
         }
     }
 }

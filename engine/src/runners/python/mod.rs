@@ -30,6 +30,7 @@ use super::{RunContext, RunOutcome, Runner, runner_param};
 use crate::datastore::{Datastore, KvSet, SYSTEM};
 use crate::execution::ExecutionStatus;
 use crate::pack::ParamSpec;
+use crate::runner::Retry;
 
 /// The compatibility layer, path relative to its root and contents.
 const COMPAT: &[(&str, &str)] = &[
@@ -172,24 +173,28 @@ impl Runner for PythonScript {
     }
 
     async fn run(&self, ctx: RunContext) -> RunOutcome {
-        match prepare_and_run(&ctx, &self.warm).await {
-            Ok(outcome) => outcome,
-            Err(err) => RunOutcome::failed(err),
-        }
+        prepare_and_run(&ctx, &self.warm)
+            .await
+            .unwrap_or_else(|refused| refused)
     }
 }
 
-async fn prepare_and_run(ctx: &RunContext, pool: &warm::WarmPool) -> Result<RunOutcome, String> {
-    let script = ctx
-        .action
-        .entry_point
-        .clone()
-        .ok_or("the action has no entry_point (its python file)")?;
+/// The run's outcome; `Err` when it failed before the action started.
+async fn prepare_and_run(
+    ctx: &RunContext,
+    pool: &warm::WarmPool,
+) -> Result<RunOutcome, RunOutcome> {
+    let script =
+        ctx.action.entry_point.clone().ok_or_else(|| {
+            RunOutcome::refused("the action has no entry_point (its python file)")
+        })?;
     let script = std::fs::canonicalize(&script)
-        .map_err(|e| format!("entry_point {}: {e}", script.display()))?;
-    let pack_dir = pack_dir_of(&ctx.action.file)?;
-    let compat = compat_dir()?;
-    let python = interpreter(&pack_dir, &ctx.action.pack).await?;
+        .map_err(|e| RunOutcome::refused(format!("entry_point {}: {e}", script.display())))?;
+    let pack_dir = pack_dir_of(&ctx.action.file).map_err(RunOutcome::refused)?;
+    let compat = compat_dir().map_err(RunOutcome::unavailable)?;
+    let python = interpreter(&pack_dir, &ctx.action.pack)
+        .await
+        .map_err(|e| RunOutcome::failed(e.message).retry(e.retry))?;
     // Checked against config.schema.yaml when the pack loaded.
     let config = ctx
         .host
@@ -198,10 +203,11 @@ async fn prepare_and_run(ctx: &RunContext, pool: &warm::WarmPool) -> Result<RunO
         .pack_config(&ctx.action.pack)
         .map_or_else(|| json!({}), |c| c.values.clone());
 
-    let run_dir = RunDir::create()?;
+    let run_dir = RunDir::create().map_err(RunOutcome::unavailable)?;
     let socket = run_dir.path.join("service.sock");
-    let listener = tokio::net::UnixListener::bind(&socket)
-        .map_err(|e| format!("could not open the action service socket: {e}"))?;
+    let listener = tokio::net::UnixListener::bind(&socket).map_err(|e| {
+        RunOutcome::unavailable(format!("could not open the action service socket: {e}"))
+    })?;
     // `scope="user"` values belong to whom the execution runs for.
     let service = tokio::spawn(serve_action_service(
         listener,
@@ -270,7 +276,8 @@ async fn prepare_and_run(ctx: &RunContext, pool: &warm::WarmPool) -> Result<RunO
                 };
                 spec.env.insert(k.clone(), text);
             }
-            spec.start(true)?
+            spec.start(true)
+                .map_err(|e| RunOutcome::failed(e.message).retry(e.retry))?
         }
     };
     let process = supervise(
@@ -326,6 +333,7 @@ async fn prepare_and_run(ctx: &RunContext, pool: &warm::WarmPool) -> Result<RunO
         stderr: process.stderr,
         exit_code: process.exit_code,
         error,
+        retry: process.retry,
     })
 }
 
@@ -429,18 +437,34 @@ fn write_compat_dir() -> Result<PathBuf, String> {
 /// Build (or find) the virtualenv of the pack in `pack_dir` ahead of its first run
 /// (`squall pack install`): the python its actions will run with.
 pub async fn prepare_pack(pack_dir: &Path, pack: &str) -> Result<PathBuf, String> {
-    interpreter(pack_dir, pack).await
+    interpreter(pack_dir, pack).await.map_err(|e| e.message)
+}
+
+/// A pack's virtualenv that could not be built.
+struct VenvError {
+    message: String,
+    retry: Retry,
+}
+
+impl VenvError {
+    /// Something on this machine failed (a directory, a missing python3): fix it first.
+    fn local(message: String) -> Self {
+        Self {
+            message,
+            retry: Retry::WontHelp,
+        }
+    }
 }
 
 /// The pack's python: its own virtualenv when it has a `requirements.txt`
 /// (built on first use, cached by the file's hash), else `python3`.
-async fn interpreter(pack_dir: &Path, pack: &str) -> Result<PathBuf, String> {
+async fn interpreter(pack_dir: &Path, pack: &str) -> Result<PathBuf, VenvError> {
     let requirements = pack_dir.join("requirements.txt");
     let Ok(wanted) = std::fs::read(&requirements) else {
         return Ok(PathBuf::from("python3"));
     };
     let hash = hex::encode(Sha256::digest(&wanted));
-    let base = crate::pack::builtin::squall_cache_dir().map_err(|e| e.reason)?;
+    let base = crate::pack::builtin::squall_cache_dir().map_err(|e| VenvError::local(e.reason))?;
     let venv = base
         .join("virtualenvs")
         .join(format!("{pack}-{}", &hash[..16]));
@@ -460,7 +484,8 @@ async fn interpreter(pack_dir: &Path, pack: &str) -> Result<PathBuf, String> {
     }
     let _ = std::fs::remove_dir_all(&venv);
     if let Some(parent) = venv.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| VenvError::local(format!("{}: {e}", parent.display())))?;
     }
     let venv_text = venv.display().to_string();
     run_setup(pack, "python3", &["-m", "venv", &venv_text]).await?;
@@ -479,35 +504,59 @@ async fn interpreter(pack_dir: &Path, pack: &str) -> Result<PathBuf, String> {
         ],
     )
     .await?;
-    std::fs::write(&done, "").map_err(|e| format!("{}: {e}", done.display()))?;
+    std::fs::write(&done, "").map_err(|e| VenvError::local(format!("{}: {e}", done.display())))?;
     tracing::info!(pack, venv = %venv.display(), "built the pack's virtualenv");
     Ok(python)
 }
 
-/// One step of building a virtualenv; a failure says what pip said.
-async fn run_setup(pack: &str, program: &str, args: &[&str]) -> Result<(), String> {
+/// One step of building a virtualenv; a failure says what pip said, and
+/// whether it looks like the network (may pass) or the requirements (will not).
+async fn run_setup(pack: &str, program: &str, args: &[&str]) -> Result<(), VenvError> {
     let mut command = tokio::process::Command::new(program);
     command.args(args).kill_on_drop(true);
     let output = tokio::time::timeout(VENV_TIMEOUT, command.output())
         .await
-        .map_err(|_| {
-            format!(
+        .map_err(|_| VenvError {
+            message: format!(
                 "pack {pack}: building its virtualenv took over {} s and was stopped",
                 VENV_TIMEOUT.as_secs()
-            )
+            ),
+            retry: Retry::MayHelp,
         })?
-        .map_err(|e| format!("pack {pack}: could not run {program}: {e}"))?;
+        .map_err(|e| VenvError::local(format!("pack {pack}: could not run {program}: {e}")))?;
     if output.status.success() {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
     let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
-    Err(format!(
-        "pack {pack}: building its virtualenv from requirements.txt failed ({} {}): {}",
-        program,
-        args.join(" "),
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-    ))
+    Err(VenvError {
+        retry: pip_failure_retry(&stderr),
+        message: format!(
+            "pack {pack}: building its virtualenv from requirements.txt failed ({} {}): {}",
+            program,
+            args.join(" "),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ),
+    })
+}
+
+/// pip's words for a package index it could not reach (the next try may),
+/// as opposed to requirements that cannot be met (no try will).
+fn pip_failure_retry(stderr: &str) -> Retry {
+    const NETWORK: [&str; 7] = [
+        "Temporary failure in name resolution",
+        "Failed to establish a new connection",
+        "Connection refused",
+        "Read timed out",
+        "Connection reset",
+        "NewConnectionError",
+        "ConnectTimeoutError",
+    ];
+    if NETWORK.iter().any(|word| stderr.contains(word)) {
+        Retry::MayHelp
+    } else {
+        Retry::WontHelp
+    }
 }
 
 /// Answer `action_service` calls from the running action: one JSON request
@@ -616,6 +665,16 @@ async fn service_call(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pip_failures_say_whether_a_retry_can_help() {
+        let unreachable = "WARNING: Retrying (Retry(total=4)) after connection broken by \
+            'NewConnectionError(...: Failed to establish a new connection: [Errno 111] Connection refused')";
+        assert_eq!(pip_failure_retry(unreachable), Retry::MayHelp);
+        let no_such = "ERROR: Could not find a version that satisfies the requirement nope==1\n\
+            ERROR: No matching distribution found for nope==1";
+        assert_eq!(pip_failure_retry(no_such), Retry::WontHelp);
+    }
 
     #[test]
     fn the_service_socket_path_fits_a_unix_socket() {

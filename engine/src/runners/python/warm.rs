@@ -83,7 +83,7 @@ impl WarmPool {
                     started: Instant::now(),
                 }),
                 Err(error) => {
-                    tracing::debug!(%error, "could not start a spare python interpreter");
+                    tracing::debug!(error = %error.message, "could not start a spare python interpreter");
                     break;
                 }
             }
