@@ -351,7 +351,15 @@ impl Catalog {
                 .union(&kv.secrets_in(value))
                 .union(&config_secrets.present_in(value));
         }
-        if entry.runner.traits().reads_pack_config {
+        // A python action reads the whole config; a shell command rendered when it
+        // runs reads whatever `config_context` it names.
+        let traits = entry.runner.traits();
+        let command_reads_config = traits.shell_command
+            && parameters
+                .get("cmd")
+                .and_then(Value::as_str)
+                .is_some_and(|cmd| cmd.contains("config_context"));
+        if traits.reads_pack_config || command_reads_config {
             secrets = secrets.union(&config_secrets);
         }
         Ok(PlannedExecution {

@@ -177,17 +177,26 @@ pub fn load_catalog(
     roots: &[PathBuf],
     runners: &RunnerRegistry,
 ) -> Result<Catalog, Vec<PackError>> {
+    let mut all = crate::pack::builtin::builtin_pack_dirs(roots).map_err(|e| vec![e])?;
+    all.extend(roots.iter().cloned());
+    let packs = with_load_options(roots, runners, |opts| load_pack_roots(&all, opts))?;
+    Catalog::build(packs, runners)
+}
+
+/// Call `f` with how packs under `roots` load: the runners and triggers this
+/// squall knows, and the pack configs' directory.
+fn with_load_options<T>(
+    roots: &[PathBuf],
+    runners: &RunnerRegistry,
+    f: impl FnOnce(&LoadOptions) -> T,
+) -> T {
     let names = runners.names();
     let triggers = crate::triggers::builtin_names();
-    let opts = LoadOptions {
+    f(&LoadOptions {
         known_runners: &names,
         known_triggers: &triggers,
         configs_dir: LoadOptions::configs_dir_for(roots),
-    };
-    let mut all = crate::pack::builtin::builtin_pack_dirs(roots).map_err(|e| vec![e])?;
-    all.extend(roots.iter().cloned());
-    let packs = load_pack_roots(&all, &opts)?;
-    Catalog::build(packs, runners)
+    })
 }
 
 /// Load the built-in packs and those under `roots` pack by pack, as
@@ -196,13 +205,6 @@ pub fn load_catalog(
 /// aliases name an action no loaded pack has is refused too, and so on until
 /// what is left holds together.
 pub fn load_catalog_lenient(roots: &[PathBuf], runners: &RunnerRegistry) -> Catalog {
-    let names = runners.names();
-    let triggers = crate::triggers::builtin_names();
-    let opts = LoadOptions {
-        known_runners: &names,
-        known_triggers: &triggers,
-        configs_dir: LoadOptions::configs_dir_for(roots),
-    };
     let mut refused = Vec::new();
     let mut all = match crate::pack::builtin::builtin_pack_dirs(roots) {
         Ok(dirs) => dirs,
@@ -217,7 +219,7 @@ pub fn load_catalog_lenient(roots: &[PathBuf], runners: &RunnerRegistry) -> Cata
         }
     };
     all.extend(roots.iter().cloned());
-    let load = load_packs(&all, &opts);
+    let load = with_load_options(roots, runners, |opts| load_packs(&all, opts));
     refused.extend(load.refused);
     let mut packs = load.packs;
     let catalog = loop {

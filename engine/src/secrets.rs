@@ -85,6 +85,15 @@ impl Secrets {
         self
     }
 
+    /// The values (for a runner that must keep them off a command line).
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    pub fn contains(&self, value: &str) -> bool {
+        self.0.iter().any(|s| s == value)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -102,6 +102,52 @@ async fn python_actions_run_as_stackstorm_runs_them(backend: Backend) -> Result<
         .await?;
     assert_eq!(mine.value, json!(endpoint), "the user-scope value");
 
+    // Secrets a shell command reads itself (a pack-config secret through
+    // config_context when it runs; a datastore secret its default read before
+    // it) reach the shell through its environment: never on a command line,
+    // and masked in the views.
+    server
+        .engine
+        .datastore
+        .set(&KvSet {
+            scope: "system".into(),
+            name: "pyops_kv_token".into(),
+            value: json!("kv-s3cret-5b1e"),
+            secret: true,
+            ttl: None,
+        })
+        .await?;
+    for (action, secret, stdout) in [
+        (
+            "pyops.config_cmd",
+            "pyops-config-token-4711",
+            "config=******** length=23 quoted=********\n",
+        ),
+        ("pyops.kv_cmd", "kv-s3cret-5b1e", "kv=******** length=14\n"),
+    ] {
+        let id = server.create_execution(action, json!({"hold": 2})).await?;
+        let mut seen_running = false;
+        for _ in 0..1200 {
+            let (_, view) = server.get(&format!("/api/v1/executions/{id}")).await?;
+            let cmdlines = tokio::task::spawn_blocking(crate::runners::all_command_lines).await??;
+            ensure!(
+                !cmdlines.iter().any(|c| c.contains(secret)),
+                "{action}: the secret is on a command line"
+            );
+            if view["status"] == "running" && crate::runners::has_printed(&server, &id).await? {
+                seen_running = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        ensure!(seen_running, "{action}: never saw the command running");
+        server.engine.wait_for(&id, WAIT).await?;
+        let (_, view) = server.get(&format!("/api/v1/executions/{id}")).await?;
+        assert_eq!(view["status"], "succeeded", "{view}");
+        assert_eq!(view["stdout"], stdout, "{view}");
+        assert!(!view.to_string().contains(secret), "{view}");
+    }
+
     // A shell action's own command reads the pack config too.
     let view = run(&server, "pyops.region_echo", json!({})).await?;
     assert_eq!(view["stdout"], "region=us-east-2 pack=pyops\n", "{view}");

@@ -239,6 +239,45 @@ async fn pack_install_prepares_python_packs() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_broken_core_config_keeps_the_core_pack() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let packs = tmp.path().join("packs");
+    std::fs::create_dir_all(&packs)?;
+    std::fs::create_dir_all(tmp.path().join("configs"))?;
+    std::fs::write(
+        tmp.path().join("configs/core.yaml"),
+        "smtp_port: not-a-port\nsmtp_password: broken-s3cret-9\n",
+    )?;
+    let server = TestServer::start_with(Backend::Sqlite, |c| c.packs = vec![packs.clone()]).await?;
+    // core.local and the rest of core still run.
+    let view = run(&server, "core.local", json!({"cmd": "echo still here"})).await?;
+    assert_eq!(view["stdout"], "still here\n", "{view}");
+    let (_, packs_view) = server.get("/api/v1/packs").await?;
+    let text = packs_view.to_string();
+    assert!(!text.contains("broken-s3cret-9"), "{text}");
+    let catalog = server.engine.catalog.current();
+    assert!(catalog.refused.is_empty(), "{:?}", catalog.refused);
+    let warning = catalog
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .find(|w| w.contains("smtp_port"))
+        .context("a warning about smtp_port")?;
+    assert!(
+        warning.contains("the built-in pack core loads without this file"),
+        "{warning}"
+    );
+    // Without the file, its schema's defaults apply.
+    assert_eq!(
+        catalog
+            .pack_config("core")
+            .map(|c| c.values["smtp_port"].clone()),
+        Some(json!(25))
+    );
+    server.stop().await
+}
+
+#[tokio::test]
 async fn sendmail_delivers_through_a_real_smtp_server() -> Result<()> {
     let python = aiosmtpd_python()?;
     let tmp = tempfile::tempdir()?;

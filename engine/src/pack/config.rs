@@ -69,9 +69,29 @@ pub fn load(
     schema: Option<&Value>,
     configs_dir: Option<&Path>,
 ) -> Loaded {
+    let file = config_file(pack_dir, pack, configs_dir).filter(|f| f.is_file());
+    load_from(pack_dir, pack, schema, configs_dir, file)
+}
+
+/// `pack`'s configuration as if it had no config file: its schema's defaults.
+pub fn defaults_only(
+    pack_dir: &Path,
+    pack: &str,
+    schema: Option<&Value>,
+    configs_dir: Option<&Path>,
+) -> Loaded {
+    load_from(pack_dir, pack, schema, configs_dir, None)
+}
+
+fn load_from(
+    pack_dir: &Path,
+    pack: &str,
+    schema: Option<&Value>,
+    configs_dir: Option<&Path>,
+    file: Option<PathBuf>,
+) -> Loaded {
     let schema_file = pack_dir.join("config.schema.yaml");
     let mut loaded = Loaded::default();
-    let file = config_file(pack_dir, pack, configs_dir).filter(|f| f.is_file());
     let mut values = Map::new();
     if let Some(file) = &file {
         let problem = |reason: String| ConfigProblem {

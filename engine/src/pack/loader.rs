@@ -378,7 +378,7 @@ fn load_pack(
     }
     let mut config = super::config::PackConfig::default();
     if let Some((meta, _)) = &meta {
-        let loaded = super::config::load(
+        let mut loaded = super::config::load(
             dir,
             &meta.name,
             schema.as_ref(),
@@ -390,6 +390,26 @@ fn load_pack(
             reason: p.reason,
             line: None,
         };
+        if !loaded.errors.is_empty() && super::builtin::is_builtin(dir) {
+            // A built-in pack holds what every squall needs (core.local, the chat
+            // commands): a broken config file of it must not take those away. It
+            // loads with its schema's defaults, and says loudly why.
+            let broken = std::mem::take(&mut loaded.errors);
+            loaded = super::config::defaults_only(
+                dir,
+                &meta.name,
+                schema.as_ref(),
+                opts.configs_dir.as_deref(),
+            );
+            warnings.extend(broken.into_iter().map(|p| PackError {
+                reason: format!(
+                    "{}; the built-in pack {} loads without this file (its schema's \
+                     defaults apply until it is fixed)",
+                    p.reason, meta.name
+                ),
+                ..as_error(p)
+            }));
+        }
         errors.extend(loaded.errors.into_iter().map(as_error));
         warnings.extend(loaded.warnings.into_iter().map(as_error));
         config = loaded.config;

@@ -155,14 +155,15 @@ impl Runner for LocalShellCmd {
         let Some(template) = ctx.param_str("cmd") else {
             return RunOutcome::refused("parameter 'cmd' is required");
         };
-        let command = match render_command(&ctx, template) {
+        let (command, hidden) = match render_command(&ctx, template) {
             Ok(c) => c,
             Err(err) => return RunOutcome::refused(format!("parameter 'cmd': {err}")),
         };
-        let env = match action_env(&ctx) {
+        let mut env = match action_env(&ctx) {
             Ok(env) => env,
             Err(err) => return RunOutcome::refused(err),
         };
+        env.extend(hidden);
         let spec = ProcessSpec {
             program: shell().to_owned(),
             args: vec!["-c".into(), command],
@@ -179,13 +180,23 @@ impl Runner for LocalShellCmd {
     }
 }
 
-/// Render `cmd` with every value quoted as one `sh` word, except that a secret
-/// parameter becomes a reference to its `ST2_ACTION_<NAME>` variable: the shell expands
-/// it when it runs, so the value never sits on a command line `ps` shows.
-fn render_command(ctx: &RunContext, template: &str) -> Result<String, String> {
+/// Render `cmd` with every value quoted as one `sh` word, except that secret
+/// values become references to environment variables the shell expands when
+/// it runs, so no secret sits on a command line `ps` shows:
+/// - a secret parameter, as its `ST2_ACTION_<NAME>`;
+/// - a secret setting of the pack config read through `config_context`, and a
+///   datastore secret a `cmd` default read (rendered before the run, quoted),
+///   as `SQUALL_SECRET_<n>`, returned with the command for the process's
+///   environment.
+fn render_command(
+    ctx: &RunContext,
+    template: &str,
+) -> Result<(String, BTreeMap<String, String>), String> {
     let nonce: u64 = rand::random();
     let mut params = ctx.parameters.clone();
-    let mut secrets = Vec::new();
+    // (placeholder rendered into the command, variable it stands for)
+    let mut hidden: Vec<(String, String)> = Vec::new();
+    let mut extra_env = BTreeMap::new();
     for (name, spec) in &ctx.action.parameters {
         if !spec.secret || params.get(name).is_none_or(Value::is_null) {
             continue;
@@ -196,55 +207,117 @@ fn render_command(ctx: &RunContext, template: &str) -> Result<String, String> {
                  name it with letters, digits and `_` only"
             ));
         }
-        let placeholder = format!("__squall_secret_{nonce:016x}_{}__", secrets.len());
+        let placeholder = format!("__squall_secret_{nonce:016x}_{}__", hidden.len());
         params.insert(name.clone(), Value::String(placeholder.clone()));
-        secrets.push((placeholder, format!("ST2_ACTION_{}", name.to_uppercase())));
+        hidden.push((placeholder, format!("ST2_ACTION_{}", name.to_uppercase())));
     }
     // What an action's own `cmd` default may read besides its parameters, as
     // StackStorm renders defaults (looked up only for a command that reads them).
-    if template.contains("config_context") {
-        let config = ctx
-            .host
-            .catalog
-            .current()
-            .pack_config(&ctx.action.pack)
-            .map_or_else(|| serde_json::json!({}), |c| c.values.clone());
-        params.entry("config_context").or_insert(config);
+    if template.contains("config_context") && !params.contains_key("config_context") {
+        let catalog = ctx.host.catalog.current();
+        let config = catalog.pack_config(&ctx.action.pack);
+        let mut values = config.map_or_else(|| serde_json::json!({}), |c| c.values.clone());
+        if let Some(config) = config {
+            let secrets = config.secrets();
+            replace_strings(&mut values, &mut |text| {
+                if !secrets.contains(text) {
+                    return None;
+                }
+                let n = extra_env.len();
+                let placeholder = format!("__squall_secret_{nonce:016x}_c{n}__");
+                let var = format!("SQUALL_SECRET_{n}");
+                extra_env.insert(var.clone(), text.to_owned());
+                hidden.push((placeholder.clone(), var));
+                Some(placeholder)
+            });
+        }
+        params.insert("config_context".into(), values);
     }
     if template.contains("action_context") {
         params.entry("action_context").or_insert_with(|| {
             crate::execution::action_context(&ctx.action.reference(), ctx.user.as_deref())
         });
     }
-    let rendered = ctx
+    let mut command = ctx
         .templates
         .render_shell(template, &Value::Object(params))
         .map_err(|e| e.to_string())?;
-    let mut command = rendered.clone();
-    for (placeholder, var) in &secrets {
-        let mut out = String::with_capacity(command.len());
-        let mut rest = command.as_str();
-        while let Some(at) = rest.find(placeholder.as_str()) {
-            let before = &command[..command.len() - rest.len() + at];
-            out.push_str(&rest[..at]);
-            match quote_state(before) {
-                Quote::None => out.push_str(&format!("\"${{{var}}}\"")),
-                Quote::Double => out.push_str(&format!("${{{var}}}")),
-                Quote::Single => {
-                    return Err(
-                        "a secret parameter is used inside single quotes (or combined into a \
-                         larger value); write it on its own, as `{{ name }}`, so the shell \
-                         can read it from the environment"
-                            .into(),
-                    );
-                }
-            }
-            rest = &rest[at + placeholder.len()..];
-        }
-        out.push_str(rest);
-        command = out;
+    for (placeholder, var) in &hidden {
+        command = refer_to_variable(&command, placeholder, var, false);
     }
-    Ok(command)
+    // Secret values already in the command: a `cmd` default that read the
+    // datastore was rendered (each value quoted as one word) before the run.
+    for secret in ctx.secrets.iter() {
+        if secret.len() < crate::secrets::MIN_SCRUB_LEN {
+            continue;
+        }
+        let Ok(word) = crate::template::shell_word(secret) else {
+            continue;
+        };
+        if !command.contains(&word) {
+            continue;
+        }
+        let var = format!("SQUALL_SECRET_{}", extra_env.len());
+        let bare = word == secret;
+        let replaced = refer_to_variable(&command, &word, &var, bare);
+        if replaced != command {
+            extra_env.insert(var, secret.to_owned());
+            command = replaced;
+        }
+    }
+    Ok((command, extra_env))
+}
+
+/// Replace every string in `value` that `f` maps to something.
+fn replace_strings(value: &mut Value, f: &mut impl FnMut(&str) -> Option<String>) {
+    match value {
+        Value::String(s) => {
+            if let Some(new) = f(s) {
+                *s = new;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| replace_strings(v, f)),
+        Value::Object(map) => map.values_mut().for_each(|v| replace_strings(v, f)),
+        _ => {}
+    }
+}
+
+/// Replace each `word` in `command` with a reference to `var` that expands to
+/// the same text, whatever quotes it sits in. A `bare` word (one that needed no
+/// quoting) is replaced only where it stands alone, not inside a longer word
+/// (nor where it would be a shell keyword, which a variable cannot be).
+fn refer_to_variable(command: &str, word: &str, var: &str, bare: bool) -> String {
+    const KEYWORDS: [&str; 16] = [
+        "if", "then", "else", "elif", "fi", "for", "while", "until", "do", "done", "case", "esac",
+        "in", "function", "select", "time",
+    ];
+    if bare && KEYWORDS.contains(&word) {
+        return command.to_owned();
+    }
+    let standalone =
+        |c: Option<char>| c.is_none_or(|c| c.is_whitespace() || ";|&()<>=\"'`,".contains(c));
+    let mut out = String::with_capacity(command.len());
+    let mut done = 0;
+    for (at, _) in command.match_indices(word) {
+        if at < done {
+            continue;
+        }
+        let before = &command[..at];
+        let after = &command[at + word.len()..];
+        if bare && !(standalone(before.chars().next_back()) && standalone(after.chars().next())) {
+            continue;
+        }
+        out.push_str(&command[done..at]);
+        out.push_str(&match quote_state(before) {
+            Quote::None => format!("\"${{{var}}}\""),
+            Quote::Double => format!("${{{var}}}"),
+            // Close the quotes, expand, reopen: the same word.
+            Quote::Single => format!("'\"${{{var}}}\"'"),
+        });
+        done = at + word.len();
+    }
+    out.push_str(&command[done..]);
+    out
 }
 
 enum Quote {
@@ -404,4 +477,69 @@ fn interpreter_for(script: &Path) -> Result<(String, Vec<String>), String> {
         }
     }
     Ok(("/bin/sh".into(), vec![path]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_word_becomes_a_variable_in_any_quotes() {
+        let var = "SQUALL_SECRET_0";
+        assert_eq!(
+            refer_to_variable("curl -H 'X: 'tok3n'' --t=tok3n", "tok3n", var, true),
+            "curl -H 'X: '\"${SQUALL_SECRET_0}\"'' --t=\"${SQUALL_SECRET_0}\""
+        );
+        assert_eq!(
+            refer_to_variable("echo \"a tok3n b\"", "tok3n", var, true),
+            "echo \"a ${SQUALL_SECRET_0} b\""
+        );
+        // Quoted words are replaced whole, quotes and all.
+        assert_eq!(
+            refer_to_variable("echo 'se cret' x", "'se cret'", var, false),
+            "echo \"${SQUALL_SECRET_0}\" x"
+        );
+    }
+
+    #[test]
+    fn a_bare_secret_inside_a_longer_word_or_a_keyword_is_left_alone() {
+        let var = "V";
+        assert_eq!(
+            refer_to_variable("ls /tok3n/x tok3nx", "tok3n", var, true),
+            "ls /tok3n/x tok3nx"
+        );
+        assert_eq!(
+            refer_to_variable("if true; then :; fi", "then", var, true),
+            "if true; then :; fi"
+        );
+    }
+
+    #[test]
+    fn rendered_commands_run_the_same_through_the_variable() {
+        // What the shell makes of both forms is the same word.
+        for (command, word, bare) in [
+            ("printf %s tok3n", "tok3n", true),
+            ("printf %s 'x'tok3n'y'", "tok3n", true),
+            ("printf %s 'se '\\''cret'", "'se '\\''cret'", false),
+            ("printf %s \"a tok3n\"", "tok3n", true),
+            ("printf %s 'a tok3n b'", "tok3n", true),
+        ] {
+            let replaced = refer_to_variable(command, word, "SQUALL_SECRET_0", bare);
+            assert_ne!(replaced, command);
+            let value = if bare {
+                word.to_owned()
+            } else {
+                "se 'cret".to_owned()
+            };
+            let run = |cmd: &str| {
+                std::process::Command::new("/bin/sh")
+                    .args(["-c", cmd])
+                    .env("SQUALL_SECRET_0", &value)
+                    .output()
+                    .unwrap()
+                    .stdout
+            };
+            assert_eq!(run(&replaced), run(command), "{command} -> {replaced}");
+        }
+    }
 }
