@@ -11,10 +11,10 @@ use serde_json::{Map, Value, json};
 use squall_aliases::{AliasDef, AliasIndex, FormatDef, ParamType};
 
 use crate::criteria::Criteria;
+use crate::kind::{RunnerKind, RunnerKinds};
 use crate::pack::config::PackConfig;
 use crate::pack::{Action, Alias, Pack, PackError, Rule, RuleKind};
 use crate::params::{Casting, ParamError, ParamSet};
-use crate::runners::{Runner, RunnerRegistry};
 use crate::template::Templates;
 use crate::triggers;
 use crate::workflow::spec::{self, WorkflowSpec};
@@ -30,7 +30,7 @@ fn build_workflows(
     let mut out = HashMap::new();
     for pack in packs {
         for action in &pack.actions {
-            if !crate::workflow::is_workflow_runner(&action.runner_type) {
+            if !spec::is_workflow_runner(&action.runner_type) {
                 continue;
             }
             let Some(entry) = &action.entry_point else {
@@ -84,7 +84,8 @@ fn build_workflows(
 /// An action ready to run.
 pub struct ActionEntry {
     pub action: Arc<Action>,
-    pub runner: Arc<dyn Runner>,
+    /// Its kind of runner (the node's runner registry runs it).
+    pub runner: Arc<RunnerKind>,
     pub params: ParamSet,
 }
 
@@ -129,12 +130,14 @@ pub struct Catalog {
     pub refused: Vec<crate::pack::RefusedPack>,
     /// What StackStorm lets pass in the loaded packs, for their authors.
     pub warnings: Vec<PackError>,
+    /// The runner kinds it was built with (a rebuild uses them again).
+    runners: RunnerKinds,
 }
 
 impl Catalog {
     /// Index loaded packs. Fails (with every problem) when an action names a
     /// runner squall lacks or a parameter schema does not compile.
-    pub fn build(packs: Vec<Pack>, runners: &RunnerRegistry) -> Result<Catalog, Vec<PackError>> {
+    pub fn build(packs: Vec<Pack>, runners: &RunnerKinds) -> Result<Catalog, Vec<PackError>> {
         let mut errors = Vec::new();
         let mut actions = HashMap::new();
         let mut rules = BTreeMap::new();
@@ -149,7 +152,7 @@ impl Catalog {
                     });
                     continue;
                 };
-                match ParamSet::build(&runner.parameters(), &action.parameters) {
+                match ParamSet::build(&runner.parameters, &action.parameters) {
                     Ok(params) => {
                         actions.insert(
                             action.reference(),
@@ -169,9 +172,11 @@ impl Catalog {
                 }
             }
             for rule in &pack.rules {
-                if crate::timers::is_timer(&rule.trigger_type)
-                    && let Err(reason) =
-                        crate::timers::Schedule::parse(&rule.trigger_type, &rule.trigger_parameters)
+                if crate::timers::schedule::is_timer(&rule.trigger_type)
+                    && let Err(reason) = crate::timers::schedule::Schedule::parse(
+                        &rule.trigger_type,
+                        &rule.trigger_parameters,
+                    )
                 {
                     errors.push(PackError {
                         file: rule.file.clone(),
@@ -242,6 +247,7 @@ impl Catalog {
             workflows,
             refused: Vec::new(),
             warnings: Vec::new(),
+            runners: runners.clone(),
         })
     }
 
@@ -272,7 +278,6 @@ impl Catalog {
     pub fn with_rule_states(
         &self,
         states: &BTreeMap<String, bool>,
-        runners: &RunnerRegistry,
     ) -> Result<Catalog, Vec<PackError>> {
         let mut packs = self.packs.clone();
         for pack in &mut packs {
@@ -282,7 +287,7 @@ impl Catalog {
                 }
             }
         }
-        let mut catalog = Catalog::build(packs, runners)?;
+        let mut catalog = Catalog::build(packs, &self.runners)?;
         catalog.refused = self.refused.clone();
         catalog.warnings = self.warnings.clone();
         Ok(catalog)
@@ -538,7 +543,7 @@ impl Catalog {
         let mut decisions = Vec::new();
         let mut standard_matched = false;
         // A timer fires for one rule: its own schedule.
-        let only = url.filter(|_| crate::timers::is_timer(trigger_type));
+        let only = url.filter(|_| crate::timers::schedule::is_timer(trigger_type));
         for compiled in candidates {
             if only.is_some_and(|rule| compiled.rule.reference() != rule) {
                 continue;

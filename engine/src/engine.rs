@@ -62,7 +62,7 @@ async fn apply_rule_states(store: &Store, catalog: &CatalogHandle) -> Result<(),
         return Ok(());
     }
     let rebuilt = current
-        .with_rule_states(&states, &builtin_runners())
+        .with_rule_states(&states)
         .map_err(EngineError::Packs)?;
     catalog.replace(rebuilt);
     tracing::info!("rules enabled or disabled at run time applied");
@@ -180,7 +180,7 @@ pub fn load_catalog(
     let mut all = crate::pack::builtin::builtin_pack_dirs(roots).map_err(|e| vec![e])?;
     all.extend(roots.iter().cloned());
     let packs = with_load_options(roots, runners, |opts| load_pack_roots(&all, opts))?;
-    Catalog::build(packs, runners)
+    Catalog::build(packs, runners.kinds())
 }
 
 /// Call `f` with how packs under `roots` load: the runners and triggers this
@@ -224,7 +224,7 @@ pub fn load_catalog_lenient(roots: &[PathBuf], runners: &RunnerRegistry) -> Cata
     let mut packs = load.packs;
     let catalog = loop {
         refuse_dangling_refs(&mut packs, &mut refused);
-        match Catalog::build(packs.clone(), runners) {
+        match Catalog::build(packs.clone(), runners.kinds()) {
             Ok(catalog) => break catalog,
             Err(errors) => {
                 let before = packs.len();
@@ -390,6 +390,7 @@ impl Engine {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             datastore: datastore.clone(),
             intake: intake.clone(),
+            runners,
         });
         let shutdown = CancellationToken::new();
         datastore.spawn_refresh(shutdown.clone());

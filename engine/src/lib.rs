@@ -11,6 +11,7 @@ pub mod engine;
 pub mod execution;
 pub mod inquiry;
 pub mod intake;
+pub mod kind;
 pub mod metrics;
 pub mod pack;
 pub mod params;

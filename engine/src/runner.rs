@@ -1,8 +1,11 @@
 //! The runner shape: what a runner is given ([`RunContext`]), what it returns
-//! ([`RunOutcome`]), what it declares about itself ([`RunnerTraits`]), and the
-//! registry that maps StackStorm `runner_type` names to runners. The runners
-//! themselves live in `runners/`; which of them a squall ships is decided by the
-//! wiring ([`crate::engine::builtin_runners`]).
+//! ([`RunOutcome`], with whether a retry can help), and the registry that maps
+//! StackStorm `runner_type` names to runners. What a runner declares about
+//! itself ([`RunnerTraits`], its parameters) is `crate::kind`, all the catalog
+//! sees: the catalog names kinds, [`RunHost::runners`] runs them, so the catalog
+//! never depends on the runners that depend on it. The runners themselves live
+//! in `runners/`; which of them a squall ships is decided by the wiring
+//! ([`crate::engine::builtin_runners`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,10 +17,26 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::CatalogHandle;
 use crate::execution::ExecutionStatus;
+pub use crate::kind::RunnerTraits;
+use crate::kind::{RunnerKind, RunnerKinds};
 use crate::pack::{Action, ParamSpec};
-use crate::runners::{OutputLimits, OutputSink};
+use crate::runners::output::OutputSink;
 use crate::store::Store;
 use crate::template::Templates;
+
+/// Caps on captured output, per stream.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputLimits {
+    pub max_bytes: usize,
+}
+
+impl Default for OutputLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 1024 * 1024,
+        }
+    }
+}
 
 /// Everything a runner gets for one run.
 pub struct RunContext {
@@ -58,6 +77,9 @@ pub struct RunHost {
     pub datastore: Arc<crate::datastore::Datastore>,
     /// Where runners fire triggers (`core.inject_trigger`, `core.announcement`).
     pub intake: crate::intake::Intake,
+    /// The runners of this node: what runs an action (its catalog entry only
+    /// names the kind).
+    pub runners: RunnerRegistry,
 }
 
 impl RunContext {
@@ -183,23 +205,6 @@ impl RunOutcome {
     }
 }
 
-/// What a runner declares about itself, so the engine never matches on runner names.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RunnerTraits {
-    /// Finishes at once, in-process, without side effects: workflow tasks run it inline
-    /// instead of through the queue.
-    pub inline: bool,
-    /// Renders its own `cmd` parameter into a shell command when it runs, quoting every
-    /// value; callers leave `cmd` templates to it.
-    pub shell_command: bool,
-    /// Starts a child process: `timeout` and cancel kill its process group, its output
-    /// is captured and capped, and secret parameters never reach its command line.
-    pub process: bool,
-    /// Reads its pack's whole configuration (all of the pack's config secrets join the
-    /// run's secret set).
-    pub reads_pack_config: bool,
-}
-
 /// A kind of runner (`local-shell-cmd`, `http-request`, ...).
 #[async_trait::async_trait]
 pub trait Runner: Send + Sync {
@@ -227,6 +232,7 @@ pub struct DuplicateRunner(pub &'static str);
 #[derive(Clone)]
 pub struct RunnerRegistry {
     runners: BTreeMap<&'static str, Arc<dyn Runner>>,
+    kinds: RunnerKinds,
 }
 
 impl RunnerRegistry {
@@ -239,7 +245,20 @@ impl RunnerRegistry {
                 return Err(DuplicateRunner(name));
             }
         }
-        Ok(Self { runners: by_name })
+        let kinds = RunnerKinds::new(by_name.values().map(|r: &Arc<dyn Runner>| RunnerKind {
+            name: r.name(),
+            traits: r.traits(),
+            parameters: r.parameters(),
+        }));
+        Ok(Self {
+            runners: by_name,
+            kinds,
+        })
+    }
+
+    /// What the catalog needs to know of these runners.
+    pub fn kinds(&self) -> &RunnerKinds {
+        &self.kinds
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<dyn Runner>> {

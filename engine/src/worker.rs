@@ -476,8 +476,13 @@ impl Worker {
             secrets,
             output,
         };
+        let Some(runner) = self.host.runners.get(entry.runner.name) else {
+            return RunOutcome::refused(format!(
+                "runner {} is not available on this node",
+                entry.runner.name
+            ));
+        };
         // A runner that panics must still leave a record, not a stuck execution.
-        let runner = entry.runner.clone();
         let outcome = match tokio::spawn(async move { runner.run(ctx).await }).await {
             Ok(outcome) => outcome,
             Err(err) => RunOutcome {

@@ -6,7 +6,7 @@ pub(crate) mod core;
 pub(crate) mod echo;
 pub(crate) mod http;
 pub(crate) mod noop;
-mod output;
+pub(crate) mod output;
 mod process;
 pub(crate) mod python;
 
@@ -14,12 +14,11 @@ pub use python::prepare_pack as prepare_python_pack;
 pub(crate) mod shell;
 
 pub use output::{OutputSink, OutputWriter};
-pub use process::OutputLimits;
 
 pub(crate) use crate::runner::runner_param;
 pub use crate::runner::{
-    DEFAULT_TIMEOUT_SECS, DuplicateRunner, Retry, RunContext, RunHost, RunOutcome, Runner,
-    RunnerRegistry, RunnerTraits,
+    DEFAULT_TIMEOUT_SECS, DuplicateRunner, OutputLimits, Retry, RunContext, RunHost, RunOutcome,
+    Runner, RunnerRegistry, RunnerTraits,
 };
 #[cfg(test)]
 mod tests {

@@ -15,21 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::output::{LineSplitter, OutputSink};
 use crate::execution::ExecutionStatus;
-use crate::runner::Retry;
-
-/// Caps on captured output, per stream.
-#[derive(Debug, Clone, Copy)]
-pub struct OutputLimits {
-    pub max_bytes: usize,
-}
-
-impl Default for OutputLimits {
-    fn default() -> Self {
-        Self {
-            max_bytes: 1024 * 1024,
-        }
-    }
-}
+use crate::runner::{OutputLimits, Retry};
 
 /// What to start: a program and its arguments, never a spliced string.
 #[derive(Clone)]

@@ -23,7 +23,7 @@ use super::spec::{Join, WorkflowSpec};
 use crate::catalog::Catalog;
 use crate::execution::{ExecutionContext, ExecutionStatus, WorkflowRef, new_id, now_ms};
 use crate::params::Casting;
-use crate::runners::{OutputLimits, RunContext, RunHost, RunOutcome};
+use crate::runner::{OutputLimits, RunContext, RunHost, RunOutcome};
 use crate::store::{NewExecution, workflow_task};
 use crate::template::{TASK_STATUS_KEY, TASK_STATUSES_KEY, Templates};
 
@@ -624,13 +624,13 @@ impl Conductor {
             Some(self.wf_id.clone()),
             &self.secrets,
         );
-        if let Some(entry) = self
+        if let Some((entry, runner)) = self
             .catalog
             .action(&planned.action)
             .filter(|e| e.runner.traits().inline)
+            .and_then(|e| Some((e, self.host.runners.get(e.runner.name)?)))
         {
-            let outcome = entry
-                .runner
+            let outcome = runner
                 .run(RunContext {
                     execution_id: id,
                     action: entry.action.clone(),
@@ -641,7 +641,7 @@ impl Conductor {
                     cancel: CancellationToken::new(),
                     host: self.host.clone(),
                     secrets: new.secrets.clone(),
-                    output: crate::runners::OutputSink::default(),
+                    output: crate::runners::output::OutputSink::default(),
                 })
                 .await;
             let status = outcome.status.as_str().to_owned();

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::parked;
 use crate::execution::{ExecutionContext, ExecutionStatus, new_id, now_ms};
 use crate::pack::ParamSpec;
-use crate::runners::{RunContext, RunOutcome, Runner, runner_param};
+use crate::runner::{RunContext, RunOutcome, Runner, runner_param};
 use crate::store::{AuditEntry, NewInquiry};
 
 pub struct Inquirer;

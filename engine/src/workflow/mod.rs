@@ -14,15 +14,10 @@ pub mod spec;
 use std::collections::BTreeMap;
 
 use crate::pack::ParamSpec;
-use crate::runners::{RunContext, RunOutcome, Runner};
+use crate::runner::{RunContext, RunOutcome, Runner};
 
 pub(crate) use conductor::parked;
-pub use spec::WorkflowSpec;
-
-/// Whether `runner` names the workflow runner.
-pub fn is_workflow_runner(runner: &str) -> bool {
-    runner == "orquesta" || runner == "workflow"
-}
+pub use spec::{WorkflowSpec, is_workflow_runner};
 
 /// The workflow runner, under both of its names.
 pub struct WorkflowRunner {
