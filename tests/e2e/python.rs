@@ -126,21 +126,9 @@ async fn python_actions_run_as_stackstorm_runs_them(backend: Backend) -> Result<
         ("pyops.kv_cmd", "kv-s3cret-5b1e", "kv=******** length=14\n"),
     ] {
         let id = server.create_execution(action, json!({"hold": 2})).await?;
-        let mut seen_running = false;
-        for _ in 0..1200 {
-            let (_, view) = server.get(&format!("/api/v1/executions/{id}")).await?;
-            let cmdlines = tokio::task::spawn_blocking(crate::runners::all_command_lines).await??;
-            ensure!(
-                !cmdlines.iter().any(|c| c.contains(secret)),
-                "{action}: the secret is on a command line"
-            );
-            if view["status"] == "running" && crate::runners::has_printed(&server, &id).await? {
-                seen_running = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        ensure!(seen_running, "{action}: never saw the command running");
+        crate::runners::wait_running_without(&server, &id, secret)
+            .await
+            .with_context(|| action.to_owned())?;
         server.engine.wait_for(&id, WAIT).await?;
         let (_, view) = server.get(&format!("/api/v1/executions/{id}")).await?;
         assert_eq!(view["status"], "succeeded", "{view}");
@@ -238,29 +226,7 @@ async fn python_actions_run_as_stackstorm_runs_them(backend: Backend) -> Result<
     // "running" is stored before the interpreter has the parameters (venv
     // lookup, run directory), so look until the action has printed; every
     // look checks for the secret.
-    let mut seen_running = false;
-    for _ in 0..1200 {
-        let (_, view) = server.get(&format!("/api/v1/executions/{id}")).await?;
-        let cmdlines = tokio::task::spawn_blocking(crate::runners::all_command_lines).await??;
-        ensure!(
-            !cmdlines.iter().any(|c| c.contains(SECRET)),
-            "the secret is on a command line"
-        );
-        if view["status"] == "running" && crate::runners::has_printed(&server, &id).await? {
-            seen_running = true;
-            break;
-        }
-        if !["requested", "scheduled", "running"]
-            .contains(&view["status"].as_str().unwrap_or_default())
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    ensure!(
-        seen_running,
-        "never saw the interpreter running (it holds for 3 s)"
-    );
+    crate::runners::wait_running_without(&server, &id, SECRET).await?;
     server.engine.wait_for(&id, WAIT).await?;
     let (_, view) = server.get(&format!("/api/v1/executions/{id}")).await?;
     assert_eq!(view["status"], "succeeded", "{view}");

@@ -119,15 +119,24 @@ async fn finish(server: &TestServer, id: &str) -> Result<Value> {
 /// Poll until the run's process is up (its status says running and it has
 /// printed its first line), checking every command line for the secret meanwhile.
 async fn wait_running(server: &TestServer, id: &str) -> Result<()> {
+    wait_running_without(server, id, SECRET).await
+}
+
+/// [`wait_running`] for another `secret`.
+pub(crate) async fn wait_running_without(
+    server: &TestServer,
+    id: &str,
+    secret: &str,
+) -> Result<()> {
     for _ in 0..2400 {
         let v = view(server, id).await?;
         let cmdlines = tokio::task::spawn_blocking(all_command_lines).await??;
         ensure!(
-            !cmdlines.iter().any(|c| c.contains(SECRET)),
+            !cmdlines.iter().any(|c| c.contains(secret)),
             "the secret is on a command line: {:?}",
             cmdlines
                 .iter()
-                .filter(|c| c.contains(SECRET))
+                .filter(|c| c.contains(secret))
                 .collect::<Vec<_>>()
         );
         if v["status"] == "running" && has_printed(server, id).await? {
