@@ -13,13 +13,13 @@ use serde_json::{Map, Value};
 
 use crate::template::Templates;
 
-/// Engine commands usable in `do` instead of a task name.
 /// Whether `runner` names the workflow runner (whose actions' `entry_point`
 /// is a workflow definition).
 pub fn is_workflow_runner(runner: &str) -> bool {
     runner == "orquesta" || runner == "workflow"
 }
 
+/// Engine commands usable in `do` instead of a task name.
 pub const COMMANDS: [&str; 4] = ["continue", "noop", "fail", "retry"];
 
 /// A problem in a workflow definition.
