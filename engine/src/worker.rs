@@ -279,9 +279,10 @@ impl Worker {
                 .map(|s| (finished_at - s) as f64 / 1000.0),
         );
         let catalog = self.host.catalog.current();
-        let events = self
+        let (events, notices) = self
             .finish_events(&catalog, &model, &outcome, started_at, finished_at)
             .await;
+        let notifies = !notices.is_empty();
         let completion = Completion {
             id: model.id.clone(),
             lease_owner: self.node_id.clone(),
@@ -296,14 +297,19 @@ impl Worker {
                 .filter(|_| outcome.status != ExecutionStatus::Succeeded),
             started_at,
             finished_at,
+            notices,
         };
         tracing::debug!(execution = %model.id, action = %model.action, status = %completion.status, "execution finished");
         self.intake.complete(completion, events).await;
+        if notifies {
+            // Chat nodes wait for this to look at the outbox.
+            self.host.inquiries.notify_waiters();
+        }
     }
 
     /// The trigger events a finished run fires (only those some rule listens to), and
-    /// its `notify:` messages, queued in the outbox before the run is recorded as
-    /// finished so a crash in between repeats a message rather than losing it.
+    /// its `notify:` messages, stored in the commit that records the end (so a node
+    /// that lost its lease, whose end is not stored, posts nothing).
     async fn finish_events(
         &self,
         catalog: &crate::catalog::Catalog,
@@ -311,7 +317,7 @@ impl Worker {
         outcome: &RunOutcome,
         started_at: Option<i64>,
         finished_at: i64,
-    ) -> Vec<ExecutionEvent> {
+    ) -> (Vec<ExecutionEvent>, Vec<crate::store::NewOutboxRow>) {
         use crate::triggers::{ACTION_TRIGGER, EXECUTION, NOTIFY_TRIGGER};
         let action = catalog
             .action(&model.action)
@@ -322,7 +328,7 @@ impl Worker {
             && !catalog.has_rules_for(EXECUTION)
             && !catalog.has_rules_for(ACTION_TRIGGER)
         {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         let secrets = Secrets::from_stored(model.secrets.as_deref());
         let params: Value = serde_json::from_str(&model.parameters).unwrap_or(Value::Null);
@@ -365,8 +371,9 @@ impl Worker {
             ));
         }
         let Some(action) = action else {
-            return events;
+            return (events, Vec::new());
         };
+        let mut notices = Vec::new();
         let succeeded = outcome.status == ExecutionStatus::Succeeded;
         let origin: Option<crate::execution::ChatOrigin> = context
             .get("chat")
@@ -408,17 +415,9 @@ impl Worker {
                 channels.push(format!("{}:{}", origin.platform, origin.channel));
             }
             for channel in &channels {
-                if let Err(e) = self
-                    .host
-                    .store
-                    .queue_chat_message(&model.id, channel, &message, None)
-                    .await
-                {
-                    tracing::error!(execution = %model.id, %channel, error = %e, "queueing a notify message failed");
-                }
-            }
-            if !channels.is_empty() {
-                self.host.inquiries.notify_waiters();
+                notices.push(crate::store::NewOutboxRow::notice(
+                    &model.id, channel, &message, None,
+                ));
             }
             if catalog.has_rules_for(NOTIFY_TRIGGER) {
                 let routes = if spec.routes.is_empty() {
@@ -446,7 +445,7 @@ impl Worker {
                 }
             }
         }
-        events
+        (events, notices)
     }
 
     async fn run(&self, model: &execution::Model, cancel: CancellationToken) -> RunOutcome {

@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use anyhow::Result;
 use serde_json::json;
 use squall_engine::execution::{ExecutionStatus, new_id, now_ms};
-use squall_engine::store::{Completion, ExecutionFilter, NewExecution, Store, WriteBatch};
+use squall_engine::store::{
+    Completion, ExecutionFilter, NewExecution, NewOutboxRow, Store, WriteBatch,
+};
 use squall_tests::{Backend, TestDb};
 
 use crate::server::TestServer;
@@ -82,6 +84,7 @@ async fn a_database_from_the_previous_version_upgrades_in_place(backend: Backend
             exit_code: Some(1),
             error: Some("boom".into()),
             retry: Some(squall_engine::runners::Retry::MayHelp),
+            notices: Vec::new(),
             started_at: None,
             finished_at: now_ms(),
         })
@@ -139,6 +142,7 @@ async fn completions_store_the_run_times_the_worker_measured(backend: Backend) -
         exit_code: Some(0),
         error: None,
         retry: None,
+        notices: Vec::new(),
         started_at,
         finished_at: ran_to,
     };
@@ -246,6 +250,13 @@ async fn completion_from_a_node_that_lost_its_lease_is_ignored(backend: Backend)
         exit_code: Some(0),
         error: None,
         retry: None,
+        // Its notify message goes out only with the completion that is stored.
+        notices: vec![NewOutboxRow::notice(
+            &id,
+            "ops",
+            &json!({"text": format!("done by {owner}")}),
+            None,
+        )],
         started_at: None,
         finished_at: now_ms(),
     };
@@ -279,6 +290,13 @@ async fn completion_from_a_node_that_lost_its_lease_is_ignored(backend: Backend)
         store.get_execution(&id).await?.expect("exists").finished_at,
         finished.finished_at
     );
+    let sent: Vec<String> = store
+        .chat_messages_of(&id)
+        .await?
+        .into_iter()
+        .map(|m| m.message)
+        .collect();
+    assert_eq!(sent, vec![r#"{"text":"done by a"}"#.to_owned()]);
     db.cleanup().await
 }
 

@@ -86,6 +86,31 @@ pub struct NewOutboxRow {
 }
 
 impl NewOutboxRow {
+    /// A notice about `execution_id` for `target` (a channel name or
+    /// `platform:room`), deliverable when stored.
+    pub fn notice(
+        execution_id: &str,
+        target: &str,
+        message: &Value,
+        thread_key: Option<&str>,
+    ) -> Self {
+        Self {
+            kind: OutboxKind::Notice,
+            execution_id: Some(execution_id.to_owned()),
+            inquiry_id: None,
+            platform: None,
+            channel: None,
+            thread: None,
+            target: target.to_owned(),
+            message: message.clone(),
+            thread_key: thread_key.map(str::to_owned),
+            edit_of: None,
+            ready_at: None,
+        }
+    }
+}
+
+impl NewOutboxRow {
     /// A row going back to where a chat command came from.
     pub fn to_origin(kind: OutboxKind, origin: &ChatOrigin, message: Value) -> Self {
         Self {
@@ -292,19 +317,12 @@ impl Store {
         message: &Value,
         thread_key: Option<&str>,
     ) -> Result<String, StoreError> {
-        self.queue_outbox(NewOutboxRow {
-            kind: OutboxKind::Notice,
-            execution_id: Some(execution_id.to_owned()),
-            inquiry_id: None,
-            platform: None,
-            channel: None,
-            thread: None,
-            target: target.to_owned(),
-            message: message.clone(),
-            thread_key: thread_key.map(str::to_owned),
-            edit_of: None,
-            ready_at: None,
-        })
+        self.queue_outbox(NewOutboxRow::notice(
+            execution_id,
+            target,
+            message,
+            thread_key,
+        ))
         .await
     }
 

@@ -43,6 +43,9 @@ pub struct Completion {
     pub error: Option<String>,
     /// Whether a retry can help, when a failed run says.
     pub retry: Option<crate::runner::Retry>,
+    /// Chat messages the end sends (`notify:`), written in the same commit
+    /// when, and only when, this completion is the one stored.
+    pub notices: Vec<super::NewOutboxRow>,
     /// When the run began and ended (ms), as the worker measured it. The
     /// claim's own time is when the claim was asked for (under load, before
     /// the row even existed), and completions are written in batches (the
@@ -124,11 +127,13 @@ pub(super) async fn insert_executions(
 /// Completions per UPDATE statement (11 bound values each).
 const COMPLETION_CHUNK: usize = 256;
 
+/// Store the completions whose lease still holds; returns the ids stored.
 pub(super) async fn apply_completions(
     txn: &DatabaseTransaction,
     completions: &[Completion],
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut applied = std::collections::HashSet::new();
     let backend = txn.get_database_backend();
     // One statement per chunk: each statement is a round trip to the database
     // driver, and completions arrive by the thousand.
@@ -141,7 +146,8 @@ pub(super) async fn apply_completions(
                  stderr = v.column6, exit_code = v.column7, error = v.column8, finished_at = v.column9, \
                  started_at = COALESCE(v.column10, executions.started_at), retry = v.column11, updated_at = ?, lease_owner = NULL, lease_expires_at = NULL \
                  FROM (VALUES {rows}) AS v WHERE executions.id = v.column1 \
-                 AND executions.lease_owner = v.column2 AND executions.status IN ('running', 'canceling', 'pausing')"
+                 AND executions.lease_owner = v.column2 AND executions.status IN ('running', 'canceling', 'pausing') \
+                 RETURNING id"
             ),
         );
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 11 + 1);
@@ -160,10 +166,14 @@ pub(super) async fn apply_completions(
             values.push(c.started_at.into());
             values.push(c.retry.map(crate::runner::Retry::as_str).into());
         }
-        txn.execute_raw(Statement::from_sql_and_values(backend, &sql, values))
-            .await?;
+        for row in txn
+            .query_all_raw(Statement::from_sql_and_values(backend, &sql, values))
+            .await?
+        {
+            applied.insert(row.try_get::<String>("", "id")?);
+        }
     }
-    Ok(())
+    Ok(applied)
 }
 
 /// Rewrite `?` placeholders as `$n` for PostgreSQL.

@@ -268,7 +268,18 @@ impl Store {
                 .await?;
         }
         executions::insert_executions(&txn, &batch.executions, now).await?;
-        executions::apply_completions(&txn, &batch.completions, now).await?;
+        let applied = executions::apply_completions(&txn, &batch.completions, now).await?;
+        // A completion from a node that lost its lease is not stored, and
+        // neither are its notices: the run that is stored sends its own.
+        let notices: Vec<NewOutboxRow> = batch
+            .completions
+            .iter()
+            .filter(|c| applied.contains(&c.id))
+            .flat_map(|c| c.notices.iter().cloned())
+            .collect();
+        if !notices.is_empty() {
+            chat::insert_outbox(&txn, notices, now).await?;
+        }
         if !batch.completions.is_empty() {
             // The final chat message of what just ended becomes deliverable
             // in the same commit as the end itself.
