@@ -124,6 +124,12 @@ async fn python_actions_run_as_stackstorm_runs_them(backend: Backend) -> Result<
             "config=******** length=23 quoted=********\n",
         ),
         ("pyops.kv_cmd", "kv-s3cret-5b1e", "kv=******** length=14\n"),
+        // A filter sees the real value (not a stand-in for it).
+        (
+            "pyops.config_filter_cmd",
+            "pyops-config-token-4711",
+            "token=******** length=23\n",
+        ),
     ] {
         let id = server.create_execution(action, json!({"hold": 2})).await?;
         crate::runners::wait_running_without(&server, &id, secret)

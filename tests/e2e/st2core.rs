@@ -246,7 +246,7 @@ async fn a_broken_core_config_keeps_the_core_pack() -> Result<()> {
     std::fs::create_dir_all(tmp.path().join("configs"))?;
     std::fs::write(
         tmp.path().join("configs/core.yaml"),
-        "smtp_port: not-a-port\nsmtp_password: broken-s3cret-9\n",
+        "smtp_host: mail.example.com\nsmtp_port: not-a-port\nsmtp_password: broken-s3cret-9\n",
     )?;
     let server = TestServer::start_with(Backend::Sqlite, |c| c.packs = vec![packs.clone()]).await?;
     // core.local and the rest of core still run.
@@ -264,16 +264,13 @@ async fn a_broken_core_config_keeps_the_core_pack() -> Result<()> {
         .find(|w| w.contains("smtp_port"))
         .context("a warning about smtp_port")?;
     assert!(
-        warning.contains("the built-in pack core loads without this file"),
+        warning.contains("the built-in pack core loads without this setting"),
         "{warning}"
     );
-    // Without the file, its schema's defaults apply.
-    assert_eq!(
-        catalog
-            .pack_config("core")
-            .map(|c| c.values["smtp_port"].clone()),
-        Some(json!(25))
-    );
+    // The broken setting takes its schema default; the good ones stay.
+    let config = catalog.pack_config("core").context("core's config")?;
+    assert_eq!(config.values["smtp_port"], json!(25));
+    assert_eq!(config.values["smtp_host"], json!("mail.example.com"));
     server.stop().await
 }
 

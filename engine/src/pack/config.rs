@@ -8,6 +8,7 @@
 //! `{{ config_context.x }}`; the values of `secret: true` settings are masked wherever
 //! an execution shows them.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -69,27 +70,21 @@ pub fn load(
     schema: Option<&Value>,
     configs_dir: Option<&Path>,
 ) -> Loaded {
-    let file = config_file(pack_dir, pack, configs_dir).filter(|f| f.is_file());
-    load_from(pack_dir, pack, schema, configs_dir, file)
+    load_without(pack_dir, pack, schema, configs_dir, &BTreeSet::new())
 }
 
-/// `pack`'s configuration as if it had no config file: its schema's defaults.
-pub fn defaults_only(
+/// [`load`] ignoring the file's top-level settings named in `skip` (their
+/// schema defaults apply); `""` in `skip` ignores the whole file.
+pub fn load_without(
     pack_dir: &Path,
     pack: &str,
     schema: Option<&Value>,
     configs_dir: Option<&Path>,
+    skip: &BTreeSet<String>,
 ) -> Loaded {
-    load_from(pack_dir, pack, schema, configs_dir, None)
-}
-
-fn load_from(
-    pack_dir: &Path,
-    pack: &str,
-    schema: Option<&Value>,
-    configs_dir: Option<&Path>,
-    file: Option<PathBuf>,
-) -> Loaded {
+    let file = config_file(pack_dir, pack, configs_dir)
+        .filter(|f| f.is_file())
+        .filter(|_| !skip.contains(""));
     let schema_file = pack_dir.join("config.schema.yaml");
     let mut loaded = Loaded::default();
     let mut values = Map::new();
@@ -103,7 +98,10 @@ fn load_from(
             .map_err(|e| e.to_string())
             .and_then(|text| yaml_serde::from_str::<Value>(&text).map_err(|e| e.to_string()))
         {
-            Ok(Value::Object(map)) => values = map,
+            Ok(Value::Object(map)) => {
+                values = map;
+                values.retain(|name, _| !skip.contains(name));
+            }
             Ok(Value::Null) => {}
             Ok(other) => loaded.errors.push(problem(format!(
                 "a pack config must be a mapping of setting to value, not {}",

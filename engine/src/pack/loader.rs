@@ -392,20 +392,34 @@ fn load_pack(
         };
         if !loaded.errors.is_empty() && super::builtin::is_builtin(dir) {
             // A built-in pack holds what every squall needs (core.local, the chat
-            // commands): a broken config file of it must not take those away. It
-            // loads with its schema's defaults, and says loudly why.
-            let broken = std::mem::take(&mut loaded.errors);
-            loaded = super::config::defaults_only(
+            // commands): a broken setting in its config file must not take those
+            // away. It loads without the broken settings (their schema defaults
+            // apply), and says loudly why.
+            let mut broken = std::mem::take(&mut loaded.errors);
+            let skip: std::collections::BTreeSet<String> = broken
+                .iter()
+                .map(|p| p.field.split('.').next().unwrap_or_default().to_owned())
+                .collect();
+            loaded = super::config::load_without(
                 dir,
                 &meta.name,
                 schema.as_ref(),
                 opts.configs_dir.as_deref(),
+                &skip,
             );
+            // What is left (a required setting the file now lacks) warns too.
+            broken.extend(std::mem::take(&mut loaded.errors));
             warnings.extend(broken.into_iter().map(|p| PackError {
                 reason: format!(
-                    "{}; the built-in pack {} loads without this file (its schema's \
-                     defaults apply until it is fixed)",
-                    p.reason, meta.name
+                    "{}; the built-in pack {} loads without {} (the schema's default \
+                     applies until it is fixed)",
+                    p.reason,
+                    meta.name,
+                    if p.field.is_empty() {
+                        "this file"
+                    } else {
+                        "this setting"
+                    }
                 ),
                 ..as_error(p)
             }));

@@ -69,21 +69,28 @@ fn explain(err: &reqwest::Error, verify: bool) -> String {
 }
 
 /// A request that got no answer: a bad URL, a refused certificate, TLS
-/// spoken to a plain port or a redirect loop stay so; a refused connection, a reset or a name that did
-/// not resolve may pass.
-fn send_failure_retry(err: &reqwest::Error, text: &str) -> Retry {
-    let lower = text.to_lowercase();
+/// spoken to a plain port or a redirect loop stay so; a refused connection, a
+/// reset or a name that did not resolve may pass. Read from the error's causes,
+/// never from the URL (`https://ssl.example.com` says nothing).
+fn send_failure_retry(err: &reqwest::Error) -> Retry {
+    let mut causes = String::new();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        causes.push_str(&cause.to_string().to_lowercase());
+        causes.push('\n');
+        source = cause.source();
+    }
     if err.is_builder()
         || err.is_redirect()
         || [
             "certificate",
             "unknownissuer",
-            "tls",
-            "ssl",
             "corrupt message",
+            "invalidcontenttype",
+            "wrong version number",
         ]
         .iter()
-        .any(|word| lower.contains(word))
+        .any(|word| causes.contains(word))
     {
         Retry::WontHelp
     } else {
@@ -220,9 +227,11 @@ impl Runner for HttpRequest {
                 };
             }
             Err(err) => {
-                let text = explain(&err, verify);
-                return RunOutcome::failed(format!("request to {url} failed: {text}"))
-                    .retry(send_failure_retry(&err, &text));
+                return RunOutcome::failed(format!(
+                    "request to {url} failed: {}",
+                    explain(&err, verify)
+                ))
+                .retry(send_failure_retry(&err));
             }
         };
         let status_code = response.status().as_u16();

@@ -187,20 +187,41 @@ impl Runner for LocalShellCmd {
 /// - a secret setting of the pack config read through `config_context`, and a
 ///   datastore secret a `cmd` default read (rendered before the run, quoted),
 ///   as `SQUALL_SECRET_<n>`, returned with the command for the process's
-///   environment.
+///   environment (only those the command uses).
+///
+/// Secret parameters and config settings are rendered as placeholders first;
+/// when a filter or an expression changed one (`| urlencode`, `| length`), the
+/// placeholder rendering would run something else, so the command is rendered
+/// with the real values and only whole occurrences of each secret are hidden.
 fn render_command(
     ctx: &RunContext,
     template: &str,
 ) -> Result<(String, BTreeMap<String, String>), String> {
     let nonce: u64 = rand::random();
-    let mut params = ctx.parameters.clone();
-    // (placeholder rendered into the command, variable it stands for)
-    let mut hidden: Vec<(String, String)> = Vec::new();
-    let mut extra_env = BTreeMap::new();
+    let mut real = ctx.parameters.clone();
+    // What an action's own `cmd` default may read besides its parameters, as
+    // StackStorm renders defaults (looked up only for a command that reads them).
+    let mut config_secrets = crate::secrets::Secrets::default();
+    if template.contains("config_context") && !real.contains_key("config_context") {
+        let catalog = ctx.host.catalog.current();
+        let config = catalog.pack_config(&ctx.action.pack);
+        config_secrets = config.map(|c| c.secrets()).unwrap_or_default();
+        real.insert(
+            "config_context".into(),
+            config.map_or_else(|| serde_json::json!({}), |c| c.values.clone()),
+        );
+    }
+    if template.contains("action_context") {
+        real.entry("action_context").or_insert_with(|| {
+            crate::execution::action_context(&ctx.action.reference(), ctx.user.as_deref())
+        });
+    }
+    let mut masked = real.clone();
+    let mut hidden: Vec<Hidden> = Vec::new();
     for (name, spec) in &ctx.action.parameters {
-        if !spec.secret || params.get(name).is_none_or(Value::is_null) {
+        let Some(value) = real.get(name).filter(|v| spec.secret && !v.is_null()) else {
             continue;
-        }
+        };
         if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(format!(
                 "secret parameter {name:?} cannot be passed through the environment; \
@@ -208,64 +229,106 @@ fn render_command(
             ));
         }
         let placeholder = format!("__squall_secret_{nonce:016x}_{}__", hidden.len());
-        params.insert(name.clone(), Value::String(placeholder.clone()));
-        hidden.push((placeholder, format!("ST2_ACTION_{}", name.to_uppercase())));
+        hidden.push(Hidden {
+            placeholder: placeholder.clone(),
+            value: value_to_arg(value),
+            var: Some(format!("ST2_ACTION_{}", name.to_uppercase())),
+        });
+        masked.insert(name.clone(), Value::String(placeholder));
     }
-    // What an action's own `cmd` default may read besides its parameters, as
-    // StackStorm renders defaults (looked up only for a command that reads them).
-    if template.contains("config_context") && !params.contains_key("config_context") {
-        let catalog = ctx.host.catalog.current();
-        let config = catalog.pack_config(&ctx.action.pack);
-        let mut values = config.map_or_else(|| serde_json::json!({}), |c| c.values.clone());
-        if let Some(config) = config {
-            let secrets = config.secrets();
-            replace_strings(&mut values, &mut |text| {
-                if !secrets.contains(text) {
-                    return None;
-                }
-                let n = extra_env.len();
-                let placeholder = format!("__squall_secret_{nonce:016x}_c{n}__");
-                let var = format!("SQUALL_SECRET_{n}");
-                extra_env.insert(var.clone(), text.to_owned());
-                hidden.push((placeholder.clone(), var));
-                Some(placeholder)
+    if let Some(config) = masked.get_mut("config_context") {
+        replace_strings(config, &mut |text| {
+            if !config_secrets.contains(text) {
+                return None;
+            }
+            let placeholder = format!("__squall_secret_{nonce:016x}_{}__", hidden.len());
+            hidden.push(Hidden {
+                placeholder: placeholder.clone(),
+                value: text.to_owned(),
+                var: None,
             });
-        }
-        params.insert("config_context".into(), values);
-    }
-    if template.contains("action_context") {
-        params.entry("action_context").or_insert_with(|| {
-            crate::execution::action_context(&ctx.action.reference(), ctx.user.as_deref())
+            Some(placeholder)
         });
     }
-    let mut command = ctx
-        .templates
-        .render_shell(template, &Value::Object(params))
-        .map_err(|e| e.to_string())?;
-    for (placeholder, var) in &hidden {
-        command = refer_to_variable(&command, placeholder, var, false);
+    let render = |params: Map<String, Value>| {
+        ctx.templates
+            .render_shell(template, &Value::Object(params))
+            .map_err(|e| e.to_string())
+    };
+    let plain = render(real)?;
+    let mut extra_env = BTreeMap::new();
+    let mut command = plain.clone();
+    let mut search: Vec<String> = ctx.secrets.iter().map(str::to_owned).collect();
+    if !hidden.is_empty() {
+        let with_placeholders = render(masked)?;
+        if same_words(&with_placeholders, &plain, &hidden) {
+            command = with_placeholders;
+            for h in &hidden {
+                if !command.contains(&h.placeholder) {
+                    continue;
+                }
+                let var = h.var.clone().unwrap_or_else(|| {
+                    let var = format!("SQUALL_SECRET_{}", extra_env.len());
+                    extra_env.insert(var.clone(), h.value.clone());
+                    var
+                });
+                command = refer_to_variable(&command, &h.placeholder, &var, Match::Anywhere);
+            }
+        } else {
+            search.extend(hidden.iter().map(|h| h.value.clone()));
+        }
     }
-    // Secret values already in the command: a `cmd` default that read the
+    // Secret values in the command as they are: a `cmd` default that read the
     // datastore was rendered (each value quoted as one word) before the run.
-    for secret in ctx.secrets.iter() {
+    for secret in search {
         if secret.len() < crate::secrets::MIN_SCRUB_LEN {
             continue;
         }
-        let Ok(word) = crate::template::shell_word(secret) else {
+        let Ok(word) = crate::template::shell_word(&secret) else {
             continue;
         };
         if !command.contains(&word) {
             continue;
         }
         let var = format!("SQUALL_SECRET_{}", extra_env.len());
-        let bare = word == secret;
-        let replaced = refer_to_variable(&command, &word, &var, bare);
+        let how = if word == secret {
+            Match::Bare
+        } else {
+            Match::Anywhere
+        };
+        let replaced = refer_to_variable(&command, &word, &var, how);
         if replaced != command {
-            extra_env.insert(var, secret.to_owned());
+            extra_env.insert(var, secret);
             command = replaced;
         }
     }
     Ok((command, extra_env))
+}
+
+/// A secret rendered as a placeholder.
+struct Hidden {
+    placeholder: String,
+    value: String,
+    /// The variable already holding it (a secret parameter's `ST2_ACTION_*`).
+    var: Option<String>,
+}
+
+/// Whether the command rendered with placeholders is the one rendered with
+/// the real values once each placeholder stands for its value: the same shell
+/// words (no filter or expression changed a secret on the way).
+fn same_words(with_placeholders: &str, plain: &str, hidden: &[Hidden]) -> bool {
+    let (Some(words), Some(plain)) = (shlex::split(with_placeholders), shlex::split(plain)) else {
+        return false;
+    };
+    let words: Vec<String> = words
+        .into_iter()
+        .map(|word| {
+            hidden
+                .iter()
+                .fold(word, |w, h| w.replace(&h.placeholder, &h.value))
+        })
+        .collect();
+    words == plain
 }
 
 /// Replace every string in `value` that `f` maps to something.
@@ -282,20 +345,30 @@ fn replace_strings(value: &mut Value, f: &mut impl FnMut(&str) -> Option<String>
     }
 }
 
+/// Where [`refer_to_variable`] may replace a word.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Match {
+    /// A placeholder or a quoted word: wherever it occurs.
+    Anywhere,
+    /// A word that needed no quoting: also inside longer words (`-p<secret>`,
+    /// `user:<secret>`, which expand to the same text), but not where the
+    /// shell would read it as something else: part of a `$name`, `${name}` or
+    /// `~user`, an assignment's name, or a keyword.
+    Bare,
+}
+
 /// Replace each `word` in `command` with a reference to `var` that expands to
-/// the same text, whatever quotes it sits in. A `bare` word (one that needed no
-/// quoting) is replaced only where it stands alone, not inside a longer word
-/// (nor where it would be a shell keyword, which a variable cannot be).
-fn refer_to_variable(command: &str, word: &str, var: &str, bare: bool) -> String {
+/// the same text, whatever quotes it sits in. In a comment, or a heredoc that
+/// expands nothing, it is left as it is.
+fn refer_to_variable(command: &str, word: &str, var: &str, how: Match) -> String {
     const KEYWORDS: [&str; 16] = [
         "if", "then", "else", "elif", "fi", "for", "while", "until", "do", "done", "case", "esac",
         "in", "function", "select", "time",
     ];
-    if bare && KEYWORDS.contains(&word) {
+    if how == Match::Bare && KEYWORDS.contains(&word) {
         return command.to_owned();
     }
-    let standalone =
-        |c: Option<char>| c.is_none_or(|c| c.is_whitespace() || ";|&()<>=\"'`,".contains(c));
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut out = String::with_capacity(command.len());
     let mut done = 0;
     for (at, _) in command.match_indices(word) {
@@ -304,51 +377,179 @@ fn refer_to_variable(command: &str, word: &str, var: &str, bare: bool) -> String
         }
         let before = &command[..at];
         let after = &command[at + word.len()..];
-        if bare && !(standalone(before.chars().next_back()) && standalone(after.chars().next())) {
-            continue;
+        if how == Match::Bare {
+            // The name-ish run this occurrence continues, and what precedes it.
+            let run_start = before.trim_end_matches(is_name);
+            let lead = run_start.chars().next_back();
+            let starts_word = lead.is_none_or(|c| c.is_whitespace() || ";|&(".contains(c));
+            if matches!(lead, Some('$' | '{' | '~'))
+                || (starts_word && run_start.len() == before.len() && after.starts_with('='))
+            {
+                continue;
+            }
         }
-        out.push_str(&command[done..at]);
-        out.push_str(&match quote_state(before) {
+        let reference = match quote_state(before) {
             Quote::None => format!("\"${{{var}}}\""),
-            Quote::Double => format!("${{{var}}}"),
+            Quote::Double | Quote::Heredoc { expands: true } => format!("${{{var}}}"),
             // Close the quotes, expand, reopen: the same word.
             Quote::Single => format!("'\"${{{var}}}\"'"),
-        });
+            Quote::Comment | Quote::Heredoc { expands: false } => continue,
+        };
+        out.push_str(&command[done..at]);
+        out.push_str(&reference);
         done = at + word.len();
     }
     out.push_str(&command[done..]);
     out
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Quote {
     None,
     Single,
     Double,
+    /// After a `#` that starts a comment, to the end of its line.
+    Comment,
+    /// In a heredoc's body; `expands` unless its delimiter was quoted.
+    Heredoc {
+        expands: bool,
+    },
 }
 
-/// Whether the end of `prefix` lies inside single quotes, double quotes or neither.
+/// What the end of `prefix` lies in: quotes, a comment, a heredoc or nothing.
 fn quote_state(prefix: &str) -> Quote {
+    // Heredocs whose bodies start after the current line: (delimiter, expands, strip tabs).
+    let mut pending: Vec<(String, bool, bool)> = Vec::new();
+    let mut body: Option<(String, bool, bool)> = None;
     let mut state = Quote::None;
     let mut escaped = false;
-    for c in prefix.chars() {
-        state = match (state, c) {
-            (Quote::Single, '\'') => Quote::None,
-            (Quote::Single, _) => Quote::Single,
-            (s, _) if escaped => {
-                escaped = false;
-                s
+    let mut line_start = 0;
+    let bytes = prefix.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if let Some((delim, _, strip)) = &body {
+            if c == b'\n' {
+                let line = &prefix[line_start..i];
+                let line = if *strip {
+                    line.trim_start_matches('\t')
+                } else {
+                    line
+                };
+                if line == delim {
+                    body = (!pending.is_empty()).then(|| pending.remove(0));
+                    state = body
+                        .as_ref()
+                        .map_or(Quote::None, |(_, expands, _)| Quote::Heredoc {
+                            expands: *expands,
+                        });
+                }
+                line_start = i + 1;
             }
-            (s, '\\') => {
-                escaped = true;
-                s
+            i += 1;
+            continue;
+        }
+        match state {
+            Quote::Single => {
+                if c == b'\'' {
+                    state = Quote::None;
+                }
             }
-            (Quote::None, '\'') => Quote::Single,
-            (Quote::None, '"') => Quote::Double,
-            (Quote::Double, '"') => Quote::None,
-            (s, _) => s,
-        };
+            Quote::Double => {
+                if escaped {
+                    escaped = false;
+                } else if c == b'\\' {
+                    escaped = true;
+                } else if c == b'"' {
+                    state = Quote::None;
+                }
+            }
+            Quote::Comment => {
+                if c == b'\n' {
+                    state = Quote::None;
+                }
+            }
+            Quote::Heredoc { .. } => {}
+            Quote::None => {
+                if escaped {
+                    escaped = false;
+                } else {
+                    match c {
+                        b'\\' => escaped = true,
+                        b'\'' => state = Quote::Single,
+                        b'"' => state = Quote::Double,
+                        b'#' if i == 0
+                            || matches!(
+                                bytes[i - 1],
+                                b' ' | b'\t' | b'\n' | b';' | b'&' | b'|' | b'('
+                            ) =>
+                        {
+                            state = Quote::Comment;
+                        }
+                        b'<' if bytes.get(i + 1) == Some(&b'<')
+                            && bytes.get(i + 2) != Some(&b'<') =>
+                        {
+                            let (heredoc, next) = heredoc_delimiter(prefix, i + 2);
+                            pending.extend(heredoc);
+                            i = next;
+                            continue;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if c == b'\n' {
+            line_start = i + 1;
+            if state == Quote::None && !pending.is_empty() {
+                let next = pending.remove(0);
+                state = Quote::Heredoc { expands: next.1 };
+                body = Some(next);
+            }
+        }
+        i += 1;
     }
     state
+}
+
+/// The heredoc delimiter after `<<` (at `from`): (delimiter, expands, strips
+/// tabs), and where the scan goes on.
+fn heredoc_delimiter(text: &str, from: usize) -> (Option<(String, bool, bool)>, usize) {
+    let bytes = text.as_bytes();
+    let mut i = from;
+    let strip = bytes.get(i) == Some(&b'-');
+    if strip {
+        i += 1;
+    }
+    while matches!(bytes.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    let mut delimiter = String::new();
+    let mut quoted = false;
+    while let Some(&c) = bytes.get(i) {
+        match c {
+            b'\'' | b'"' => {
+                quoted = true;
+                let end = text[i + 1..]
+                    .find(c as char)
+                    .map_or(text.len(), |e| i + 1 + e);
+                delimiter.push_str(&text[i + 1..end]);
+                i = (end + 1).min(text.len());
+            }
+            b'\\' => {
+                quoted = true;
+                i += 1;
+            }
+            c if c.is_ascii_whitespace() || b";&|()<>".contains(&c) => break,
+            _ => {
+                let ch = text[i..].chars().next().unwrap_or_default();
+                delimiter.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+    }
+    let heredoc = (!delimiter.is_empty()).then_some((delimiter, !quoted, strip));
+    (heredoc, i)
 }
 
 pub struct LocalShellScript;
@@ -487,46 +688,93 @@ mod tests {
     fn a_secret_word_becomes_a_variable_in_any_quotes() {
         let var = "SQUALL_SECRET_0";
         assert_eq!(
-            refer_to_variable("curl -H 'X: 'tok3n'' --t=tok3n", "tok3n", var, true),
+            refer_to_variable("curl -H 'X: 'tok3n'' --t=tok3n", "tok3n", var, Match::Bare),
             "curl -H 'X: '\"${SQUALL_SECRET_0}\"'' --t=\"${SQUALL_SECRET_0}\""
         );
         assert_eq!(
-            refer_to_variable("echo \"a tok3n b\"", "tok3n", var, true),
+            refer_to_variable("echo \"a tok3n b\"", "tok3n", var, Match::Bare),
             "echo \"a ${SQUALL_SECRET_0} b\""
         );
         // Quoted words are replaced whole, quotes and all.
         assert_eq!(
-            refer_to_variable("echo 'se cret' x", "'se cret'", var, false),
+            refer_to_variable("echo 'se cret' x", "'se cret'", var, Match::Anywhere),
             "echo \"${SQUALL_SECRET_0}\" x"
+        );
+        // Inside a longer word too: it expands to the same word.
+        assert_eq!(
+            refer_to_variable("mysql -ptok3n -u admin:tok3n", "tok3n", var, Match::Bare),
+            "mysql -p\"${SQUALL_SECRET_0}\" -u admin:\"${SQUALL_SECRET_0}\""
         );
     }
 
     #[test]
-    fn a_bare_secret_inside_a_longer_word_or_a_keyword_is_left_alone() {
+    fn a_bare_secret_the_shell_reads_as_something_else_is_left_alone() {
         let var = "V";
+        for command in [
+            "echo $tok3n ${tok3n} $xtok3n ~tok3n",
+            "tok3n=1 env",
+            "if true; then :; fi",
+        ] {
+            let word = if command.starts_with("if") {
+                "then"
+            } else {
+                "tok3n"
+            };
+            assert_eq!(refer_to_variable(command, word, var, Match::Bare), command);
+        }
+    }
+
+    #[test]
+    fn comments_and_heredocs_are_read_as_the_shell_reads_them() {
+        let var = "V";
+        // An apostrophe in a comment opens no quotes.
         assert_eq!(
-            refer_to_variable("ls /tok3n/x tok3nx", "tok3n", var, true),
-            "ls /tok3n/x tok3nx"
+            refer_to_variable(
+                "# don't log it\ncurl -H \"Bearer tok3n\"",
+                "tok3n",
+                var,
+                Match::Bare
+            ),
+            "# don't log it\ncurl -H \"Bearer ${V}\""
         );
+        // In a comment it stays; in a heredoc that expands, no quotes are added;
+        // one that expands nothing keeps it.
         assert_eq!(
-            refer_to_variable("if true; then :; fi", "then", var, true),
-            "if true; then :; fi"
+            refer_to_variable(
+                "cat <<EOF >f\npassword tok3n\nEOF\ncat <<'X'\nkeep tok3n\nX\necho tok3n # tok3n",
+                "tok3n",
+                var,
+                Match::Bare
+            ),
+            "cat <<EOF >f\npassword ${V}\nEOF\ncat <<'X'\nkeep tok3n\nX\necho \"${V}\" # tok3n"
         );
     }
 
     #[test]
     fn rendered_commands_run_the_same_through_the_variable() {
-        // What the shell makes of both forms is the same word.
-        for (command, word, bare) in [
-            ("printf %s tok3n", "tok3n", true),
-            ("printf %s 'x'tok3n'y'", "tok3n", true),
-            ("printf %s 'se '\\''cret'", "'se '\\''cret'", false),
-            ("printf %s \"a tok3n\"", "tok3n", true),
-            ("printf %s 'a tok3n b'", "tok3n", true),
+        // What the shell makes of both forms is the same.
+        for (command, word, how) in [
+            ("printf %s tok3n", "tok3n", Match::Bare),
+            ("printf %s 'x'tok3n'y'", "tok3n", Match::Bare),
+            (
+                "printf %s 'se '\\''cret'",
+                "'se '\\''cret'",
+                Match::Anywhere,
+            ),
+            ("printf %s \"a tok3n\"", "tok3n", Match::Bare),
+            ("printf %s 'a tok3n b'", "tok3n", Match::Bare),
+            ("printf %s -ptok3n:x", "tok3n", Match::Bare),
+            ("# it's\nprintf %s \"tok3n\"", "tok3n", Match::Bare),
+            ("cat <<EOF\na tok3n b\nEOF", "tok3n", Match::Bare),
+            (
+                "cat <<-EOF\n\ta tok3n\n\tEOF\nprintf %s tok3n",
+                "tok3n",
+                Match::Bare,
+            ),
         ] {
-            let replaced = refer_to_variable(command, word, "SQUALL_SECRET_0", bare);
+            let replaced = refer_to_variable(command, word, "SQUALL_SECRET_0", how);
             assert_ne!(replaced, command);
-            let value = if bare {
+            let value = if how == Match::Bare {
                 word.to_owned()
             } else {
                 "se 'cret".to_owned()
@@ -541,5 +789,23 @@ mod tests {
             };
             assert_eq!(run(&replaced), run(command), "{command} -> {replaced}");
         }
+    }
+
+    #[test]
+    fn a_filtered_secret_is_not_run_as_its_placeholder() {
+        let hidden = [Hidden {
+            placeholder: "__ph_0__".into(),
+            value: "p@ss w".into(),
+            var: None,
+        }];
+        // The same words once the placeholder stands for its value.
+        assert!(same_words(
+            "login --password=__ph_0__",
+            "login '--password=p@ss w'",
+            &hidden
+        ));
+        // A filter saw the placeholder, not the secret.
+        assert!(!same_words("login 8", "login 6", &hidden));
+        assert!(!same_words("login __PH_0__", "login 'P@SS W'", &hidden));
     }
 }

@@ -269,6 +269,9 @@ async fn prepare_and_run(
     let child = match spare {
         Some(child) => child,
         None => {
+            // As StackStorm starts it: in the action's directory (a relative
+            // PYTHONPATH in `env` resolves there).
+            spec.cwd = script.parent().map(Path::to_path_buf);
             for (k, v) in extra_env.into_iter().flatten() {
                 let text = match v {
                     Value::String(s) => s.clone(),

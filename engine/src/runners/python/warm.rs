@@ -66,6 +66,14 @@ impl WarmPool {
             return None;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // Spares of interpreters no run asks for any more (a rebuilt
+        // virtualenv, a removed pack) go once they exited or aged.
+        idle.retain(|program, spares| {
+            if program.as_os_str() != spec.program.as_str() {
+                spares.retain_mut(Spare::usable);
+            }
+            !spares.is_empty() || program.as_os_str() == spec.program.as_str()
+        });
         let spares = idle.entry(PathBuf::from(&spec.program)).or_default();
         let mut taken = None;
         while let Some(mut spare) = spares.pop_front() {

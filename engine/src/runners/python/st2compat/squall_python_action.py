@@ -101,8 +101,9 @@ def main():
 
     # Nothing loaded so far is garbage: leaving it out of collections makes
     # the interpreter's exit about 10 ms faster (the run's own objects are
-    # still collected and finalized as usual).
-    gc.freeze()
+    # still collected and finalized as usual). Python 3.7 and later.
+    if hasattr(gc, "freeze"):
+        gc.freeze()
     spec = read_spec()
     if spec is None:
         return 0
