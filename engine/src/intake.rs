@@ -220,16 +220,17 @@ async fn run_loop(
                     replies.push(Reply::Unit(reply));
                 }
                 Item::Complete {
-                    completion,
+                    mut completion,
                     events,
                     reply,
                 } => {
                     for event in events {
                         // Execution events are recorded only when a rule
                         // matched them: storing one per execution would double
-                        // the write load for nothing.
+                        // the write load for nothing. They are stored only
+                        // with the completion (not when its lease was lost).
                         add_trigger_if_matched(
-                            &mut batch,
+                            &mut completion.follow_up,
                             &catalog,
                             &templates,
                             TriggerFiring {
@@ -246,7 +247,11 @@ async fn run_loop(
                 }
             }
         }
-        let created_work = !batch.executions.is_empty();
+        let created_work = !batch.executions.is_empty()
+            || batch
+                .completions
+                .iter()
+                .any(|c| !c.follow_up.executions.is_empty());
         let completed = !batch.completions.is_empty();
         let started = std::time::Instant::now();
         let result = store.write_batch(&batch).await.map_err(store_error);

@@ -298,6 +298,7 @@ impl Worker {
             started_at,
             finished_at,
             notices,
+            follow_up: Default::default(),
         };
         tracing::debug!(execution = %model.id, action = %model.action, status = %completion.status, "execution finished");
         self.intake.complete(completion, events).await;

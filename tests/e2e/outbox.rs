@@ -106,6 +106,7 @@ async fn a_chat_command_brings_its_ack_and_a_held_result_released_once_when_it_e
                 error: None,
                 retry: None,
                 notices: Vec::new(),
+                follow_up: Default::default(),
                 started_at: None,
                 finished_at: now_ms(),
             }],

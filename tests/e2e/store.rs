@@ -7,7 +7,7 @@ use anyhow::Result;
 use serde_json::json;
 use squall_engine::execution::{ExecutionStatus, new_id, now_ms};
 use squall_engine::store::{
-    Completion, ExecutionFilter, NewExecution, NewOutboxRow, Store, WriteBatch,
+    Completion, ExecutionFilter, NewExecution, NewOutboxRow, NewTriggerInstance, Store, WriteBatch,
 };
 use squall_tests::{Backend, TestDb};
 
@@ -85,6 +85,7 @@ async fn a_database_from_the_previous_version_upgrades_in_place(backend: Backend
             error: Some("boom".into()),
             retry: Some(squall_engine::runners::Retry::MayHelp),
             notices: Vec::new(),
+            follow_up: Default::default(),
             started_at: None,
             finished_at: now_ms(),
         })
@@ -143,6 +144,7 @@ async fn completions_store_the_run_times_the_worker_measured(backend: Backend) -
         error: None,
         retry: None,
         notices: Vec::new(),
+        follow_up: Default::default(),
         started_at,
         finished_at: ran_to,
     };
@@ -257,6 +259,18 @@ async fn completion_from_a_node_that_lost_its_lease_is_ignored(backend: Backend)
             &json!({"text": format!("done by {owner}")}),
             None,
         )],
+        // And so do the rule firings on its end.
+        follow_up: WriteBatch {
+            trigger_instances: vec![NewTriggerInstance {
+                id: format!("{id}-ti-{owner}"),
+                trigger: "core.st2.generic.actiontrigger".into(),
+                payload: json!({"by": owner}),
+                source: format!("execution/{id}"),
+                occurred_at: now_ms(),
+                secrets: Default::default(),
+            }],
+            ..WriteBatch::default()
+        },
         started_at: None,
         finished_at: now_ms(),
     };
@@ -297,6 +311,18 @@ async fn completion_from_a_node_that_lost_its_lease_is_ignored(backend: Backend)
         .map(|m| m.message)
         .collect();
     assert_eq!(sent, vec![r#"{"text":"done by a"}"#.to_owned()]);
+    assert!(
+        store
+            .get_trigger_instance(&format!("{id}-ti-a"))
+            .await?
+            .is_some()
+    );
+    assert!(
+        store
+            .get_trigger_instance(&format!("{id}-ti-b"))
+            .await?
+            .is_none()
+    );
     db.cleanup().await
 }
 

@@ -46,6 +46,10 @@ pub struct Completion {
     /// Chat messages the end sends (`notify:`), written in the same commit
     /// when, and only when, this completion is the one stored.
     pub notices: Vec<super::NewOutboxRow>,
+    /// What the end causes (rules on `squall.execution`, actiontrigger,
+    /// notifytrigger: their trigger instances and executions), written on the
+    /// same terms.
+    pub follow_up: super::WriteBatch,
     /// When the run began and ended (ms), as the worker measured it. The
     /// claim's own time is when the claim was asked for (under load, before
     /// the row even existed), and completions are written in batches (the

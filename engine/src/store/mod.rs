@@ -74,7 +74,7 @@ pub struct NewEnforcement {
 }
 
 /// Everything one intake commit writes, atomically.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct WriteBatch {
     pub trigger_instances: Vec<NewTriggerInstance>,
     pub enforcements: Vec<NewEnforcement>,
@@ -235,48 +235,17 @@ impl Store {
         }
         let _turn = self.write_turn().await;
         let txn = self.db.begin().await?;
-        for chunk in shaped_chunks(&batch.trigger_instances, self.backend(), INSERT_CHUNK) {
-            let rows = chunk.iter().map(|t| trigger_instance::ActiveModel {
-                id: Set(t.id.clone()),
-                trigger: Set(t.trigger.clone()),
-                payload: Set(t.payload.to_string()),
-                source: Set(t.source.clone()),
-                occurred_at: Set(t.occurred_at),
-                secrets: Set(t.secrets.to_stored()),
-            });
-            trigger_instance::Entity::insert_many(rows)
-                .exec_without_returning(&txn)
-                .await?;
-        }
         let now = now_ms();
-        for chunk in shaped_chunks(&batch.enforcements, self.backend(), INSERT_CHUNK) {
-            let rows = chunk.iter().map(|e| rule_enforcement::ActiveModel {
-                id: Set(e.id.clone()),
-                rule: Set(e.rule.clone()),
-                trigger_instance_id: Set(e.trigger_instance_id.clone()),
-                execution_id: Set(e.execution_id.clone()),
-                status: Set(if e.failure_reason.is_some() {
-                    "failed".into()
-                } else {
-                    "succeeded".into()
-                }),
-                failure_reason: Set(e.failure_reason.clone()),
-                created_at: Set(now),
-            });
-            rule_enforcement::Entity::insert_many(rows)
-                .exec_without_returning(&txn)
-                .await?;
-        }
-        executions::insert_executions(&txn, &batch.executions, now).await?;
+        insert_new(&txn, batch, now).await?;
         let applied = executions::apply_completions(&txn, &batch.completions, now).await?;
         // A completion from a node that lost its lease is not stored, and
-        // neither are its notices: the run that is stored sends its own.
-        let notices: Vec<NewOutboxRow> = batch
-            .completions
-            .iter()
-            .filter(|c| applied.contains(&c.id))
-            .flat_map(|c| c.notices.iter().cloned())
-            .collect();
+        // neither is what it causes (its notices, the rule firings on its
+        // end): the run that is stored causes its own.
+        let mut notices: Vec<NewOutboxRow> = Vec::new();
+        for completion in batch.completions.iter().filter(|c| applied.contains(&c.id)) {
+            notices.extend(completion.notices.iter().cloned());
+            insert_new(&txn, &completion.follow_up, now).await?;
+        }
         if !notices.is_empty() {
             chat::insert_outbox(&txn, notices, now).await?;
         }
@@ -285,7 +254,6 @@ impl Store {
             // in the same commit as the end itself.
             chat::release_results(&txn, now).await?;
         }
-        insert_audit(&txn, &batch.audit, now).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -298,7 +266,52 @@ impl Store {
         })
         .await
     }
+}
 
+/// Insert what `batch` creates (trigger instances, enforcements, executions,
+/// audit rows); its completions are applied by the caller.
+async fn insert_new(
+    txn: &sea_orm::DatabaseTransaction,
+    batch: &WriteBatch,
+    now: i64,
+) -> Result<(), StoreError> {
+    let backend = txn.get_database_backend();
+    for chunk in shaped_chunks(&batch.trigger_instances, backend, INSERT_CHUNK) {
+        let rows = chunk.iter().map(|t| trigger_instance::ActiveModel {
+            id: Set(t.id.clone()),
+            trigger: Set(t.trigger.clone()),
+            payload: Set(t.payload.to_string()),
+            source: Set(t.source.clone()),
+            occurred_at: Set(t.occurred_at),
+            secrets: Set(t.secrets.to_stored()),
+        });
+        trigger_instance::Entity::insert_many(rows)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    for chunk in shaped_chunks(&batch.enforcements, backend, INSERT_CHUNK) {
+        let rows = chunk.iter().map(|e| rule_enforcement::ActiveModel {
+            id: Set(e.id.clone()),
+            rule: Set(e.rule.clone()),
+            trigger_instance_id: Set(e.trigger_instance_id.clone()),
+            execution_id: Set(e.execution_id.clone()),
+            status: Set(if e.failure_reason.is_some() {
+                "failed".into()
+            } else {
+                "succeeded".into()
+            }),
+            failure_reason: Set(e.failure_reason.clone()),
+            created_at: Set(now),
+        });
+        rule_enforcement::Entity::insert_many(rows)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    executions::insert_executions(txn, &batch.executions, now).await?;
+    insert_audit(txn, &batch.audit, now).await
+}
+
+impl Store {
     /// Audit rows about one subject, oldest first.
     pub async fn audit_for(&self, subject: &str) -> Result<Vec<audit::Model>, StoreError> {
         Ok(audit::Entity::find()
