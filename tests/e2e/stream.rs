@@ -250,8 +250,27 @@ async fn tail_follows_a_running_execution_line_by_line(backend: Backend) -> Resu
         match tokio::time::timeout(WAIT, rx.recv()).await {
             Ok(Some(line)) => seen.push(line),
             _ => {
+                // Say why: where the run is, what was stored, what tail said.
                 let _ = child.kill();
-                bail!("tail printed {seen:?} and then nothing within a minute");
+                let stderr = child
+                    .stderr
+                    .take()
+                    .map(|mut e| {
+                        let mut text = String::new();
+                        let _ = std::io::Read::read_to_string(&mut e, &mut text);
+                        text
+                    })
+                    .unwrap_or_default();
+                let (_, view) = server.get(&format!("/api/v1/executions/{id}")).await?;
+                let events = server.engine.store.events_after(0, 100, Some(&id)).await?;
+                bail!(
+                    "tail printed {seen:?} and then nothing within a minute; its stderr: \
+                     {stderr:?}; the execution: {view}; its stored events: {:?}",
+                    events
+                        .iter()
+                        .map(|e| (e.id, e.kind.clone()))
+                        .collect::<Vec<_>>()
+                );
             }
         }
     }
