@@ -700,6 +700,7 @@ impl CatalogHandle {
         *guard = Arc::new(catalog);
     }
 }
+
 /// Whether `name` occurs in `text` as a whole identifier that is not an attribute
 /// (`{{ host }}` names `host`; `{{ config_context.host }}` and `{{ hostname }}` do not).
 fn names_identifier(text: &str, name: &str) -> bool {

@@ -130,14 +130,9 @@ pub struct Engine {
     shutdown: CancellationToken,
 }
 
-/// The runners this squall ships, by kind: the one place that names them all, so
-/// the runner shape (`runner`), the runners (`runners/`) and the workflow engine
-/// need not know each other.
-pub fn builtin_runner_list() -> Vec<Arc<dyn crate::runner::Runner>> {
-    builtin_runner_list_for(&WorkerConfig::default())
-}
-
-/// [`builtin_runner_list`] set up for a worker configured by `worker`.
+/// The runners this squall ships, set up for a worker configured by `worker`:
+/// the one place that names them all, so the runner shape (`runner`), the
+/// runners (`runners/`) and the workflow engine need not know each other.
 pub fn builtin_runner_list_for(worker: &WorkerConfig) -> Vec<Arc<dyn crate::runner::Runner>> {
     use crate::runners::{chat_post, core, echo, http, noop, python, shell};
     vec![
@@ -159,7 +154,7 @@ pub fn builtin_runner_list_for(worker: &WorkerConfig) -> Vec<Arc<dyn crate::runn
     ]
 }
 
-/// [`builtin_runner_list`] as a registry.
+/// The built-in runners as a registry, with a default worker's settings.
 pub fn builtin_runners() -> RunnerRegistry {
     builtin_runners_for(&WorkerConfig::default())
 }

@@ -250,6 +250,10 @@ impl Runner for Sendmail {
     async fn run(&self, ctx: RunContext) -> RunOutcome {
         match send_mail(&ctx).await {
             Ok(result) => RunOutcome::succeeded(result),
+            Err(_) if ctx.cancel.is_cancelled() => RunOutcome {
+                status: ExecutionStatus::Canceled,
+                ..RunOutcome::failed("canceled")
+            },
             Err((retry, e)) => RunOutcome::failed(ctx.secrets.scrub_text(&e)).retry(retry),
         }
     }
@@ -327,6 +331,7 @@ async fn send_mail(ctx: &RunContext) -> Result<Value, (Retry, String)> {
     let transport = transport.build();
     let sent = tokio::select! {
         sent = transport.send(email) => sent,
+        // `run` reports it as canceled.
         () = ctx.cancel.cancelled() => return Err((Retry::MayHelp, "canceled".into())),
     };
     let response = sent.map_err(|e| {

@@ -20,6 +20,7 @@ pub use crate::runner::{
     DEFAULT_TIMEOUT_SECS, DuplicateRunner, OutputLimits, Retry, RunContext, RunHost, RunOutcome,
     Runner, RunnerRegistry, RunnerTraits,
 };
+
 #[cfg(test)]
 mod tests {
     use crate::engine::builtin_runners;
@@ -29,7 +30,7 @@ mod tests {
         let registry = builtin_runners();
         assert_eq!(
             registry.names().len(),
-            crate::engine::builtin_runner_list().len()
+            crate::engine::builtin_runner_list_for(&Default::default()).len()
         );
     }
 

@@ -77,7 +77,9 @@ fn action_env(ctx: &RunContext) -> Result<BTreeMap<String, String>, String> {
     Ok(env)
 }
 
-fn value_to_arg(value: &Value) -> String {
+/// A parameter value as one argument or environment value: a string as it
+/// is, null as nothing, anything else as its JSON text.
+pub(super) fn value_to_arg(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
@@ -260,8 +262,12 @@ fn render_command(
     let mut command = plain.clone();
     let mut search: Vec<String> = ctx.secrets.iter().map(str::to_owned).collect();
     if !hidden.is_empty() {
-        let with_placeholders = render(masked)?;
-        if same_words(&with_placeholders, &plain, &hidden) {
+        // A template that fails on a placeholder (`{{ token.key }}` of a secret
+        // object) renders with the real values only.
+        let with_placeholders = render(masked).ok();
+        if let Some(with_placeholders) =
+            with_placeholders.filter(|p| same_words(p, &plain, &hidden))
+        {
             command = with_placeholders;
             for h in &hidden {
                 if !command.contains(&h.placeholder) {

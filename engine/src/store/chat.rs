@@ -108,9 +108,7 @@ impl NewOutboxRow {
             ready_at: None,
         }
     }
-}
 
-impl NewOutboxRow {
     /// A row going back to where a chat command came from.
     pub fn to_origin(kind: OutboxKind, origin: &ChatOrigin, message: Value) -> Self {
         Self {

@@ -256,16 +256,7 @@ async fn prepare_and_run(
     };
     // The `env` parameter can change how the interpreter starts
     // (PYTHONPATH, LD_PRELOAD, ...): such a run starts its own.
-    let spare = if extra_env.is_none() {
-        let mut spare_spec = spec.clone();
-        spare_spec.env.insert(
-            "SQUALL_IDLE_EXIT".to_owned(),
-            warm::IDLE_EXIT.as_secs().to_string(),
-        );
-        pool.take(&spare_spec)
-    } else {
-        None
-    };
+    let spare = extra_env.is_none().then(|| pool.take(&spec)).flatten();
     let child = match spare {
         Some(child) => child,
         None => {
@@ -273,11 +264,7 @@ async fn prepare_and_run(
             // PYTHONPATH in `env` resolves there).
             spec.cwd = script.parent().map(Path::to_path_buf);
             for (k, v) in extra_env.into_iter().flatten() {
-                let text = match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                spec.env.insert(k.clone(), text);
+                spec.env.insert(k.clone(), super::shell::value_to_arg(v));
             }
             spec.start(true)
                 .map_err(|e| RunOutcome::failed(e.message).retry(e.retry))?

@@ -20,7 +20,7 @@ use tokio::process::Child;
 use crate::runners::process::{ProcessSpec, kill_group};
 
 /// How long a spare waits for a run before it exits.
-pub const IDLE_EXIT: Duration = Duration::from_secs(300);
+const IDLE_EXIT: Duration = Duration::from_secs(300);
 
 /// A spare older than this is not handed out (it may be exiting).
 const HAND_OUT_BEFORE: Duration = Duration::from_secs(270);
@@ -60,11 +60,17 @@ impl WarmPool {
     /// A started spare of `spec.program` for a run, if one is ready; either way
     /// the spares of that interpreter are topped up (starting spares is a
     /// fork and exec; the interpreter's own start-up happens in the child).
-    /// `spec` is how a spare is started: no per-run environment in it.
+    /// `spec` is how the interpreter starts, without per-run environment; a
+    /// spare also gets `SQUALL_IDLE_EXIT`.
     pub fn take(&self, spec: &ProcessSpec) -> Option<Child> {
         if self.per_interpreter == 0 {
             return None;
         }
+        let mut spec = spec.clone();
+        spec.env.insert(
+            "SQUALL_IDLE_EXIT".to_owned(),
+            IDLE_EXIT.as_secs().to_string(),
+        );
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         // Spares of interpreters no run asks for any more (a rebuilt
         // virtualenv, a removed pack) go once they exited or aged.
